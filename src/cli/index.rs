@@ -1,0 +1,107 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use genret::corpus::read_corpus;
+use genret::fmindex::BuildOptions;
+use genret::index::{BuildConfig, TokenizerSource, build};
+use genret::tokenize::{TokenizerKind, TrainConfig};
+
+/// Index a corpus: train (or load) a tokenizer, tokenize every document, and build the
+/// token-level FM-index, all into one index directory.
+///
+/// CORPUS is a BEIR folder (with corpus.jsonl), a .jsonl file, or a TSV file
+/// (id<TAB>text or id<TAB>title<TAB>text). Rebuilding into an existing index replaces it.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \
+    genret index collection.tsv --out msmarco.idx --vocab-size 32000\n  \
+    genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json")]
+pub struct IndexArgs {
+    /// Corpus to index: BEIR folder, .jsonl or .tsv file.
+    pub corpus: PathBuf,
+    /// Index directory to create (or rebuild).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Vocabulary size of the trained tokenizer, special tokens included.
+    #[arg(long, default_value_t = 16_000)]
+    pub vocab_size: usize,
+    /// Tokenizer model to train.
+    #[arg(long, value_enum, default_value_t = Kind::Bpe)]
+    pub tokenizer_kind: Kind,
+    /// Keep case in the trained tokenizer (default: lowercase everything).
+    #[arg(long)]
+    pub cased: bool,
+    /// Use this tokenizer.json as is instead of training one.
+    #[arg(long, conflicts_with_all = ["vocab_size", "tokenizer_kind", "cased"])]
+    pub tokenizer: Option<PathBuf>,
+    /// Do not index titles (by default each document is `<title> title </title> text`).
+    #[arg(long)]
+    pub no_titles: bool,
+    /// One suffix-array sample per this many tokens: smaller locates faster, larger is smaller.
+    #[arg(long, default_value_t = genret::fmindex::DEFAULT_SAMPLE_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sample_rate: u32,
+    /// Print the build statistics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    Bpe,
+    Unigram,
+}
+
+pub fn run(args: IndexArgs) -> anyhow::Result<()> {
+    if args.vocab_size < 300 {
+        anyhow::bail!(genret::Error::InvalidInput(format!(
+            "--vocab-size {} is too small: a byte-level tokenizer needs at least 300 (256 bytes + specials)",
+            args.vocab_size
+        )));
+    }
+    let corpus = read_corpus(&args.corpus)
+        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    let tokenizer = match args.tokenizer {
+        Some(path) => TokenizerSource::File(path),
+        None => TokenizerSource::Train(TrainConfig {
+            kind: match args.tokenizer_kind {
+                Kind::Bpe => TokenizerKind::Bpe,
+                Kind::Unigram => TokenizerKind::Unigram,
+            },
+            vocab_size: args.vocab_size,
+            lowercase: !args.cased,
+        }),
+    };
+    let config = BuildConfig {
+        tokenizer,
+        index_titles: !args.no_titles,
+        fm: BuildOptions {
+            sample_rate: args.sample_rate,
+        },
+    };
+    let index = build(&corpus, &args.out, &config)
+        .with_context(|| format!("building index {}", args.out.display()))?;
+    let s = &index.stats;
+    if args.json {
+        return super::print_json(s);
+    }
+    println!("indexed {} into {}", args.corpus.display(), args.out.display());
+    println!(
+        "  documents      {} ({} empty)",
+        s.docs, s.empty_docs
+    );
+    println!(
+        "  tokens         {} (per document: min {}, median {}, mean {:.1}, p95 {}, max {})",
+        s.tokens, s.doc_tokens_min, s.doc_tokens_median, s.doc_tokens_mean, s.doc_tokens_p95, s.doc_tokens_max
+    );
+    println!(
+        "  vocabulary     {} ({} used by the corpus)",
+        s.vocab_size, s.distinct_tokens
+    );
+    println!(
+        "  FM-index       {:.1} KiB, {:.2} bits/token",
+        s.fmindex_bytes as f64 / 1024.0,
+        s.fmindex_bits_per_token
+    );
+    println!("  took           {:.2} s", s.build_seconds);
+    Ok(())
+}

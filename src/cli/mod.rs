@@ -1,0 +1,73 @@
+//! Command-line interface: argument definitions and dispatch. Each subcommand lives in its
+//! own file and only parses, validates and prints; the work is done by the library.
+
+mod count;
+mod extract;
+mod index;
+
+use clap::{Args, Parser, Subcommand};
+
+/// genret: generative retrieval. A sequence-to-sequence model writes what it retrieves
+/// (corpus n-grams, SEAL style, or document ids, DSI style), constrained at every step so that
+/// only strings that exist in the corpus come out.
+#[derive(Debug, Parser)]
+#[command(name = "genret", version, about, long_about = None)]
+#[command(after_help = "Example:\n  genret index corpus/cranfield --out cranfield.idx\n  \
+    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Print only results and errors (no progress bars, no warnings).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Index(index::IndexArgs),
+    Count(count::CountArgs),
+    Extract(extract::ExtractArgs),
+}
+
+/// Sets up `tracing` on stderr according to `-q` / `-v` (or `RUST_LOG`).
+pub fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    genret::progress::set_quiet(global.quiet);
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Index(args) => index::run(args),
+        Command::Count(args) => count::run(args),
+        Command::Extract(args) => extract::run(args),
+    }
+}
+
+/// Prints a value as one line of JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}

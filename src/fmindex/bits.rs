@@ -1,0 +1,222 @@
+//! A bit vector with constant-time rank, laid out one cache line per block.
+//!
+//! Hand-written rather than taken from a crate because the FM-index needs three things at
+//! once that no crate offered together: a flat little-endian layout it can checksum and load
+//! with one read, a combined "bit and rank" probe (one cache miss per wavelet level), and a
+//! small, documented overhead that keeps the whole index under 20 bits per token.
+//!
+//! Layout: 64-byte aligned blocks of `[cumulative rank u64 | 7 data words]`, so a rank query
+//! touches exactly one cache line. Overhead: 64 bits per 448 data bits (14.3%).
+
+/// Data bits per block: seven 64-bit words.
+const BLOCK_BITS: usize = 448;
+const BLOCK_WORDS: usize = 7;
+
+/// One cache line: the number of ones before this block, then seven words of data.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Block {
+    rank: u64,
+    words: [u64; BLOCK_WORDS],
+}
+
+/// An immutable bit vector supporting `rank1` in O(1): at most seven popcounts in one
+/// cache line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RankBitVec {
+    blocks: Vec<Block>,
+    len: usize,
+    ones: usize,
+}
+
+impl RankBitVec {
+    /// Builds from packed words (bit `i` is bit `i % 64` of word `i / 64`); bits at or past
+    /// `len` are ignored. Cost: O(len / 64).
+    pub fn from_words(words: &[u64], len: usize) -> RankBitVec {
+        // One block more than needed for the data, so `rank1(len)` has a block to read.
+        let n_blocks = len / BLOCK_BITS + 1;
+        let mut blocks = vec![Block::default(); n_blocks];
+        let mut rank = 0u64;
+        for (b, block) in blocks.iter_mut().enumerate() {
+            block.rank = rank;
+            for k in 0..BLOCK_WORDS {
+                let w = b * BLOCK_WORDS + k;
+                let first_bit = w * 64;
+                if first_bit >= len {
+                    break;
+                }
+                let mut word = words.get(w).copied().unwrap_or(0);
+                if len - first_bit < 64 {
+                    word &= (1u64 << (len - first_bit)) - 1;
+                }
+                block.words[k] = word;
+                rank += word.count_ones() as u64;
+            }
+        }
+        RankBitVec {
+            blocks,
+            len,
+            ones: rank as usize,
+        }
+    }
+
+    /// Builds from a bit predicate over `0..len`. Cost: O(len).
+    pub fn from_fn(len: usize, mut bit: impl FnMut(usize) -> bool) -> RankBitVec {
+        let mut words = vec![0u64; len.div_ceil(64)];
+        for i in 0..len {
+            if bit(i) {
+                words[i / 64] |= 1 << (i % 64);
+            }
+        }
+        RankBitVec::from_words(&words, len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of set bits.
+    pub fn ones(&self) -> usize {
+        self.ones
+    }
+
+    /// Number of ones in `[0, i)`. Requires `i <= len`. O(1).
+    #[inline]
+    pub fn rank1(&self, i: usize) -> usize {
+        debug_assert!(i <= self.len);
+        let block = &self.blocks[i / BLOCK_BITS];
+        let offset = i % BLOCK_BITS;
+        let full = offset / 64;
+        let mut rank = block.rank as usize;
+        for word in &block.words[..full] {
+            rank += word.count_ones() as usize;
+        }
+        let rem = offset % 64;
+        if rem != 0 {
+            rank += (block.words[full] & ((1u64 << rem) - 1)).count_ones() as usize;
+        }
+        rank
+    }
+
+    /// Number of zeros in `[0, i)`. Requires `i <= len`. O(1).
+    #[inline]
+    pub fn rank0(&self, i: usize) -> usize {
+        i - self.rank1(i)
+    }
+
+    /// Bit `i` and `rank1(i)` from one cache line. Requires `i < len`. O(1).
+    #[inline]
+    pub fn get_rank1(&self, i: usize) -> (bool, usize) {
+        debug_assert!(i < self.len);
+        let block = &self.blocks[i / BLOCK_BITS];
+        let offset = i % BLOCK_BITS;
+        let full = offset / 64;
+        let mut rank = block.rank as usize;
+        for word in &block.words[..full] {
+            rank += word.count_ones() as usize;
+        }
+        let word = block.words[full];
+        let rem = offset % 64;
+        rank += (word & ((1u64 << rem) - 1)).count_ones() as usize;
+        ((word >> rem) & 1 == 1, rank)
+    }
+
+    /// Bit `i`. Requires `i < len`. O(1).
+    #[inline]
+    pub fn get(&self, i: usize) -> bool {
+        let block = &self.blocks[i / BLOCK_BITS];
+        let offset = i % BLOCK_BITS;
+        (block.words[offset / 64] >> (offset % 64)) & 1 == 1
+    }
+
+    /// Heap bytes used.
+    pub fn size_bytes(&self) -> usize {
+        self.blocks.len() * std::mem::size_of::<Block>()
+    }
+
+    /// The flat representation `[rank, w0..w6]` per block, for serialization.
+    pub fn to_u64s(&self) -> Vec<u64> {
+        let mut out = Vec::with_capacity(self.blocks.len() * 8);
+        for block in &self.blocks {
+            out.push(block.rank);
+            out.extend_from_slice(&block.words);
+        }
+        out
+    }
+
+    /// Rebuilds from [`to_u64s`](Self::to_u64s) output, checking that sizes and stored ranks
+    /// are consistent. O(len / 64).
+    pub fn from_u64s(flat: &[u64], len: usize) -> Result<RankBitVec, String> {
+        let n_blocks = len / BLOCK_BITS + 1;
+        if flat.len() != n_blocks * 8 {
+            return Err(format!(
+                "bit vector of {len} bits needs {} words, found {}",
+                n_blocks * 8,
+                flat.len()
+            ));
+        }
+        let mut blocks = Vec::with_capacity(n_blocks);
+        let mut rank = 0u64;
+        for (b, chunk) in flat.chunks_exact(8).enumerate() {
+            let block = Block {
+                rank: chunk[0],
+                words: chunk[1..8].try_into().unwrap(),
+            };
+            if block.rank != rank {
+                return Err(format!("rank directory is inconsistent at block {b}"));
+            }
+            for (k, &w) in block.words.iter().enumerate() {
+                let first_bit = (b * BLOCK_WORDS + k) * 64;
+                let valid = len.saturating_sub(first_bit).min(64);
+                if valid < 64 && w >> valid != 0 {
+                    return Err(format!("bits set past the end at block {b}"));
+                }
+                rank += w.count_ones() as u64;
+            }
+            blocks.push(block);
+        }
+        Ok(RankBitVec {
+            blocks,
+            len,
+            ones: rank as usize,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_matches_naive_scan() {
+        for len in [0usize, 1, 63, 64, 65, 447, 448, 449, 896, 1000, 5000] {
+            let bits: Vec<bool> = (0..len).map(|i| (i * 7919 + i / 3) % 5 < 2).collect();
+            let bv = RankBitVec::from_fn(len, |i| bits[i]);
+            let mut naive = 0;
+            for i in 0..=len {
+                assert_eq!(bv.rank1(i), naive, "len {len} i {i}");
+                if i < len {
+                    assert_eq!(bv.get(i), bits[i]);
+                    assert_eq!(bv.get_rank1(i), (bits[i], naive));
+                    naive += bits[i] as usize;
+                }
+            }
+            assert_eq!(bv.ones(), naive);
+            let back = RankBitVec::from_u64s(&bv.to_u64s(), len).unwrap();
+            assert_eq!(back, bv);
+        }
+    }
+
+    #[test]
+    fn from_u64s_rejects_bad_rank_directory() {
+        let bv = RankBitVec::from_fn(1000, |i| i % 3 == 0);
+        let mut flat = bv.to_u64s();
+        flat[8] += 1; // rank of block 1
+        assert!(RankBitVec::from_u64s(&flat, 1000).is_err());
+        assert!(RankBitVec::from_u64s(&flat[..8], 1000).is_err());
+    }
+}

@@ -1,0 +1,597 @@
+//! fmindex: here is a prefix, which tokens may follow it and how often?
+//!
+//! A token-level FM-index (Ferragina and Manzini, "Opportunistic data structures with
+//! applications", FOCS 2000) laid out as SEAL uses it (Bevilacqua et al., "Autoregressive
+//! Search Engines", NeurIPS 2022): each document's token ids are **reversed** and followed by a
+//! document-end symbol, so extending an n-gram to the right is one backward-search step, and
+//! the distinct tokens that may follow an n-gram are the distinct BWT symbols of its range.
+//!
+//! Internal alphabet: `0` ends the whole text, `1` ends a document, token `t` is `t + 2`.
+//! Patterns never contain 0 or 1, so an n-gram never matches across a document boundary.
+//!
+//! Parts: the BWT in a [`WaveletMatrix`] of `ceil(log2(vocab + 2))` levels; the C array;
+//! a suffix-array sample every `sample_rate` text positions (a bit vector marking sampled rows
+//! plus the sampled positions) for locate; document starts for position -> document; and the
+//! row of each document's end symbol, for [`FmIndex::extract`].
+//!
+//! Space, for `n` tokens plus one end symbol per document and `b = ceil(log2(vocab + 2))`:
+//! `n * (b * 8/7 + 8/7 + 32 / sample_rate)` bits, plus 4 bytes per document and 8 bytes per
+//! vocabulary entry. An index holds at most 2^31 - 1 symbols (tokens plus one per document).
+//!
+//! Build: [`FmIndex::build`] (suffix array by `libsais`, multithreaded).
+
+mod bits;
+mod wavelet;
+
+pub use bits::RankBitVec;
+pub use wavelet::{WaveletMatrix, bits_for};
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::index::{ArrayFile, ArrayWriter};
+
+/// Symbol that ends the whole text (occurs once, last).
+const END: u64 = 0;
+/// Symbol that ends each document.
+const SEP: u64 = 1;
+/// Token `t` is stored as symbol `t + SHIFT`.
+const SHIFT: u64 = 2;
+
+/// Magic bytes of `fmindex.bin`.
+pub const MAGIC: &[u8; 8] = b"GRFMIDX\0";
+/// Version of the `fmindex.bin` layout written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Oldest `fmindex.bin` layout this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Default distance between suffix-array samples.
+pub const DEFAULT_SAMPLE_RATE: u32 = 32;
+
+/// The rows of the index whose suffixes start with a pattern: `[lo, hi)` in BWT order, plus
+/// the pattern's length (needed to turn a row into a document offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FmRange {
+    pub lo: usize,
+    pub hi: usize,
+    pub len: usize,
+}
+
+impl FmRange {
+    /// Number of occurrences.
+    pub fn count(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hi <= self.lo
+    }
+}
+
+/// One token that may follow a pattern: how often it does, and the range of the extended
+/// pattern (so decoding extends ranges and never recomputes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    pub token: u32,
+    pub count: usize,
+    pub range: FmRange,
+}
+
+/// Where a pattern occurs: document number (in build order) and token offset of its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Occurrence {
+    pub doc: u32,
+    pub offset: u32,
+}
+
+/// Build parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildOptions {
+    /// Keep one suffix-array sample per this many text positions. Larger is smaller and
+    /// slower to locate: locate costs up to `sample_rate` LF steps per occurrence.
+    pub sample_rate: u32,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            sample_rate: DEFAULT_SAMPLE_RATE,
+        }
+    }
+}
+
+/// A token-level FM-index over a collection of documents. Immutable once built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FmIndex {
+    bwt: WaveletMatrix,
+    /// `c[s]`: number of symbols smaller than `s`; `sigma + 1` entries.
+    c: Vec<u32>,
+    /// `c[s]` minus where symbol `s`'s run starts after the wavelet matrix's last level
+    /// (wrapping), so a final-level position `p` of `s` maps to row `base[s] + p`.
+    base: Vec<u32>,
+    /// Rows whose text position is a multiple of `sample_rate`.
+    sampled: RankBitVec,
+    /// Text positions of the sampled rows, in row order.
+    samples: Vec<u32>,
+    /// Text position where each (reversed) document starts; one extra entry: the END position.
+    doc_starts: Vec<u32>,
+    /// Row of the suffix that starts at each document's end symbol.
+    sep_rows: Vec<u32>,
+    sample_rate: u32,
+    vocab_size: u32,
+}
+
+/// Text of the index before the suffix array: narrow symbols when they fit, which lets
+/// `libsais` use its faster 16-bit path.
+enum Text {
+    Narrow(Vec<u16>),
+    Wide(Vec<i32>),
+}
+
+impl FmIndex {
+    /// Builds the index of `docs`, whose tokens must all be `< vocab_size`.
+    ///
+    /// Cost: O(n log sigma) time for n tokens (the suffix array is linear, in parallel; the
+    /// wavelet matrix is one pass per level); peak memory about 12 bytes per token.
+    /// Deterministic: the same documents give a byte-identical index.
+    pub fn build<D: AsRef<[u32]> + Sync>(
+        docs: &[D],
+        vocab_size: u32,
+        options: BuildOptions,
+    ) -> Result<FmIndex> {
+        if options.sample_rate == 0 {
+            return Err(Error::InvalidInput("sample rate must be at least 1".into()));
+        }
+        let sigma = vocab_size as u64 + SHIFT;
+        let tokens: u64 = docs.iter().map(|d| d.as_ref().len() as u64).sum();
+        let n64 = tokens + docs.len() as u64 + 1;
+        if n64 > i32::MAX as u64 || sigma > i32::MAX as u64 {
+            return Err(Error::InvalidInput(format!(
+                "{tokens} tokens in {} documents exceed the FM-index limit of 2^31 - 1 symbols; split the corpus",
+                docs.len()
+            )));
+        }
+        let n = n64 as usize;
+        for (d, doc) in docs.iter().enumerate() {
+            if let Some(pos) = doc.as_ref().iter().position(|&t| t >= vocab_size) {
+                return Err(Error::InvalidInput(format!(
+                    "document {d}: token {} at position {pos} is outside the vocabulary of {vocab_size}",
+                    doc.as_ref()[pos]
+                )));
+            }
+        }
+
+        let mut doc_starts = Vec::with_capacity(docs.len() + 1);
+        let mut symbols: Vec<u32> = Vec::with_capacity(n);
+        for doc in docs {
+            doc_starts.push(symbols.len() as u32);
+            symbols.extend(doc.as_ref().iter().rev().map(|&t| t + SHIFT as u32));
+            symbols.push(SEP as u32);
+        }
+        doc_starts.push(symbols.len() as u32);
+        symbols.push(END as u32);
+
+        let mut counts = vec![0u64; sigma as usize];
+        for &s in &symbols {
+            counts[s as usize] += 1;
+        }
+        let mut text = if sigma <= 1 << 16 {
+            Text::Narrow(symbols.iter().map(|&s| s as u16).collect())
+        } else {
+            Text::Wide(symbols.into_iter().map(|s| s as i32).collect())
+        };
+        let sa = suffix_array(&mut text)?;
+        let at = |p: usize| -> u32 {
+            match &text {
+                Text::Narrow(t) => t[p] as u32,
+                Text::Wide(t) => t[p] as u32,
+            }
+        };
+        // BWT[i] = T[SA[i] - 1]; the row of the whole text gets END (the text is cyclic).
+        let bits = bits_for(sigma);
+        let bwt: Vec<u32> = sa
+            .par_iter()
+            .map(|&p| if p == 0 { END as u32 } else { at(p as usize - 1) })
+            .collect();
+        let rate = options.sample_rate;
+        let sampled = RankBitVec::from_fn(n, |i| sa[i] as u32 % rate == 0);
+        let samples: Vec<u32> = sa
+            .iter()
+            .filter(|&&p| p as u32 % rate == 0)
+            .map(|&p| p as u32)
+            .collect();
+
+        let mut c = vec![0u32; sigma as usize + 1];
+        for s in 0..sigma as usize {
+            c[s + 1] = c[s] + counts[s] as u32;
+        }
+        // Rows starting with SEP are c[SEP]..c[SEP + 1]; the SEP at text position p ends the
+        // document whose successor starts at p + 1.
+        let mut sep_rows = vec![0u32; docs.len()];
+        for row in c[SEP as usize]..c[SEP as usize + 1] {
+            let p = sa[row as usize] as u32;
+            let d = doc_starts.partition_point(|&s| s <= p + 1) - 2;
+            sep_rows[d] = row as u32;
+        }
+        drop(sa);
+        drop(text);
+        let base = bases(&c, bits);
+        let bwt = WaveletMatrix::build(&bwt, bits);
+        Ok(FmIndex {
+            bwt,
+            c,
+            base,
+            sampled,
+            samples,
+            doc_starts,
+            sep_rows,
+            sample_rate: rate,
+            vocab_size,
+        })
+    }
+
+    /// Number of documents.
+    pub fn docs(&self) -> usize {
+        self.sep_rows.len()
+    }
+
+    /// Number of tokens over all documents (separators excluded).
+    pub fn tokens(&self) -> usize {
+        self.bwt.len() - self.docs() - 1
+    }
+
+    /// Length in tokens of document `doc`. Panics if `doc >= docs()`.
+    pub fn doc_len(&self, doc: u32) -> usize {
+        let d = doc as usize;
+        (self.doc_starts[d + 1] - self.doc_starts[d] - 1) as usize
+    }
+
+    pub fn vocab_size(&self) -> u32 {
+        self.vocab_size
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// The range of the empty pattern: every position where an n-gram can start, i.e. each
+    /// token and each document end (`tokens() + docs()` rows). O(1).
+    pub fn full_range(&self) -> FmRange {
+        FmRange {
+            lo: 1,
+            hi: self.bwt.len(),
+            len: 0,
+        }
+    }
+
+    /// The range of `pattern`. O(m log sigma) for m tokens; an empty range if it does not
+    /// occur or holds a token outside the vocabulary.
+    pub fn range(&self, pattern: &[u32]) -> FmRange {
+        let Some((&first, rest)) = pattern.split_first() else {
+            return self.full_range();
+        };
+        let mut range = self.token_range(first);
+        for &t in rest {
+            if range.is_empty() {
+                break;
+            }
+            range = self.extend(range, t);
+        }
+        range.len = pattern.len();
+        range
+    }
+
+    fn token_range(&self, token: u32) -> FmRange {
+        if token >= self.vocab_size {
+            return FmRange { lo: 0, hi: 0, len: 1 };
+        }
+        let s = token as usize + SHIFT as usize;
+        FmRange {
+            lo: self.c[s] as usize,
+            hi: self.c[s + 1] as usize,
+            len: 1,
+        }
+    }
+
+    /// Occurrences of `pattern` (overlapping ones included). O(m log sigma).
+    pub fn count(&self, pattern: &[u32]) -> usize {
+        self.range(pattern).count()
+    }
+
+    /// The range of the pattern of `range` followed by `token`: one backward-search step,
+    /// O(log sigma) (two rank operations per wavelet level, stopping early when empty).
+    pub fn extend(&self, range: FmRange, token: u32) -> FmRange {
+        let empty = FmRange {
+            lo: 0,
+            hi: 0,
+            len: range.len + 1,
+        };
+        if token >= self.vocab_size || range.is_empty() {
+            return empty;
+        }
+        let s = token as u64 + SHIFT;
+        let (a, b) = self.bwt.leaf_range(s, range.lo, range.hi);
+        if a == b {
+            return empty;
+        }
+        let base = self.base[s as usize];
+        FmRange {
+            lo: base.wrapping_add(a as u32) as usize,
+            hi: base.wrapping_add(b as u32) as usize,
+            len: range.len + 1,
+        }
+    }
+
+    /// Every distinct token that follows the pattern of `range`, in increasing token order,
+    /// with its count and the extended range. Document ends are not tokens and are not listed.
+    ///
+    /// Cost: O(d log sigma) rank operations for d distinct next tokens (the interval-symbols
+    /// walk over the wavelet matrix), independent of the number of occurrences.
+    pub fn continuations(&self, range: FmRange) -> Vec<Continuation> {
+        let mut out = Vec::new();
+        self.continuations_into(range, &mut out);
+        out
+    }
+
+    /// [`continuations`](Self::continuations) into a caller's buffer (cleared first), so the
+    /// decoder's hot loop allocates nothing.
+    pub fn continuations_into(&self, range: FmRange, out: &mut Vec<Continuation>) {
+        out.clear();
+        if range.is_empty() {
+            return;
+        }
+        self.bwt.distinct_in(range.lo, range.hi, SHIFT, &mut |s, a, b| {
+            let base = self.base[s as usize];
+            out.push(Continuation {
+                token: (s - SHIFT) as u32,
+                count: b - a,
+                range: FmRange {
+                    lo: base.wrapping_add(a as u32) as usize,
+                    hi: base.wrapping_add(b as u32) as usize,
+                    len: range.len + 1,
+                },
+            });
+        });
+    }
+
+    /// The LF mapping: symbol before row `row`'s suffix, and the row of the suffix one
+    /// position earlier in the text. O(log sigma).
+    #[inline]
+    fn lf(&self, row: usize) -> (u64, usize) {
+        let (s, leaf) = self.bwt.access_leaf(row);
+        (s, self.base[s as usize].wrapping_add(leaf as u32) as usize)
+    }
+
+    /// Text position of the suffix at `row`: at most `sample_rate` LF steps,
+    /// O(sample_rate log sigma).
+    fn text_position(&self, mut row: usize) -> usize {
+        let mut steps = 0;
+        loop {
+            let (is_sampled, rank) = self.sampled.get_rank1(row);
+            if is_sampled {
+                return self.samples[rank] as usize + steps;
+            }
+            row = self.lf(row).1;
+            steps += 1;
+        }
+    }
+
+    /// The document holding text position `position`, and the position's offset inside the
+    /// document's stored (reversed) token run; an offset equal to the document's length is its
+    /// end symbol. O(log docs). `None` for the final END position or beyond.
+    pub fn doc_of(&self, position: usize) -> Option<(u32, usize)> {
+        let d = self
+            .doc_starts
+            .partition_point(|&s| s as usize <= position)
+            .checked_sub(1)?;
+        if d >= self.docs() {
+            return None;
+        }
+        Some((d as u32, position - self.doc_starts[d] as usize))
+    }
+
+    /// Up to `limit` occurrences of the pattern of `range`, in row order (not document order).
+    /// Cost: O(min(count, limit) * sample_rate * log sigma).
+    pub fn locate(&self, range: FmRange, limit: usize) -> Vec<Occurrence> {
+        let hi = range.hi.min(range.lo.saturating_add(limit));
+        (range.lo..hi)
+            .filter_map(|row| {
+                let (doc, rev_offset) = self.doc_of(self.text_position(row))?;
+                // The reversed run holds the pattern backwards starting at rev_offset.
+                let offset = self.doc_len(doc) - rev_offset - range.len;
+                Some(Occurrence {
+                    doc,
+                    offset: offset as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// Distinct documents containing the pattern of `range`, sorted. Cost: a full
+    /// [`locate`](Self::locate) of the range, O(count * sample_rate * log sigma).
+    pub fn docs_of(&self, range: FmRange) -> Vec<u32> {
+        let mut docs: Vec<u32> = self
+            .locate(range, usize::MAX)
+            .into_iter()
+            .map(|o| o.doc)
+            .collect();
+        docs.sort_unstable();
+        docs.dedup();
+        docs
+    }
+
+    /// Number of distinct documents containing `pattern`. Cost as [`docs_of`](Self::docs_of).
+    pub fn doc_frequency(&self, pattern: &[u32]) -> usize {
+        self.docs_of(self.range(pattern)).len()
+    }
+
+    /// The tokens of document `doc`, reconstructed from the index by walking LF backwards from
+    /// the document's end symbol (which reads the reversed run forwards). O(len log sigma).
+    pub fn extract(&self, doc: u32) -> Result<Vec<u32>> {
+        let d = doc as usize;
+        if d >= self.docs() {
+            return Err(Error::InvalidInput(format!(
+                "document number {doc} is out of range: the index has {} documents",
+                self.docs()
+            )));
+        }
+        let mut row = self.sep_rows[d] as usize;
+        let len = self.doc_len(doc);
+        let mut tokens = Vec::with_capacity(len);
+        for _ in 0..len {
+            let (s, next) = self.lf(row);
+            tokens.push((s - SHIFT) as u32);
+            row = next;
+        }
+        Ok(tokens)
+    }
+
+    /// Heap bytes of the whole index.
+    pub fn size_bytes(&self) -> usize {
+        self.bwt.size_bytes() + self.locate_bytes() + self.c.len() * 4
+            + self.base.len() * 4
+            + self.doc_starts.len() * 4
+            + self.sep_rows.len() * 4
+    }
+
+    /// Heap bytes of the locate support (sample marks and samples).
+    pub fn locate_bytes(&self) -> usize {
+        self.sampled.size_bytes() + self.samples.len() * 4
+    }
+
+    /// Bits per token of the whole index, with or without the locate support.
+    pub fn bits_per_token(&self, with_locate: bool) -> f64 {
+        let bytes = if with_locate {
+            self.size_bytes()
+        } else {
+            self.size_bytes() - self.locate_bytes()
+        };
+        bytes as f64 * 8.0 / self.tokens().max(1) as f64
+    }
+
+    /// Writes `fmindex.bin` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut w = ArrayWriter::new();
+        w.u64s(&[
+            self.vocab_size as u64,
+            self.sample_rate as u64,
+            self.bwt.len() as u64,
+            self.docs() as u64,
+            self.bwt.bits() as u64,
+        ]);
+        w.u32s(&self.c);
+        for level in self.bwt.levels() {
+            w.u64s(&level.to_u64s());
+        }
+        w.u64s(&self.sampled.to_u64s())
+            .u32s(&self.samples)
+            .u32s(&self.doc_starts)
+            .u32s(&self.sep_rows);
+        w.write(path, MAGIC, FORMAT_VERSION)
+    }
+
+    /// Reads `fmindex.bin`, verifying header, checksum and the consistency of every array.
+    /// A damaged file is an error, never a panic. O(file size).
+    pub fn load(path: &Path) -> Result<FmIndex> {
+        let (mut r, _version) =
+            ArrayFile::open(path, MAGIC, OLDEST_FORMAT_VERSION..=FORMAT_VERSION)?;
+        let head = r.u64s()?;
+        let [vocab_size, sample_rate, n, docs, bits] = head[..] else {
+            return Err(r.corrupt("bad scalar header"));
+        };
+        let sigma = vocab_size + SHIFT;
+        if vocab_size > u32::MAX as u64
+            || sample_rate == 0
+            || sample_rate > u32::MAX as u64
+            || n > u32::MAX as u64
+            || docs >= n.max(1)
+            || bits != bits_for(sigma) as u64
+        {
+            return Err(r.corrupt("inconsistent scalar header"));
+        }
+        let n = n as usize;
+        let c = r.u32s()?;
+        let counts_ok = c.len() == sigma as usize + 1
+            && c[0] == 0
+            && c.windows(2).all(|w| w[0] <= w[1])
+            && c[sigma as usize] as usize == n
+            && c[1] == 1;
+        if !counts_ok {
+            return Err(r.corrupt("bad C array"));
+        }
+        let mut levels = Vec::with_capacity(bits as usize);
+        for _ in 0..bits {
+            let flat = r.u64s()?;
+            levels.push(RankBitVec::from_u64s(&flat, n).map_err(|m| r.corrupt(m))?);
+        }
+        let bwt = WaveletMatrix::from_parts(levels, n, bits as u32).map_err(|m| r.corrupt(m))?;
+        let sampled_flat = r.u64s()?;
+        let sampled = RankBitVec::from_u64s(&sampled_flat, n).map_err(|m| r.corrupt(m))?;
+        let samples = r.u32s()?;
+        let doc_starts = r.u32s()?;
+        let sep_rows = r.u32s()?;
+        let counts: Vec<u64> = c.windows(2).map(|w| (w[1] - w[0]) as u64).collect();
+        let consistent = samples.len() == sampled.ones()
+            && samples.iter().all(|&p| (p as usize) < n)
+            && doc_starts.len() == docs as usize + 1
+            && doc_starts.first().is_some_and(|&s| s == 0)
+            && doc_starts.windows(2).all(|w| w[0] < w[1])
+            && doc_starts.last().is_some_and(|&s| s as usize == n - 1)
+            && sep_rows.len() == docs as usize
+            && counts[SEP as usize] == docs
+            && sep_rows
+                .iter()
+                .all(|&r| (c[1]..c[2]).contains(&r));
+        if !consistent {
+            return Err(r.corrupt("arrays disagree with each other"));
+        }
+        r.finish()?;
+        let base = bases(&c, bits as u32);
+        Ok(FmIndex {
+            bwt,
+            c,
+            base,
+            sampled,
+            samples,
+            doc_starts,
+            sep_rows,
+            sample_rate: sample_rate as u32,
+            vocab_size: vocab_size as u32,
+        })
+    }
+}
+
+/// `c[s] - leaf_start[s]` for every symbol, wrapping (see [`FmIndex::base`]).
+fn bases(c: &[u32], bits: u32) -> Vec<u32> {
+    let counts: Vec<u64> = c.windows(2).map(|w| (w[1] - w[0]) as u64).collect();
+    WaveletMatrix::leaf_starts(&counts, bits)
+        .iter()
+        .zip(c)
+        .map(|(&leaf, &c)| c.wrapping_sub(leaf as u32))
+        .collect()
+}
+
+/// Suffix array of the text by `libsais` (multithreaded through OpenMP), as `u32` positions.
+fn suffix_array(text: &mut Text) -> Result<Vec<u32>> {
+    use libsais::{SuffixArrayConstruction, ThreadCount};
+    let err = |e: libsais::LibsaisError| Error::InvalidInput(format!("suffix array: {e:?}"));
+    let sa: Vec<i32> = match text {
+        Text::Narrow(t) => SuffixArrayConstruction::for_text(t)
+            .in_owned_buffer32()
+            .multi_threaded(ThreadCount::openmp_default())
+            .run()
+            .map_err(err)?
+            .into_vec(),
+        // libsais scans the text for its alphabet size (one linear pass) rather than taking
+        // it on trust, which keeps this module free of `unsafe`.
+        Text::Wide(t) => SuffixArrayConstruction::for_text_mut(t)
+            .in_owned_buffer32()
+            .multi_threaded(ThreadCount::openmp_default())
+            .run()
+            .map_err(err)?
+            .into_vec(),
+    };
+    Ok(sa.into_iter().map(|p| p as u32).collect())
+}

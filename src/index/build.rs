@@ -1,0 +1,378 @@
+//! Building an index directory from a corpus, and opening it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, MANIFEST, Manifest, PartInfo, TokenizerInfo,
+    write_atomic, write_atomic_with,
+};
+use crate::corpus::{Corpus, Document, Lines, fingerprint};
+use crate::error::{Error, Result};
+use crate::fmindex::{BuildOptions, FmIndex};
+use crate::progress;
+use crate::tokenize::{GenretTokenizer, TrainConfig};
+
+/// File names of the parts written by [`build`].
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const DOCS_FILE: &str = "docs.jsonl";
+pub const STATS_FILE: &str = "stats.json";
+pub const FMINDEX_FILE: &str = "fmindex.bin";
+
+/// Where the tokenizer comes from.
+#[derive(Debug, Clone)]
+pub enum TokenizerSource {
+    /// Train one on the corpus.
+    Train(TrainConfig),
+    /// Use an existing `tokenizer.json` as is (genret's special tokens are appended if absent).
+    File(PathBuf),
+}
+
+/// How to build an index.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    pub tokenizer: TokenizerSource,
+    /// Index each document's title (between `<title>` markers) before its text.
+    pub index_titles: bool,
+    pub fm: BuildOptions,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            tokenizer: TokenizerSource::Train(TrainConfig::default()),
+            index_titles: true,
+            fm: BuildOptions::default(),
+        }
+    }
+}
+
+/// One line of `docs.jsonl`: a document as indexed, in index order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DocEntry {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+    /// Number of tokens the document has in the FM-index.
+    pub tokens: u32,
+}
+
+/// `stats.json`: what the build produced.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexStats {
+    pub docs: u64,
+    pub empty_docs: u64,
+    pub tokens: u64,
+    pub doc_tokens_min: u64,
+    pub doc_tokens_mean: f64,
+    pub doc_tokens_median: u64,
+    pub doc_tokens_p95: u64,
+    pub doc_tokens_max: u64,
+    pub vocab_size: u64,
+    /// Distinct token ids that occur in the corpus.
+    pub distinct_tokens: u64,
+    pub fmindex_bytes: u64,
+    pub fmindex_bits_per_token: f64,
+    pub build_seconds: f64,
+}
+
+/// The token sequence of one document as genret indexes and trains on it:
+/// `<title> title </title> text` (title part omitted when empty or not indexed).
+pub fn document_tokens(
+    tokenizer: &GenretTokenizer,
+    doc: &Document,
+    index_titles: bool,
+) -> Result<Vec<u32>> {
+    let mut tokens = Vec::new();
+    if index_titles && !doc.title.trim().is_empty() {
+        let sp = tokenizer.specials();
+        tokens.push(sp.title_start);
+        tokens.extend(tokenizer.encode(&doc.title)?);
+        tokens.push(sp.title_end);
+    }
+    tokens.extend(tokenizer.encode(&doc.text)?);
+    Ok(tokens)
+}
+
+fn layout(index_titles: bool) -> FieldsInfo {
+    if index_titles {
+        FieldsInfo {
+            indexed: vec!["title".into(), "text".into()],
+            layout: "<title> {title} </title> {text}".into(),
+        }
+    } else {
+        FieldsInfo {
+            indexed: vec!["text".into()],
+            layout: "{text}".into(),
+        }
+    }
+}
+
+/// Builds a complete index of `corpus` into `out`: tokenizer, `docs.jsonl`, the FM-index
+/// and `stats.json`, then the manifest. Deterministic: the same corpus and config give the
+/// same files (`build_seconds` in the stats aside).
+pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
+    let started = Instant::now();
+    let out = IndexDir::prepare(out)?;
+    // An interrupted rebuild must not look like a finished index.
+    let manifest_path = out.join(MANIFEST);
+    if manifest_path.exists() {
+        std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    }
+
+    let (tokenizer, kind, lowercase) = match &config.tokenizer {
+        TokenizerSource::Train(train) => {
+            let pb = progress::spinner(&format!(
+                "training {:?} tokenizer ({} tokens)",
+                train.kind, train.vocab_size
+            ));
+            let texts = corpus
+                .docs
+                .iter()
+                .map(|d| format!("{}\n{}", d.title, d.text));
+            let tok = GenretTokenizer::train(train, texts)?;
+            pb.finish_and_clear();
+            let kind = format!("{:?}", train.kind).to_lowercase();
+            (tok, kind, train.lowercase)
+        }
+        TokenizerSource::File(path) => (
+            GenretTokenizer::from_file(path)?,
+            "external".to_string(),
+            false,
+        ),
+    };
+    tokenizer.save(&out.join(TOKENIZER_FILE))?;
+
+    let pb = progress::bar(corpus.len() as u64, "tokenizing documents");
+    let token_lists: Vec<Vec<u32>> = corpus
+        .docs
+        .par_iter()
+        .map(|doc| {
+            let tokens = document_tokens(&tokenizer, doc, config.index_titles);
+            pb.inc(1);
+            tokens
+        })
+        .collect::<Result<_>>()?;
+    pb.finish_and_clear();
+
+    let docs: Vec<DocEntry> = corpus
+        .docs
+        .iter()
+        .zip(&token_lists)
+        .map(|(d, t)| DocEntry {
+            id: d.id.clone(),
+            title: d.title.clone(),
+            text: d.text.clone(),
+            tokens: t.len() as u32,
+        })
+        .collect();
+    write_atomic_with(&out.join(DOCS_FILE), |w| {
+        for doc in &docs {
+            serde_json::to_writer(&mut *w, doc)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+
+    let pb = progress::spinner("building FM-index");
+    let vocab = tokenizer.vocab_size() as u32;
+    let fm = FmIndex::build(&token_lists, vocab, config.fm)?;
+    fm.save(&out.join(FMINDEX_FILE))?;
+    pb.finish_and_clear();
+
+    let stats = compute_stats(corpus, &token_lists, &fm, vocab, started);
+    write_atomic(
+        &out.join(STATS_FILE),
+        &serde_json::to_vec_pretty(&stats).expect("stats serialize"),
+    )?;
+
+    let part = |file: &str, meta: BTreeMap<String, serde_json::Value>| -> Result<PartInfo> {
+        let path = out.join(file);
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len();
+        Ok(PartInfo {
+            file: file.to_string(),
+            bytes,
+            meta,
+        })
+    };
+    let mut parts = BTreeMap::new();
+    parts.insert("tokenizer".into(), part(TOKENIZER_FILE, BTreeMap::new())?);
+    parts.insert("docs".into(), part(DOCS_FILE, BTreeMap::new())?);
+    parts.insert("stats".into(), part(STATS_FILE, BTreeMap::new())?);
+    let fm_meta = BTreeMap::from([
+        ("sample_rate".to_string(), fm.sample_rate().into()),
+        (
+            "bits_per_token".to_string(),
+            serde_json::json!(fm.bits_per_token(true)),
+        ),
+        (
+            "format_version".to_string(),
+            crate::fmindex::FORMAT_VERSION.into(),
+        ),
+    ]);
+    parts.insert("fmindex".into(), part(FMINDEX_FILE, fm_meta)?);
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        genret_version: env!("CARGO_PKG_VERSION").to_string(),
+        corpus: CorpusInfo {
+            source: corpus.source.display().to_string(),
+            fingerprint: fingerprint(corpus),
+            docs: corpus.len() as u64,
+            empty_docs: corpus.empty_docs as u64,
+            tokens: fm.tokens() as u64,
+        },
+        tokenizer: TokenizerInfo {
+            file: TOKENIZER_FILE.into(),
+            kind,
+            vocab_size: vocab as u64,
+            lowercase,
+            specials: tokenizer.specials(),
+        },
+        fields: layout(config.index_titles),
+        parts,
+    };
+    let dir = IndexDir::create(&out, manifest)?;
+    let positions = positions(&docs);
+    Ok(Index {
+        dir,
+        tokenizer,
+        docs,
+        fm,
+        stats,
+        positions,
+    })
+}
+
+fn compute_stats(
+    corpus: &Corpus,
+    token_lists: &[Vec<u32>],
+    fm: &FmIndex,
+    vocab: u32,
+    started: Instant,
+) -> IndexStats {
+    let mut lens: Vec<u64> = token_lists.iter().map(|t| t.len() as u64).collect();
+    lens.sort_unstable();
+    let tokens: u64 = lens.iter().sum();
+    let pick = |q: f64| -> u64 {
+        if lens.is_empty() {
+            0
+        } else {
+            lens[((lens.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    let mut seen = vec![false; vocab as usize];
+    for list in token_lists {
+        for &t in list {
+            seen[t as usize] = true;
+        }
+    }
+    IndexStats {
+        docs: corpus.len() as u64,
+        empty_docs: corpus.empty_docs as u64,
+        tokens,
+        doc_tokens_min: pick(0.0),
+        doc_tokens_mean: tokens as f64 / lens.len().max(1) as f64,
+        doc_tokens_median: pick(0.5),
+        doc_tokens_p95: pick(0.95),
+        doc_tokens_max: pick(1.0),
+        vocab_size: vocab as u64,
+        distinct_tokens: seen.iter().filter(|&&s| s).count() as u64,
+        fmindex_bytes: fm.size_bytes() as u64,
+        fmindex_bits_per_token: fm.bits_per_token(true),
+        build_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn positions(docs: &[DocEntry]) -> HashMap<String, u32> {
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.clone(), i as u32))
+        .collect()
+}
+
+/// An opened index: manifest, tokenizer, documents and FM-index, checked against each other.
+pub struct Index {
+    pub dir: IndexDir,
+    pub tokenizer: GenretTokenizer,
+    pub docs: Vec<DocEntry>,
+    pub fm: FmIndex,
+    pub stats: IndexStats,
+    positions: HashMap<String, u32>,
+}
+
+impl Index {
+    /// Opens an index directory and loads its tokenizer, documents and FM-index.
+    /// O(index size); every file is verified.
+    pub fn open(path: impl AsRef<Path>) -> Result<Index> {
+        let dir = IndexDir::open(path)?;
+        let hint = "rebuild it with `genret index CORPUS --out DIR`";
+        let tokenizer = GenretTokenizer::from_file(dir.part("tokenizer", hint)?)?;
+        let docs = read_docs(&dir.part("docs", hint)?)?;
+        let stats_path = dir.part("stats", hint)?;
+        let stats: IndexStats = serde_json::from_slice(
+            &std::fs::read(&stats_path).map_err(|e| Error::io(&stats_path, e))?,
+        )
+        .map_err(|e| Error::Corrupt {
+            path: stats_path.clone(),
+            message: e.to_string(),
+        })?;
+        let fm_path = dir.part("fmindex", hint)?;
+        let fm = FmIndex::load(&fm_path)?;
+        if fm.docs() != docs.len() || fm.vocab_size() as usize != tokenizer.vocab_size() {
+            return Err(Error::Corrupt {
+                path: fm_path,
+                message: format!(
+                    "FM-index has {} documents and vocabulary {}, but docs.jsonl has {} and the tokenizer {}",
+                    fm.docs(),
+                    fm.vocab_size(),
+                    docs.len(),
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
+        let positions = positions(&docs);
+        Ok(Index {
+            dir,
+            tokenizer,
+            docs,
+            fm,
+            stats,
+            positions,
+        })
+    }
+
+    /// The index position of a document id, or an error naming the id.
+    pub fn doc_position(&self, id: &str) -> Result<u32> {
+        self.positions
+            .get(id)
+            .copied()
+            .ok_or_else(|| Error::UnknownDocId {
+                id: id.to_string(),
+                docs: self.docs.len(),
+            })
+    }
+
+    /// Whether titles are part of the indexed token sequences.
+    pub fn indexes_titles(&self) -> bool {
+        self.dir.manifest.fields.indexed.iter().any(|f| f == "title")
+    }
+}
+
+fn read_docs(path: &Path) -> Result<Vec<DocEntry>> {
+    let mut lines = Lines::open(path)?;
+    let mut docs = Vec::new();
+    while let Some(line) = lines.next_line()? {
+        let doc: DocEntry = serde_json::from_str(line.text)
+            .map_err(|e| line.error(format!("malformed document entry: {e}")))?;
+        docs.push(doc);
+    }
+    Ok(docs)
+}

@@ -1,0 +1,51 @@
+//! # genret: generative retrieval in Rust
+//!
+//! A sequence-to-sequence model *writes* what it retrieves, and every step is constrained so
+//! that only strings that exist come out: n-grams of the corpus (SEAL style, constrained by a
+//! token-level FM-index) or document identifiers (DSI style, constrained by a prefix trie).
+//!
+//! This crate is the library behind the `genret` command. The FM-index is the core: given a
+//! prefix, it says which tokens may follow and how often.
+//!
+//! ```
+//! use genret::fmindex::{BuildOptions, FmIndex};
+//!
+//! // Three tiny documents as token ids (a tokenizer would produce these from text).
+//! let docs = vec![vec![5, 6, 7], vec![5, 6, 8, 5], vec![9]];
+//! let index = FmIndex::build(&docs, 10, BuildOptions::default()).unwrap();
+//!
+//! // "5 6" occurs twice, in two documents.
+//! let range = index.range(&[5, 6]);
+//! assert_eq!(range.count(), 2);
+//! assert_eq!(index.doc_frequency(&[5, 6]), 2);
+//!
+//! // What may follow "5 6"? Token 7 once and token 8 once, each with its extended range.
+//! let next: Vec<(u32, usize)> = index
+//!     .continuations(range)
+//!     .iter()
+//!     .map(|c| (c.token, c.count))
+//!     .collect();
+//! assert_eq!(next, vec![(7, 1), (8, 1)]);
+//!
+//! // n-grams never cross a document boundary: "7 5" is not in the corpus.
+//! assert_eq!(index.count(&[7, 5]), 0);
+//!
+//! // Documents can be read back from the index alone.
+//! assert_eq!(index.extract(1).unwrap(), vec![5, 6, 8, 5]);
+//! ```
+//!
+//! Modules, one concept each (see `docs/ARCHITECTURE.md`):
+//! - [`corpus`]: BEIR / TSV / TREC readers with file:line errors;
+//! - [`tokenize`]: train or load an HF tokenizer with genret's special tokens;
+//! - [`fmindex`]: the token-level FM-index with continuations;
+//! - [`index`]: the on-disk index directory, manifest, checksummed array files;
+//! - [`error`]: the library's error type.
+
+pub mod corpus;
+pub mod error;
+pub mod fmindex;
+pub mod index;
+pub mod progress;
+pub mod tokenize;
+
+pub use error::{Error, Result};
