@@ -290,8 +290,8 @@ struct JsonRecord {
 
 /// Parses one JSONL record, requiring `_id` and `text`.
 fn parse_json_record(line: &Line) -> Result<(String, String, String)> {
-    let record: JsonRecord = serde_json::from_str(line.text)
-        .map_err(|e| line.error(format!("malformed JSON: {e}")))?;
+    let record: JsonRecord =
+        serde_json::from_str(line.text).map_err(|e| line.error(format!("malformed JSON: {e}")))?;
     let id = record
         .id
         .ok_or_else(|| line.error("missing \"_id\" field"))?
@@ -321,7 +321,9 @@ fn corpus_file(path: &Path) -> PathBuf {
 pub fn read_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
     let file = corpus_file(path.as_ref());
     let mut lines = Lines::open(&file)?;
-    let jsonl = file.extension().is_some_and(|x| x == "jsonl" || x == "json");
+    let jsonl = file
+        .extension()
+        .is_some_and(|x| x == "jsonl" || x == "json");
     let mut corpus = Corpus {
         source: file.clone(),
         ..Corpus::default()
@@ -396,7 +398,9 @@ pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
     } else {
         path.to_path_buf()
     };
-    let jsonl = file.extension().is_some_and(|x| x == "jsonl" || x == "json");
+    let jsonl = file
+        .extension()
+        .is_some_and(|x| x == "jsonl" || x == "json");
     let mut lines = Lines::open(&file)?;
     let mut queries = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();

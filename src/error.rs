@@ -39,7 +39,9 @@ pub enum Error {
     },
 
     /// The same id appears twice in a corpus or query file.
-    #[error("{path}:{line}: duplicate id {id:?} (first seen on line {first_line}); ids must be unique")]
+    #[error(
+        "{path}:{line}: duplicate id {id:?} (first seen on line {first_line}); ids must be unique"
+    )]
     DuplicateId {
         path: PathBuf,
         line: u64,
@@ -51,10 +53,16 @@ pub enum Error {
     #[error(
         "{path}:{line}: unknown document id {id:?}; it is not in the corpus (drop --strict to skip such lines with a warning)"
     )]
-    UnknownDocument { path: PathBuf, line: u64, id: String },
+    UnknownDocument {
+        path: PathBuf,
+        line: u64,
+        id: String,
+    },
 
     /// A document id given by the user is not in the index.
-    #[error("unknown document id {id:?}: the index holds {docs} documents (their ids are in docs.jsonl)")]
+    #[error(
+        "unknown document id {id:?}: the index holds {docs} documents (their ids are in docs.jsonl)"
+    )]
     UnknownDocId { id: String, docs: usize },
 
     /// A file in an index is damaged: bad magic, truncated, checksum mismatch, inconsistent sizes.
@@ -81,6 +89,11 @@ pub enum Error {
         hint: String,
     },
 
+    /// The model could not be built, loaded or run (a tensor is missing or mis-shaped, a
+    /// config is unsupported, or candle failed).
+    #[error("model: {0}")]
+    Model(String),
+
     /// The tokenizers library reported an error.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -102,6 +115,6 @@ impl Error {
     /// Whether the error is the user's to fix (bad input, bad arguments, damaged files) rather
     /// than an internal failure. The CLI maps this to its exit code.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, Error::Tokenizer(_))
+        !matches!(self, Error::Tokenizer(_) | Error::Model(_))
     }
 }

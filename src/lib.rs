@@ -45,7 +45,14 @@ pub mod corpus;
 pub mod error;
 pub mod fmindex;
 pub mod index;
+pub mod model;
 pub mod progress;
 pub mod tokenize;
+pub mod train;
 
 pub use error::{Error, Result};
+
+/// The README's Rust code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -14,9 +14,10 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("error: {err:#}");
             // 2: the user's input or arguments are wrong; 1: genret itself failed.
-            let user = err
-                .chain()
-                .any(|e| e.downcast_ref::<genret::Error>().is_some_and(|g| g.is_user_error()));
+            let user = err.chain().any(|e| {
+                e.downcast_ref::<genret::Error>()
+                    .is_some_and(|g| g.is_user_error())
+            });
             ExitCode::from(if user { 2 } else { 1 })
         }
     }

@@ -138,9 +138,7 @@ impl GenretTokenizer {
         tokenizer.with_normalizer(Some(Sequence::new(normalizers)));
         tokenizer.with_pre_tokenizer(Some(ByteLevel::default()));
         tokenizer.with_decoder(Some(ByteLevel::default()));
-        tokenizer
-            .train(&mut trainer, texts)
-            .map_err(tk_err)?;
+        tokenizer.train(&mut trainer, texts).map_err(tk_err)?;
         Self::from_tokenizer(tokenizer)
     }
 
@@ -180,7 +178,17 @@ impl GenretTokenizer {
                 }
             };
         }
-        let [pad, eos, unk, title_start, title_end, query, index, ngram, docid] = ids;
+        let [
+            pad,
+            eos,
+            unk,
+            title_start,
+            title_end,
+            query,
+            index,
+            ngram,
+            docid,
+        ] = ids;
         Ok(GenretTokenizer {
             inner,
             specials: SpecialIds {

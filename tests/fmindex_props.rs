@@ -15,7 +15,10 @@ fn naive_occurrences(docs: &[Vec<u32>], pattern: &[u32]) -> BTreeSet<Occurrence>
     for (d, doc) in docs.iter().enumerate() {
         if pattern.len() > doc.len() {
             if pattern.is_empty() {
-                out.insert(Occurrence { doc: d as u32, offset: 0 });
+                out.insert(Occurrence {
+                    doc: d as u32,
+                    offset: 0,
+                });
             }
             continue;
         }
@@ -109,22 +112,37 @@ fn check_all(vocab: u32, docs: &[Vec<u32>], patterns: &[Vec<u32>], rate: u32) {
         assert_eq!(limited.len(), expected.len().min(2));
         assert!(limited.iter().all(|o| expected.contains(o)));
         let naive_docs: BTreeSet<u32> = expected.iter().map(|o| o.doc).collect();
-        assert_eq!(index.doc_frequency(pattern), naive_docs.len(), "df {pattern:?}");
+        assert_eq!(
+            index.doc_frequency(pattern),
+            naive_docs.len(),
+            "df {pattern:?}"
+        );
 
         let conts = index.continuations(range);
         let got: BTreeMap<u32, usize> = conts.iter().map(|c| (c.token, c.count)).collect();
-        assert_eq!(got, naive_continuations(docs, pattern), "continuations {pattern:?}");
+        assert_eq!(
+            got,
+            naive_continuations(docs, pattern),
+            "continuations {pattern:?}"
+        );
         assert!(conts.windows(2).all(|w| w[0].token < w[1].token));
         for c in &conts {
             let mut longer = pattern.clone();
             longer.push(c.token);
-            assert_eq!(c.range, index.range(&longer), "continuation range {longer:?}");
+            assert_eq!(
+                c.range,
+                index.range(&longer),
+                "continuation range {longer:?}"
+            );
             assert_eq!(c.range, index.extend(range, c.token));
         }
         // Extending by a token that never follows gives an empty range.
         for t in [0, vocab / 2, vocab - 1, vocab, u32::MAX] {
             if !got.contains_key(&t) {
-                assert!(index.extend(range, t).is_empty(), "extend {pattern:?} by {t}");
+                assert!(
+                    index.extend(range, t).is_empty(),
+                    "extend {pattern:?} by {t}"
+                );
             }
         }
     }

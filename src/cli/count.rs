@@ -7,8 +7,10 @@ use serde::Serialize;
 /// Count a phrase in the index: its token ids, occurrences, documents, and the first
 /// documents that contain it. The phrase is tokenized with the index's tokenizer.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  genret count cranfield.idx \"boundary layer\"\n  \
-    genret count cranfield.idx --tokens 5,17,3 --json")]
+#[command(
+    after_help = "Examples:\n  genret count cranfield.idx \"boundary layer\"\n  \
+    genret count cranfield.idx --tokens 5,17,3 --json"
+)]
 pub struct CountArgs {
     /// Index directory.
     pub index: PathBuf,
@@ -65,7 +67,11 @@ pub fn run(args: CountArgs) -> anyhow::Result<()> {
     println!("occurrences {}", out.count);
     println!("documents   {}", out.docs);
     if !out.doc_ids.is_empty() {
-        let more = if out.docs > out.doc_ids.len() { ", ..." } else { "" };
+        let more = if out.docs > out.doc_ids.len() {
+            ", ..."
+        } else {
+            ""
+        };
         println!("doc ids     {}{more}", out.doc_ids.join(", "));
     }
     Ok(())

@@ -55,7 +55,13 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
             serde_json::to_writer(&mut out, &doc)?;
             writeln!(out)?;
         } else {
-            writeln!(out, "{}\t{} tokens\t{:?}", doc.doc_id, doc.tokens.len(), doc.tokens)?;
+            writeln!(
+                out,
+                "{}\t{} tokens\t{:?}",
+                doc.doc_id,
+                doc.tokens.len(),
+                doc.tokens
+            )?;
             writeln!(out, "{}\n", doc.text)?;
         }
     }

@@ -13,9 +13,11 @@ use genret::tokenize::{TokenizerKind, TrainConfig};
 /// CORPUS is a BEIR folder (with corpus.jsonl), a .jsonl file, or a TSV file
 /// (id<TAB>text or id<TAB>title<TAB>text). Rebuilding into an existing index replaces it.
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \
+#[command(
+    after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \
     genret index collection.tsv --out msmarco.idx --vocab-size 32000\n  \
-    genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json")]
+    genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json"
+)]
 pub struct IndexArgs {
     /// Corpus to index: BEIR folder, .jsonl or .tsv file.
     pub corpus: PathBuf,
@@ -84,14 +86,20 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     if args.json {
         return super::print_json(s);
     }
-    println!("indexed {} into {}", args.corpus.display(), args.out.display());
     println!(
-        "  documents      {} ({} empty)",
-        s.docs, s.empty_docs
+        "indexed {} into {}",
+        args.corpus.display(),
+        args.out.display()
     );
+    println!("  documents      {} ({} empty)", s.docs, s.empty_docs);
     println!(
         "  tokens         {} (per document: min {}, median {}, mean {:.1}, p95 {}, max {})",
-        s.tokens, s.doc_tokens_min, s.doc_tokens_median, s.doc_tokens_mean, s.doc_tokens_p95, s.doc_tokens_max
+        s.tokens,
+        s.doc_tokens_min,
+        s.doc_tokens_median,
+        s.doc_tokens_mean,
+        s.doc_tokens_p95,
+        s.doc_tokens_max
     );
     println!(
         "  vocabulary     {} ({} used by the corpus)",

@@ -4,6 +4,7 @@
 mod count;
 mod extract;
 mod index;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,8 +13,10 @@ use clap::{Args, Parser, Subcommand};
 /// only strings that exist in the corpus come out.
 #[derive(Debug, Parser)]
 #[command(name = "genret", version, about, long_about = None)]
-#[command(after_help = "Example:\n  genret index corpus/cranfield --out cranfield.idx\n  \
-    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184")]
+#[command(
+    after_help = "Example:\n  genret index corpus/cranfield --out cranfield.idx\n  \
+    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -37,6 +40,7 @@ pub enum Command {
     Index(index::IndexArgs),
     Count(count::CountArgs),
     Extract(extract::ExtractArgs),
+    Train(train::TrainArgs),
 }
 
 /// Sets up `tracing` on stderr according to `-q` / `-v` (or `RUST_LOG`).
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Index(args) => index::run(args),
         Command::Count(args) => count::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Train(args) => train::run(args),
     }
 }
 

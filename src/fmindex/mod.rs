@@ -193,7 +193,13 @@ impl FmIndex {
         let bits = bits_for(sigma);
         let bwt: Vec<u32> = sa
             .par_iter()
-            .map(|&p| if p == 0 { END as u32 } else { at(p as usize - 1) })
+            .map(|&p| {
+                if p == 0 {
+                    END as u32
+                } else {
+                    at(p as usize - 1)
+                }
+            })
             .collect();
         let rate = options.sample_rate;
         let sampled = RankBitVec::from_fn(n, |i| sa[i] as u32 % rate == 0);
@@ -285,7 +291,11 @@ impl FmIndex {
 
     fn token_range(&self, token: u32) -> FmRange {
         if token >= self.vocab_size {
-            return FmRange { lo: 0, hi: 0, len: 1 };
+            return FmRange {
+                lo: 0,
+                hi: 0,
+                len: 1,
+            };
         }
         let s = token as usize + SHIFT as usize;
         FmRange {
@@ -342,18 +352,19 @@ impl FmIndex {
         if range.is_empty() {
             return;
         }
-        self.bwt.distinct_in(range.lo, range.hi, SHIFT, &mut |s, a, b| {
-            let base = self.base[s as usize];
-            out.push(Continuation {
-                token: (s - SHIFT) as u32,
-                count: b - a,
-                range: FmRange {
-                    lo: base.wrapping_add(a as u32) as usize,
-                    hi: base.wrapping_add(b as u32) as usize,
-                    len: range.len + 1,
-                },
+        self.bwt
+            .distinct_in(range.lo, range.hi, SHIFT, &mut |s, a, b| {
+                let base = self.base[s as usize];
+                out.push(Continuation {
+                    token: (s - SHIFT) as u32,
+                    count: b - a,
+                    range: FmRange {
+                        lo: base.wrapping_add(a as u32) as usize,
+                        hi: base.wrapping_add(b as u32) as usize,
+                        len: range.len + 1,
+                    },
+                });
             });
-        });
     }
 
     /// The LF mapping: symbol before row `row`'s suffix, and the row of the suffix one
@@ -450,7 +461,9 @@ impl FmIndex {
 
     /// Heap bytes of the whole index.
     pub fn size_bytes(&self) -> usize {
-        self.bwt.size_bytes() + self.locate_bytes() + self.c.len() * 4
+        self.bwt.size_bytes()
+            + self.locate_bytes()
+            + self.c.len() * 4
             + self.base.len() * 4
             + self.doc_starts.len() * 4
             + self.sep_rows.len() * 4
@@ -541,9 +554,7 @@ impl FmIndex {
             && doc_starts.last().is_some_and(|&s| s as usize == n - 1)
             && sep_rows.len() == docs as usize
             && counts[SEP as usize] == docs
-            && sep_rows
-                .iter()
-                .all(|&r| (c[1]..c[2]).contains(&r));
+            && sep_rows.iter().all(|&r| (c[1]..c[2]).contains(&r));
         if !consistent {
             return Err(r.corrupt("arrays disagree with each other"));
         }

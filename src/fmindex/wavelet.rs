@@ -43,9 +43,10 @@ impl WaveletMatrix {
             let words: Vec<u64> = cur
                 .par_chunks(64)
                 .map(|chunk| {
-                    chunk.iter().enumerate().fold(0u64, |w, (j, &v)| {
-                        w | (((v.into() >> shift) & 1) << j)
-                    })
+                    chunk
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |w, (j, &v)| w | (((v.into() >> shift) & 1) << j))
                 })
                 .collect();
             let level = RankBitVec::from_words(&words, len);

@@ -299,6 +299,7 @@ fn positions(docs: &[DocEntry]) -> HashMap<String, u32> {
 }
 
 /// An opened index: manifest, tokenizer, documents and FM-index, checked against each other.
+#[derive(Debug)]
 pub struct Index {
     pub dir: IndexDir,
     pub tokenizer: GenretTokenizer,
@@ -362,7 +363,12 @@ impl Index {
 
     /// Whether titles are part of the indexed token sequences.
     pub fn indexes_titles(&self) -> bool {
-        self.dir.manifest.fields.indexed.iter().any(|f| f == "title")
+        self.dir
+            .manifest
+            .fields
+            .indexed
+            .iter()
+            .any(|f| f == "title")
     }
 }
 

@@ -243,4 +243,3 @@ impl IndexDir {
         write_atomic(&self.path.join(MANIFEST), &json)
     }
 }
-

@@ -1,0 +1,776 @@
+//! train: here is an index, teach a model to write its n-grams, titles and document ids.
+//!
+//! Training data comes from the index directory alone (documents, tokenizer), plus a BEIR
+//! query split when one is given. Each epoch draws its examples afresh from a generator seeded
+//! by `(seed, epoch, document)`, so a run is reproducible and a resumed run sees exactly the
+//! batches the interrupted one would have.
+//!
+//! Tasks (examples per document per epoch, see [`TaskMix`]):
+//! - `span` (SEAL): pseudo-query (a random window of the document) -> `<ngram>` + another
+//!   span of the same document;
+//! - `title` (SEAL): pseudo-query -> `<title>` title `</title>`;
+//! - `index` (DSI indexing): `<index>` + the first tokens of the document -> `<docid>` + its id;
+//! - with `--queries`: each judged training query -> a span of its relevant document that
+//!   shares the most tokens with it, its title, and its id.
+//!
+//! Every target ends with `</s>`. Sources start with `<query>` or `<index>`.
+//!
+//! Optimiser: AdamW (decoupled weight decay, none on norms), linear warm-up then linear decay,
+//! global-norm gradient clipping. Written here rather than using candle-nn's AdamW because
+//! resuming exactly needs the optimiser's moments saved and restored, which candle-nn keeps
+//! private.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::Collection;
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
+use crate::progress;
+
+/// Directory names inside an index.
+pub const MODEL_DIR: &str = "model";
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+pub const TRAIN_LOG: &str = "train_log.jsonl";
+
+/// Examples per document per epoch for each corpus task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TaskMix {
+    pub span: usize,
+    pub title: usize,
+    pub index: usize,
+}
+
+impl Default for TaskMix {
+    fn default() -> Self {
+        TaskMix {
+            span: 4,
+            title: 1,
+            index: 1,
+        }
+    }
+}
+
+impl std::str::FromStr for TaskMix {
+    type Err = String;
+
+    /// Parses `span=4,title=1,index=1` (missing tasks count 0).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut mix = TaskMix {
+            span: 0,
+            title: 0,
+            index: 0,
+        };
+        for part in s.split(',').filter(|p| !p.is_empty()) {
+            let (name, n) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected task=count"))?;
+            let n: usize = n
+                .parse()
+                .map_err(|_| format!("{part:?}: count is not a number"))?;
+            match name.trim() {
+                "span" => mix.span = n,
+                "title" => mix.title = n,
+                "index" => mix.index = n,
+                other => return Err(format!("unknown task {other:?} (span, title, index)")),
+            }
+        }
+        Ok(mix)
+    }
+}
+
+/// Everything that determines a training run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub preset: Preset,
+    /// Start from this model directory instead of a fresh initialisation.
+    pub init: Option<PathBuf>,
+    /// Training queries: a BEIR folder and the qrels split to use.
+    pub queries: Option<(PathBuf, String)>,
+    pub steps: Option<usize>,
+    pub epochs: Option<usize>,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Warm-up steps as a fraction of all steps.
+    pub warmup: f64,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+    pub log_every: usize,
+    pub tasks: TaskMix,
+    pub max_source_len: usize,
+    pub max_target_len: usize,
+    /// Stop after this many steps of this run without a final save, as if killed (tests and
+    /// time-sliced jobs); `--resume` continues from the last periodic checkpoint.
+    #[serde(skip)]
+    pub halt_after: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            preset: Preset::Small,
+            init: None,
+            queries: None,
+            steps: None,
+            epochs: None,
+            batch_size: 32,
+            lr: 1e-3,
+            warmup: 0.05,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            seed: 42,
+            checkpoint_every: 500,
+            log_every: 10,
+            tasks: TaskMix::default(),
+            max_source_len: 64,
+            max_target_len: 24,
+            halt_after: None,
+        }
+    }
+}
+
+/// One line of `train_log.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogEntry {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub examples_per_s: f64,
+}
+
+/// A training example: token ids in, token ids out (ending with EOS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    pub source: Vec<u32>,
+    pub target: Vec<u32>,
+}
+
+/// What the training tasks need from an index, prepared once.
+pub struct TaskData {
+    docs: Vec<DocTokens>,
+    /// (query tokens, relevant document position) pairs.
+    queries: Vec<(Vec<u32>, u32)>,
+    specials: crate::tokenize::SpecialIds,
+}
+
+struct DocTokens {
+    title: Vec<u32>,
+    body: Vec<u32>,
+    docid: Vec<u32>,
+}
+
+impl TaskData {
+    /// Tokenizes the index's documents (in parallel) and, if given, the training queries.
+    pub fn new(index: &Index, queries: Option<&(PathBuf, String)>) -> Result<TaskData> {
+        let tok = &index.tokenizer;
+        let docs = index
+            .docs
+            .par_iter()
+            .map(|d| {
+                Ok(DocTokens {
+                    title: tok.encode(&d.title)?,
+                    body: tok.encode(&d.text)?,
+                    docid: tok.encode(&d.id)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut pairs = Vec::new();
+        if let Some((dir, split)) = queries {
+            let collection = Collection::open(dir, false)?;
+            let qrels = collection.split(split)?;
+            let text: HashMap<&str, &str> = collection
+                .queries
+                .iter()
+                .map(|q| (q.id.as_str(), q.text.as_str()))
+                .collect();
+            for (qid, judged) in &qrels.judgments {
+                let Some(q) = text.get(qid.as_str()) else {
+                    continue;
+                };
+                let q_tokens = tok.encode(q)?;
+                for (did, &grade) in judged {
+                    if grade > 0
+                        && let Ok(pos) = index.doc_position(did)
+                    {
+                        pairs.push((q_tokens.clone(), pos));
+                    }
+                }
+            }
+            if pairs.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "{}: split {split:?} has no judged query whose document is in the index",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(TaskData {
+            docs,
+            queries: pairs,
+            specials: tok.specials(),
+        })
+    }
+
+    /// The examples of one epoch, in a deterministic order.
+    pub fn epoch_examples(&self, config: &TrainConfig, epoch: usize) -> Vec<Example> {
+        let sp = self.specials;
+        let src_max = config.max_source_len;
+        let tgt_max = config.max_target_len;
+        let finish = |mut source: Vec<u32>, mut target: Vec<u32>| -> Example {
+            source.truncate(src_max);
+            target.truncate(tgt_max - 1);
+            target.push(sp.eos);
+            Example { source, target }
+        };
+        let seed = config.seed;
+        let mix = config.tasks;
+        let mut out: Vec<Example> = self
+            .docs
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(d, doc)| {
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ ((d as u64) << 20),
+                );
+                let mut ex = Vec::new();
+                let body = &doc.body;
+                if !body.is_empty() {
+                    for _ in 0..mix.span {
+                        let (qs, qe) = random_window(&mut rng, body.len(), 8, 24);
+                        let (ts, te) = random_window(&mut rng, body.len(), 3, 10);
+                        let mut source = vec![sp.query];
+                        source.extend_from_slice(&body[qs..qe]);
+                        let mut target = vec![sp.ngram];
+                        target.extend_from_slice(&body[ts..te]);
+                        ex.push(finish(source, target));
+                    }
+                    if !doc.title.is_empty() {
+                        for _ in 0..mix.title {
+                            let (qs, qe) = random_window(&mut rng, body.len(), 8, 24);
+                            let mut source = vec![sp.query];
+                            source.extend_from_slice(&body[qs..qe]);
+                            let mut target = vec![sp.title_start];
+                            target.extend_from_slice(&doc.title);
+                            target.push(sp.title_end);
+                            ex.push(finish(source, target));
+                        }
+                    }
+                }
+                for _ in 0..mix.index {
+                    let mut source = vec![sp.index];
+                    source.extend_from_slice(&body[..body.len().min(src_max - 1)]);
+                    let mut target = vec![sp.docid];
+                    target.extend_from_slice(&doc.docid);
+                    ex.push(finish(source, target));
+                }
+                ex
+            })
+            .collect();
+        for (q, d) in &self.queries {
+            let doc = &self.docs[*d as usize];
+            let mut source = vec![sp.query];
+            source.extend_from_slice(q);
+            if !doc.body.is_empty() {
+                let (s, e) = best_overlap_window(&doc.body, q, 10);
+                let mut target = vec![sp.ngram];
+                target.extend_from_slice(&doc.body[s..e]);
+                out.push(finish(source.clone(), target));
+            }
+            if !doc.title.is_empty() {
+                let mut target = vec![sp.title_start];
+                target.extend_from_slice(&doc.title);
+                target.push(sp.title_end);
+                out.push(finish(source.clone(), target));
+            }
+            let mut target = vec![sp.docid];
+            target.extend_from_slice(&doc.docid);
+            out.push(finish(source, target));
+        }
+        out
+    }
+}
+
+/// A random window of `min..=max` tokens (shorter if the sequence is) inside `0..len`.
+fn random_window(rng: &mut ChaCha8Rng, len: usize, min: usize, max: usize) -> (usize, usize) {
+    let w = rng.random_range(min..=max).min(len);
+    let start = rng.random_range(0..=len - w);
+    (start, start + w)
+}
+
+/// The window of `max` tokens (fewer if the document is shorter) sharing the most tokens with
+/// `query`, the earliest on ties. O(doc * max).
+fn best_overlap_window(doc: &[u32], query: &[u32], max: usize) -> (usize, usize) {
+    let w = max.min(doc.len());
+    let mut best: Option<(usize, usize)> = None;
+    for start in 0..=doc.len() - w {
+        let overlap = doc[start..start + w]
+            .iter()
+            .filter(|t| query.contains(t))
+            .count();
+        if best.is_none_or(|(_, b)| overlap > b) {
+            best = Some((start, overlap));
+        }
+    }
+    let start = best.map_or(0, |(s, _)| s);
+    (start, start + w)
+}
+
+/// Groups examples into batches of similar source length (less padding), then shuffles the
+/// batch order. Deterministic in `(seed, epoch)`.
+pub fn batches(
+    examples: &[Example],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64 * 7919));
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.shuffle(&mut rng);
+    // Sort within windows of 50 batches by length: buckets without losing randomness.
+    for chunk in order.chunks_mut(batch_size * 50) {
+        chunk.sort_by_key(|&i| (examples[i].source.len(), examples[i].target.len()));
+    }
+    let mut out: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    out.shuffle(&mut rng);
+    out
+}
+
+/// AdamW with its moments, savable for exact resumption.
+pub struct AdamW {
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+    pub step: usize,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    pub fn new(params: &Params, weight_decay: f64) -> Result<AdamW> {
+        let zeros = |t: &Tensor| t.zeros_like().map_err(cerr);
+        let mut m = BTreeMap::new();
+        let mut v = BTreeMap::new();
+        for (name, var) in params {
+            m.insert(name.clone(), zeros(var.as_tensor())?);
+            v.insert(name.clone(), zeros(var.as_tensor())?);
+        }
+        Ok(AdamW {
+            m,
+            v,
+            step: 0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        })
+    }
+
+    /// One update with learning rate `lr`, gradients scaled by `scale` (clipping).
+    pub fn update(
+        &mut self,
+        params: &Params,
+        grads: &candle_core::backprop::GradStore,
+        lr: f64,
+        scale: f64,
+    ) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let (b1, b2) = (self.beta1, self.beta2);
+        let c1 = 1.0 - b1.powi(t);
+        let c2 = 1.0 - b2.powi(t);
+        for (name, var) in params {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let run = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+                let g = (g * scale)?;
+                let m = ((&self.m[name] * b1)? + (&g * (1.0 - b1))?)?;
+                let v = ((&self.v[name] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                let step = ((&m / c1)? / ((&v / c2)?.sqrt()? + self.eps)?)?;
+                let theta = var.as_tensor();
+                // No decay on norms and position biases (1-D or tiny tables), as is usual.
+                let decay = if theta.rank() > 1 && !name.contains("relative_attention_bias") {
+                    self.weight_decay
+                } else {
+                    0.0
+                };
+                let new = ((theta * (1.0 - lr * decay))? - (step * lr)?)?;
+                Ok((m, v, new))
+            };
+            let (m, v, new) = run().map_err(cerr)?;
+            var.set(&new).map_err(cerr)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for (k, t) in &self.m {
+            tensors.insert(format!("m.{k}"), t.clone());
+        }
+        for (k, t) in &self.v {
+            tensors.insert(format!("v.{k}"), t.clone());
+        }
+        model::save_tensors(path, &tensors)
+    }
+
+    fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
+        let mut tensors =
+            candle_core::safetensors::load(path, device).map_err(|e| Error::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
+            for (k, t) in map.iter_mut() {
+                *t = tensors
+                    .remove(&format!("{prefix}.{k}"))
+                    .ok_or_else(|| Error::Corrupt {
+                        path: path.to_path_buf(),
+                        message: format!("optimizer state lacks {prefix}.{k}"),
+                    })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cerr(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}
+
+/// Learning rate at `step` (0-based) of `total`: linear warm-up, then linear decay to 0.
+pub fn learning_rate(config: &TrainConfig, step: usize, total: usize) -> f64 {
+    let warm = ((total as f64 * config.warmup).round() as usize).max(1);
+    if step < warm {
+        config.lr * (step + 1) as f64 / warm as f64
+    } else {
+        let rest = (total - warm).max(1) as f64;
+        config.lr * (1.0 - (step - warm) as f64 / rest).max(0.0)
+    }
+}
+
+/// `checkpoint/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    total_steps: usize,
+    config: TrainConfig,
+}
+
+/// What a finished (or halted) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub steps: usize,
+    pub total_steps: usize,
+    pub log: Vec<LogEntry>,
+    pub params: usize,
+    pub seconds: f64,
+}
+
+/// Trains a model on `index` (or resumes the run whose checkpoint is in the index), saving the
+/// final model into `INDEX/model` and registering it in the manifest.
+pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<TrainReport> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let dir = index.dir.path().to_path_buf();
+    let ckpt = dir.join(CHECKPOINT_DIR);
+    let log_path = dir.join(TRAIN_LOG);
+
+    let (config, params, model_config, start_step, state_total) = if resume {
+        let state_path = ckpt.join("state.json");
+        let bytes = std::fs::read(&state_path).map_err(|_| {
+            Error::InvalidInput(format!(
+                "{}: no checkpoint to resume from; start a run without --resume",
+                dir.display()
+            ))
+        })?;
+        let state: CheckpointState =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: state_path.clone(),
+                message: e.to_string(),
+            })?;
+        let (model_config, params) = model::load(&ckpt, &device)?;
+        let mut cfg = state.config.clone();
+        cfg.halt_after = config.halt_after;
+        (
+            cfg,
+            params,
+            model_config,
+            state.step,
+            Some(state.total_steps),
+        )
+    } else {
+        let vocab = index.tokenizer.vocab_size();
+        let (model_config, params) = match &config.init {
+            Some(path) => {
+                let (c, p) = model::load(
+                    &model::resolve_model_dir(&path.display().to_string())?,
+                    &device,
+                )?;
+                if c.vocab_size < vocab {
+                    return Err(Error::InvalidInput(format!(
+                        "--init model has vocabulary {} but the index's tokenizer has {vocab}; \
+                         build the index with that model's tokenizer (--tokenizer)",
+                        c.vocab_size
+                    )));
+                }
+                (c, p)
+            }
+            None => {
+                let mut c = Config::preset(config.preset, vocab);
+                let sp = index.tokenizer.specials();
+                c.pad_token_id = sp.pad;
+                c.eos_token_id = sp.eos;
+                c.decoder_start_token_id = sp.pad;
+                let p = model::init_params(&c, config.seed, &device)?;
+                (c, p)
+            }
+        };
+        (config.clone(), params, model_config, 0, None)
+    };
+    if config.batch_size == 0 || config.max_target_len < 2 || config.max_source_len < 2 {
+        return Err(Error::InvalidInput(
+            "batch size must be >= 1 and max lengths >= 2".into(),
+        ));
+    }
+
+    let data = TaskData::new(index, config.queries.as_ref())?;
+    let per_epoch = data
+        .epoch_examples(&config, 0)
+        .len()
+        .div_ceil(config.batch_size);
+    if per_epoch == 0 {
+        return Err(Error::InvalidInput(
+            "the index yields no training examples".into(),
+        ));
+    }
+    let total = state_total.unwrap_or(match (config.steps, config.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => e * per_epoch,
+        (None, None) => 10 * per_epoch,
+    });
+
+    let model = T5ForConditionalGeneration::new(&model_config, &params)?;
+    let mut opt = AdamW::new(&params, config.weight_decay)?;
+    let mut log = if resume {
+        opt.load(&ckpt.join("optimizer.safetensors"), &device)?;
+        opt.step = start_step;
+        // Entries past the checkpoint belong to the interrupted run and are redone.
+        let kept: Vec<LogEntry> = read_log(&log_path)?
+            .into_iter()
+            .filter(|e| e.step <= start_step)
+            .collect();
+        rewrite_log(&log_path, &kept)?;
+        kept
+    } else {
+        let _ = std::fs::remove_file(&log_path);
+        Vec::new()
+    };
+
+    let pb = progress::bar(total as u64, "training");
+    pb.set_position(start_step as u64);
+    let mut epoch_cache: Option<(usize, Vec<Example>, Vec<Vec<usize>>)> = None;
+    let mut window_loss = 0.0;
+    let mut window_examples = 0usize;
+    let mut window_start = Instant::now();
+    let mut steps_this_run = 0;
+    for step in start_step..total {
+        if config.halt_after.is_some_and(|h| steps_this_run >= h) {
+            pb.abandon();
+            return Ok(TrainReport {
+                steps: step,
+                total_steps: total,
+                log,
+                params: model_config.num_params(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        let epoch = step / per_epoch;
+        if epoch_cache.as_ref().is_none_or(|(e, _, _)| *e != epoch) {
+            let examples = data.epoch_examples(&config, epoch);
+            let order = batches(&examples, config.batch_size, config.seed, epoch);
+            epoch_cache = Some((epoch, examples, order));
+        }
+        let (_, examples, order) = epoch_cache.as_ref().expect("just filled");
+        let batch = &order[(step % per_epoch).min(order.len() - 1)];
+        let sources: Vec<Vec<u32>> = batch.iter().map(|&i| examples[i].source.clone()).collect();
+        let targets: Vec<Vec<u32>> = batch.iter().map(|&i| examples[i].target.clone()).collect();
+
+        let loss = model.loss(&sources, &targets)?;
+        let loss_value = loss.to_scalar::<f32>().map_err(cerr)? as f64;
+        if !loss_value.is_finite() {
+            return Err(Error::Model(format!(
+                "loss became {loss_value} at step {step}; lower --lr"
+            )));
+        }
+        let grads = loss.backward().map_err(cerr)?;
+        let norm = global_norm(&params, &grads)?;
+        let scale = if norm > config.clip_norm {
+            config.clip_norm / norm
+        } else {
+            1.0
+        };
+        let lr = learning_rate(&config, step, total);
+        opt.update(&params, &grads, lr, scale)?;
+        steps_this_run += 1;
+
+        window_loss += loss_value;
+        window_examples += batch.len();
+        let done = step + 1;
+        if done % config.log_every == 0 || done == total {
+            let n = (done - 1) % config.log_every + 1;
+            let entry = LogEntry {
+                step: done,
+                loss: window_loss / n as f64,
+                lr,
+                examples_per_s: window_examples as f64 / window_start.elapsed().as_secs_f64(),
+            };
+            append_log(&log_path, &entry)?;
+            pb.set_message(format!(
+                "loss {:.3} | {:.0} ex/s",
+                entry.loss, entry.examples_per_s
+            ));
+            log.push(entry);
+            window_loss = 0.0;
+            window_examples = 0;
+            window_start = Instant::now();
+        }
+        pb.inc(1);
+        if done % config.checkpoint_every == 0 || done == total {
+            save_checkpoint(&ckpt, &model_config, &params, &opt, done, total, &config)?;
+        }
+    }
+    pb.finish_and_clear();
+    model::save(&dir.join(MODEL_DIR), &model_config, &params)?;
+    let meta = BTreeMap::from([
+        ("params".to_string(), model_config.num_params().into()),
+        ("steps".to_string(), total.into()),
+        (
+            "config".to_string(),
+            serde_json::to_value(&config).expect("config serializes"),
+        ),
+    ]);
+    index.dir.add_part(
+        "model",
+        &format!("{MODEL_DIR}/{}", model::WEIGHTS_FILE),
+        meta,
+    )?;
+    Ok(TrainReport {
+        steps: total,
+        total_steps: total,
+        log,
+        params: model_config.num_params(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn global_norm(params: &Params, grads: &candle_core::backprop::GradStore) -> Result<f64> {
+    let mut sum = 0.0f64;
+    for var in params.values() {
+        if let Some(g) = grads.get(var.as_tensor()) {
+            sum += g
+                .sqr()
+                .and_then(|s| s.sum_all())
+                .and_then(|s| s.to_scalar::<f32>())
+                .map_err(cerr)? as f64;
+        }
+    }
+    Ok(sum.sqrt())
+}
+
+/// Writes a checkpoint into a fresh directory and swaps it in, so a crash leaves the previous
+/// checkpoint or the new one whole.
+fn save_checkpoint(
+    ckpt: &Path,
+    model_config: &Config,
+    params: &Params,
+    opt: &AdamW,
+    step: usize,
+    total: usize,
+    config: &TrainConfig,
+) -> Result<()> {
+    let tmp = ckpt.with_extension("tmp");
+    let old = ckpt.with_extension("old");
+    let _ = std::fs::remove_dir_all(&tmp);
+    model::save(&tmp, model_config, params)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    let state = CheckpointState {
+        step,
+        total_steps: total,
+        config: config.clone(),
+    };
+    crate::index::write_atomic(
+        &tmp.join("state.json"),
+        &serde_json::to_vec_pretty(&state).expect("state serializes"),
+    )?;
+    let _ = std::fs::remove_dir_all(&old);
+    if ckpt.exists() {
+        std::fs::rename(ckpt, &old).map_err(|e| Error::io(ckpt, e))?;
+    }
+    std::fs::rename(&tmp, ckpt).map_err(|e| Error::io(ckpt, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+fn append_log(path: &Path, entry: &LogEntry) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let line = serde_json::to_string(entry).expect("log entry serializes");
+    writeln!(f, "{line}").map_err(|e| Error::io(path, e))
+}
+
+/// Reads `train_log.jsonl` (empty if absent).
+pub fn read_log(path: &Path) -> Result<Vec<LogEntry>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut lines = crate::corpus::Lines::open(path)?;
+    let mut out = Vec::new();
+    while let Some(line) = lines.next_line()? {
+        if line.text.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(line.text)
+                .map_err(|e| line.error(format!("malformed log entry: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn rewrite_log(path: &Path, entries: &[LogEntry]) -> Result<()> {
+    crate::index::write_atomic_with(path, |w| {
+        for e in entries {
+            serde_json::to_writer(&mut *w, e)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })
+}
+
+/// Loads the trained model of an index.
+pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
+    index.dir.part(
+        "model",
+        "train one with `genret train INDEX_DIR` (or `genret bench`)",
+    )?;
+    let (config, params) = model::load(&index.dir.file(MODEL_DIR), device)?;
+    T5ForConditionalGeneration::new(&config, &params)
+}
