@@ -23,7 +23,7 @@ fn main() -> genret::Result<()> {
 
     // The most frequent continuations, each extended once more from its cached range.
     let mut next = index.fm.continuations(range);
-    next.sort_by(|a, b| b.count.cmp(&a.count));
+    next.sort_by_key(|c| std::cmp::Reverse(c.count));
     for c in next.iter().take(5) {
         let word = index.tokenizer.decode(&[c.token], false)?;
         let after: Vec<String> = index

@@ -587,8 +587,7 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     let mut window_loss = 0.0;
     let mut window_examples = 0usize;
     let mut window_start = Instant::now();
-    let mut steps_this_run = 0;
-    for step in start_step..total {
+    for (steps_this_run, step) in (start_step..total).enumerate() {
         if config.halt_after.is_some_and(|h| steps_this_run >= h) {
             pb.abandon();
             return Ok(TrainReport {
@@ -626,7 +625,6 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         };
         let lr = learning_rate(&config, step, total);
         opt.update(&params, &grads, lr, scale)?;
-        steps_this_run += 1;
 
         window_loss += loss_value;
         window_examples += batch.len();

@@ -84,22 +84,29 @@ impl RankBitVec {
         self.ones
     }
 
-    /// Number of ones in `[0, i)`. Requires `i <= len`. O(1).
+    /// The block holding bit `i`, the word index of `i` in it, and the ones before that word.
     #[inline]
-    pub fn rank1(&self, i: usize) -> usize {
-        debug_assert!(i <= self.len);
+    fn locate(&self, i: usize) -> (&Block, usize, usize) {
         let block = &self.blocks[i / BLOCK_BITS];
-        let offset = i % BLOCK_BITS;
-        let full = offset / 64;
+        let full = (i % BLOCK_BITS) / 64;
         let mut rank = block.rank as usize;
         for word in &block.words[..full] {
             rank += word.count_ones() as usize;
         }
-        let rem = offset % 64;
-        if rem != 0 {
-            rank += (block.words[full] & ((1u64 << rem) - 1)).count_ones() as usize;
+        (block, full, rank)
+    }
+
+    /// Number of ones in `[0, i)`. Requires `i <= len`. O(1).
+    #[inline]
+    pub fn rank1(&self, i: usize) -> usize {
+        debug_assert!(i <= self.len);
+        let (block, full, rank) = self.locate(i);
+        let rem = i % 64;
+        if rem == 0 {
+            rank
+        } else {
+            rank + (block.words[full] & ((1u64 << rem) - 1)).count_ones() as usize
         }
-        rank
     }
 
     /// Number of zeros in `[0, i)`. Requires `i <= len`. O(1).
@@ -112,17 +119,13 @@ impl RankBitVec {
     #[inline]
     pub fn get_rank1(&self, i: usize) -> (bool, usize) {
         debug_assert!(i < self.len);
-        let block = &self.blocks[i / BLOCK_BITS];
-        let offset = i % BLOCK_BITS;
-        let full = offset / 64;
-        let mut rank = block.rank as usize;
-        for word in &block.words[..full] {
-            rank += word.count_ones() as usize;
-        }
+        let (block, full, rank) = self.locate(i);
         let word = block.words[full];
-        let rem = offset % 64;
-        rank += (word & ((1u64 << rem) - 1)).count_ones() as usize;
-        ((word >> rem) & 1 == 1, rank)
+        let rem = i % 64;
+        (
+            (word >> rem) & 1 == 1,
+            rank + (word & ((1u64 << rem) - 1)).count_ones() as usize,
+        )
     }
 
     /// Bit `i`. Requires `i < len`. O(1).

@@ -202,12 +202,8 @@ impl FmIndex {
             })
             .collect();
         let rate = options.sample_rate;
-        let sampled = RankBitVec::from_fn(n, |i| sa[i] as u32 % rate == 0);
-        let samples: Vec<u32> = sa
-            .iter()
-            .filter(|&&p| p as u32 % rate == 0)
-            .map(|&p| p as u32)
-            .collect();
+        let sampled = RankBitVec::from_fn(n, |i| (sa[i] as u32).is_multiple_of(rate));
+        let samples: Vec<u32> = sa.iter().filter(|&&p| p % rate == 0).copied().collect();
 
         let mut c = vec![0u32; sigma as usize + 1];
         for s in 0..sigma as usize {
@@ -219,7 +215,7 @@ impl FmIndex {
         for row in c[SEP as usize]..c[SEP as usize + 1] {
             let p = sa[row as usize] as u32;
             let d = doc_starts.partition_point(|&s| s <= p + 1) - 2;
-            sep_rows[d] = row as u32;
+            sep_rows[d] = row;
         }
         drop(sa);
         drop(text);

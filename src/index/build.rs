@@ -146,7 +146,7 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
             false,
         ),
     };
-    tokenizer.save(&out.join(TOKENIZER_FILE))?;
+    tokenizer.save(out.join(TOKENIZER_FILE))?;
 
     let pb = progress::bar(corpus.len() as u64, "tokenizing documents");
     let token_lists: Vec<Vec<u32>> = corpus
@@ -240,15 +240,7 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         parts,
     };
     let dir = IndexDir::create(&out, manifest)?;
-    let positions = positions(&docs);
-    Ok(Index {
-        dir,
-        tokenizer,
-        docs,
-        fm,
-        stats,
-        positions,
-    })
+    Ok(Index::assemble(dir, tokenizer, docs, fm, stats))
 }
 
 fn compute_stats(
@@ -289,13 +281,6 @@ fn compute_stats(
         fmindex_bits_per_token: fm.bits_per_token(true),
         build_seconds: started.elapsed().as_secs_f64(),
     }
-}
-
-fn positions(docs: &[DocEntry]) -> HashMap<String, u32> {
-    docs.iter()
-        .enumerate()
-        .map(|(i, d)| (d.id.clone(), i as u32))
-        .collect()
 }
 
 /// An opened index: manifest, tokenizer, documents and FM-index, checked against each other.
@@ -339,15 +324,29 @@ impl Index {
                 ),
             });
         }
-        let positions = positions(&docs);
-        Ok(Index {
+        Ok(Index::assemble(dir, tokenizer, docs, fm, stats))
+    }
+
+    fn assemble(
+        dir: IndexDir,
+        tokenizer: GenretTokenizer,
+        docs: Vec<DocEntry>,
+        fm: FmIndex,
+        stats: IndexStats,
+    ) -> Index {
+        let positions = docs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.id.clone(), i as u32))
+            .collect();
+        Index {
             dir,
             tokenizer,
             docs,
             fm,
             stats,
             positions,
-        })
+        }
     }
 
     /// The index position of a document id, or an error naming the id.

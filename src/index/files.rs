@@ -215,7 +215,7 @@ impl ArrayReader {
         let padded = len.checked_add((8 - len % 8) % 8);
         let end = padded.and_then(|p| start.checked_add(p));
         match end {
-            Some(end) if end <= self.payload.len() && len % elem == 0 => {
+            Some(end) if end <= self.payload.len() && len.is_multiple_of(elem) => {
                 self.pos = end;
                 self.remaining -= 1;
                 Ok(&self.payload[start..start + len])
