@@ -178,6 +178,7 @@ impl GenretTokenizer {
                 }
             };
         }
+        // Same order as SPECIAL_TOKENS.
         let [
             pad,
             eos,
@@ -189,20 +190,18 @@ impl GenretTokenizer {
             ngram,
             docid,
         ] = ids;
-        Ok(GenretTokenizer {
-            inner,
-            specials: SpecialIds {
-                pad,
-                eos,
-                unk,
-                title_start,
-                title_end,
-                query,
-                index,
-                ngram,
-                docid,
-            },
-        })
+        let specials = SpecialIds {
+            pad,
+            eos,
+            unk,
+            title_start,
+            title_end,
+            query,
+            index,
+            ngram,
+            docid,
+        };
+        Ok(GenretTokenizer { inner, specials })
     }
 
     /// Writes `tokenizer.json` atomically.
