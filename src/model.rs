@@ -572,6 +572,15 @@ impl T5Block {
     }
 }
 
+/// The relative position bias table of a stack, which its first block holds (T5 shares it).
+fn bias_table(blocks: &[T5Block]) -> &Embedding {
+    blocks[0]
+        .self_attention
+        .relative_attention_bias
+        .as_ref()
+        .expect("block 0 has the bias table")
+}
+
 /// Looks parameters up by name.
 struct Getter<'a>(&'a Params);
 
@@ -715,11 +724,7 @@ impl T5ForConditionalGeneration {
         // finite.
         let mask_bias = ((mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9)?;
         let mut x = self.shared.forward(ids)?;
-        let table = self.encoder[0]
-            .self_attention
-            .relative_attention_bias
-            .as_ref()
-            .expect("block 0 has the bias table");
+        let table = bias_table(&self.encoder);
         let bias = position_bias(table, &self.config, 0, s, s, true)?.broadcast_add(&mask_bias)?;
         for block in &self.encoder {
             let h = rms_norm(&x, &block.self_norm, block.eps, mode)?;
@@ -748,11 +753,7 @@ impl T5ForConditionalGeneration {
         let enc = self.encode_mode(ids, mask, mode)?;
         let (_, t) = dec_ids.dims2()?;
         let mut x = self.shared.forward(dec_ids)?;
-        let table = self.decoder[0]
-            .self_attention
-            .relative_attention_bias
-            .as_ref()
-            .expect("block 0 has the bias table");
+        let table = bias_table(&self.decoder);
         let causal: Vec<f32> = (0..t)
             .flat_map(|q| (0..t).map(move |k| if k > q { -1e9 } else { 0.0 }))
             .collect();
@@ -866,11 +867,7 @@ impl T5ForConditionalGeneration {
         let pos = cache.steps;
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
         let mut x = self.shared.forward(&ids)?; // (rows, 1, d)
-        let table = self.decoder[0]
-            .self_attention
-            .relative_attention_bias
-            .as_ref()
-            .expect("block 0 has the bias table");
+        let table = bias_table(&self.decoder);
         let self_bias = position_bias(table, &self.config, pos, 1, pos + 1, false)?;
         for (l, block) in self.decoder.iter().enumerate() {
             let h = rms_norm(&x, &block.self_norm, block.eps, mode)?;

@@ -179,27 +179,16 @@ impl GenretTokenizer {
             };
         }
         // Same order as SPECIAL_TOKENS.
-        let [
-            pad,
-            eos,
-            unk,
-            title_start,
-            title_end,
-            query,
-            index,
-            ngram,
-            docid,
-        ] = ids;
         let specials = SpecialIds {
-            pad,
-            eos,
-            unk,
-            title_start,
-            title_end,
-            query,
-            index,
-            ngram,
-            docid,
+            pad: ids[0],
+            eos: ids[1],
+            unk: ids[2],
+            title_start: ids[3],
+            title_end: ids[4],
+            query: ids[5],
+            index: ids[6],
+            ngram: ids[7],
+            docid: ids[8],
         };
         Ok(GenretTokenizer { inner, specials })
     }

@@ -549,10 +549,9 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     }
 
     let data = TaskData::new(index, config.queries.as_ref())?;
-    let per_epoch = data
-        .epoch_examples(&config, 0)
-        .len()
-        .div_ceil(config.batch_size);
+    // Every epoch has the same number of examples; epoch 0's are kept for the loop.
+    let first = data.epoch_examples(&config, 0);
+    let per_epoch = first.len().div_ceil(config.batch_size);
     if per_epoch == 0 {
         return Err(Error::InvalidInput(
             "the index yields no training examples".into(),
@@ -583,7 +582,9 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
 
     let pb = progress::bar(total as u64, "training");
     pb.set_position(start_step as u64);
-    let mut epoch_cache: Option<(usize, Vec<Example>, Vec<Vec<usize>>)> = None;
+    let first_order = batches(&first, config.batch_size, config.seed, 0);
+    let mut epoch_cache: Option<(usize, Vec<Example>, Vec<Vec<usize>>)> =
+        Some((0, first, first_order));
     let mut window_loss = 0.0;
     let mut window_examples = 0usize;
     let mut window_start = Instant::now();
