@@ -38,15 +38,24 @@
 //! - [`corpus`]: BEIR / TSV / TREC readers with file:line errors;
 //! - [`tokenize`]: train or load an HF tokenizer with genret's special tokens;
 //! - [`fmindex`]: the token-level FM-index with continuations;
+//! - [`docid`]: document identifier schemes and their prefix trie;
 //! - [`index`]: the on-disk index directory, manifest, checksummed array files;
+//! - [`model`]: the T5 encoder-decoder with a reorderable KV cache; [`train`]: teaching it;
+//! - [`decode`]: batched constrained beam search; [`score`]: SEAL and DSI ranking;
+//! - [`search`]: query in, ranked documents out;
 //! - [`error`]: the library's error type.
 
 pub mod corpus;
+pub mod decode;
+pub mod docid;
 pub mod error;
+pub mod eval;
 pub mod fmindex;
 pub mod index;
 pub mod model;
 pub mod progress;
+pub mod score;
+pub mod search;
 pub mod tokenize;
 pub mod train;
 

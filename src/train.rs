@@ -9,7 +9,9 @@
 //! - `span` (SEAL): pseudo-query (a random window of the document) -> `<ngram>` + another
 //!   span of the same document;
 //! - `title` (SEAL): pseudo-query -> `<title>` title `</title>`;
-//! - `index` (DSI indexing): `<index>` + the first tokens of the document -> `<docid>` + its id;
+//! - `index` (DSI indexing): `<index>` + the first tokens of the document -> `<docid>` + its
+//!   identifier ([`crate::docid`]);
+//! - `docid` (DSI-QG retrieval): pseudo-query -> `<docid>` + its identifier;
 //! - with `--queries`: each judged training query -> a span of its relevant document that
 //!   shares the most tokens with it, its title, and its id.
 //!
@@ -49,6 +51,9 @@ pub struct TaskMix {
     pub span: usize,
     pub title: usize,
     pub index: usize,
+    /// Pseudo-query -> docid (DSI-QG style retrieval examples).
+    #[serde(default)]
+    pub docid: usize,
 }
 
 impl Default for TaskMix {
@@ -57,6 +62,7 @@ impl Default for TaskMix {
             span: 4,
             title: 1,
             index: 1,
+            docid: 1,
         }
     }
 }
@@ -64,12 +70,13 @@ impl Default for TaskMix {
 impl std::str::FromStr for TaskMix {
     type Err = String;
 
-    /// Parses `span=4,title=1,index=1` (missing tasks count 0).
+    /// Parses `span=4,title=1,index=1,docid=1` (missing tasks count 0).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let mut mix = TaskMix {
             span: 0,
             title: 0,
             index: 0,
+            docid: 0,
         };
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (name, n) = part
@@ -82,7 +89,12 @@ impl std::str::FromStr for TaskMix {
                 "span" => mix.span = n,
                 "title" => mix.title = n,
                 "index" => mix.index = n,
-                other => return Err(format!("unknown task {other:?} (span, title, index)")),
+                "docid" => mix.docid = n,
+                other => {
+                    return Err(format!(
+                        "unknown task {other:?} (span, title, index, docid)"
+                    ));
+                }
             }
         }
         Ok(mix)
@@ -178,11 +190,12 @@ impl TaskData {
         let docs = index
             .docs
             .par_iter()
-            .map(|d| {
+            .enumerate()
+            .map(|(i, d)| {
                 Ok(DocTokens {
                     title: tok.encode(&d.title)?,
                     body: tok.encode(&d.text)?,
-                    docid: tok.encode(&d.id)?,
+                    docid: index.docids.tokens(i as u32),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -265,6 +278,14 @@ impl TaskData {
                             target.push(sp.title_end);
                             ex.push(finish(source, target));
                         }
+                    }
+                    for _ in 0..mix.docid {
+                        let (qs, qe) = random_window(&mut rng, body.len(), 8, 24);
+                        let mut source = vec![sp.query];
+                        source.extend_from_slice(&body[qs..qe]);
+                        let mut target = vec![sp.docid];
+                        target.extend_from_slice(&doc.docid);
+                        ex.push(finish(source, target));
                     }
                 }
                 for _ in 0..mix.index {
@@ -514,7 +535,8 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
             Some(state.total_steps),
         )
     } else {
-        let vocab = index.tokenizer.vocab_size();
+        // The model writes docids too: their symbols may extend the tokenizer's vocabulary.
+        let vocab = index.docids.model_vocab() as usize;
         let (model_config, params) = match &config.init {
             Some(path) => {
                 let (c, p) = model::load(
@@ -523,9 +545,11 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
                 )?;
                 if c.vocab_size < vocab {
                     return Err(Error::InvalidInput(format!(
-                        "--init model has vocabulary {} but the index's tokenizer has {vocab}; \
-                         build the index with that model's tokenizer (--tokenizer)",
-                        c.vocab_size
+                        "--init model has vocabulary {} but the index needs {vocab} (its tokenizer \
+                         plus {} docid tokens); build the index with that model's tokenizer \
+                         (--tokenizer) and `--docids title`",
+                        c.vocab_size,
+                        index.docids.extra_tokens()
                     )));
                 }
                 (c, p)

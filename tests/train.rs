@@ -31,6 +31,7 @@ fn tiny_config(steps: usize) -> TrainConfig {
             span: 1,
             title: 2,
             index: 2,
+            docid: 0,
         },
         log_every: 5,
         checkpoint_every: 10,

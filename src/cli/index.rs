@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use genret::corpus::read_corpus;
+use genret::docid::Scheme;
 use genret::fmindex::BuildOptions;
 use genret::index::{BuildConfig, TokenizerSource, build};
 use genret::tokenize::{TokenizerKind, TrainConfig};
@@ -42,9 +43,22 @@ pub struct IndexArgs {
     /// One suffix-array sample per this many tokens: smaller locates faster, larger is smaller.
     #[arg(long, default_value_t = genret::fmindex::DEFAULT_SAMPLE_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     pub sample_rate: u32,
+    /// How documents are named for DSI-style decoding (`genret search --mode dsi`):
+    /// semantic (hierarchical k-means path, as DSI), naive (position in decimal), atomic (one
+    /// token per document) or title.
+    #[arg(long, value_enum, default_value_t = DocidKind::Semantic)]
+    pub docids: DocidKind,
     /// Print the build statistics as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DocidKind {
+    Atomic,
+    Naive,
+    Semantic,
+    Title,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -79,6 +93,13 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         fm: BuildOptions {
             sample_rate: args.sample_rate,
         },
+        docids: match args.docids {
+            DocidKind::Atomic => Scheme::Atomic,
+            DocidKind::Naive => Scheme::Naive,
+            DocidKind::Semantic => Scheme::Semantic,
+            DocidKind::Title => Scheme::Title,
+        },
+        ..BuildConfig::default()
     };
     let index = build(&corpus, &args.out, &config)
         .with_context(|| format!("building index {}", args.out.display()))?;
@@ -109,6 +130,13 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         "  FM-index       {:.1} KiB, {:.2} bits/token",
         s.fmindex_bytes as f64 / 1024.0,
         s.fmindex_bits_per_token
+    );
+    let d = &index.docids;
+    println!(
+        "  docids         {} (longest {} tokens, {} extra model tokens)",
+        d.scheme().name(),
+        d.max_len(),
+        d.extra_tokens()
     );
     println!("  took           {:.2} s", s.build_seconds);
     Ok(())

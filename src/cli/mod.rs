@@ -4,6 +4,7 @@
 mod count;
 mod extract;
 mod index;
+mod search;
 mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -15,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "genret", version, about, long_about = None)]
 #[command(
     after_help = "Example:\n  genret index corpus/cranfield --out cranfield.idx\n  \
-    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small"
+    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small\n  genret search cranfield.idx \"boundary layer transition\""
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -41,6 +42,7 @@ pub enum Command {
     Count(count::CountArgs),
     Extract(extract::ExtractArgs),
     Train(train::TrainArgs),
+    Search(search::SearchArgs),
 }
 
 /// Sets up `tracing` on stderr according to `-q` / `-v` (or `RUST_LOG`).
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Count(args) => count::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Train(args) => train::run(args),
+        Command::Search(args) => search::run(args),
     }
 }
 

@@ -46,8 +46,9 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Examples per document per epoch, e.g. span=4,title=1,index=1.
-    #[arg(long, default_value = "span=4,title=1,index=1")]
+    /// Examples per document per epoch: span (query -> n-gram), title (query -> title),
+    /// index (document -> docid), docid (query -> docid).
+    #[arg(long, default_value = "span=4,title=1,index=1,docid=1")]
     pub tasks: TaskMix,
     /// Save a resumable checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 500)]

@@ -195,6 +195,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // i runs to len inclusive: rank at the end too
     fn rank_matches_naive_scan() {
         for len in [0usize, 1, 63, 64, 65, 447, 448, 449, 896, 1000, 5000] {
             let bits: Vec<bool> = (0..len).map(|i| (i * 7919 + i / 3) % 5 < 2).collect();

@@ -345,13 +345,19 @@ impl FmIndex {
     /// decoder's hot loop allocates nothing.
     pub fn continuations_into(&self, range: FmRange, out: &mut Vec<Continuation>) {
         out.clear();
+        self.for_each_continuation(range, |c| out.push(c));
+    }
+
+    /// [`continuations`](Self::continuations) as a callback, in increasing token order, for
+    /// callers that filter or transform them without a buffer.
+    pub fn for_each_continuation(&self, range: FmRange, mut f: impl FnMut(Continuation)) {
         if range.is_empty() {
             return;
         }
         self.bwt
             .distinct_in(range.lo, range.hi, SHIFT, &mut |s, a, b| {
                 let base = self.base[s as usize];
-                out.push(Continuation {
+                f(Continuation {
                     token: (s - SHIFT) as u32,
                     count: b - a,
                     range: FmRange {

@@ -13,6 +13,7 @@ use super::{
     write_atomic, write_atomic_with,
 };
 use crate::corpus::{Corpus, Document, Lines, fingerprint};
+use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, FmIndex};
 use crate::progress;
@@ -40,6 +41,9 @@ pub struct BuildConfig {
     /// Index each document's title (between `<title>` markers) before its text.
     pub index_titles: bool,
     pub fm: BuildOptions,
+    /// Identifier scheme for DSI-style decoding.
+    pub docids: Scheme,
+    pub semantic: SemanticOptions,
 }
 
 impl Default for BuildConfig {
@@ -48,6 +52,8 @@ impl Default for BuildConfig {
             tokenizer: TokenizerSource::Train(TrainConfig::default()),
             index_titles: true,
             fm: BuildOptions::default(),
+            docids: Scheme::default(),
+            semantic: SemanticOptions::default(),
         }
     }
 }
@@ -185,6 +191,11 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
     fm.save(&out.join(FMINDEX_FILE))?;
     pb.finish_and_clear();
 
+    let pb = progress::spinner(&format!("assigning {} docids", config.docids.name()));
+    let docids = build_docids(corpus, &tokenizer, &token_lists, config)?;
+    docids.save(&out.join(DOCIDS_FILE))?;
+    pb.finish_and_clear();
+
     let stats = compute_stats(corpus, &token_lists, &fm, vocab, started);
     write_atomic(
         &out.join(STATS_FILE),
@@ -218,6 +229,16 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         ),
     ]);
     parts.insert("fmindex".into(), part(FMINDEX_FILE, fm_meta)?);
+    let docid_meta = BTreeMap::from([
+        ("scheme".to_string(), docids.scheme().name().into()),
+        ("extra_tokens".to_string(), docids.extra_tokens().into()),
+        ("max_len".to_string(), docids.max_len().into()),
+        (
+            "format_version".to_string(),
+            crate::docid::FORMAT_VERSION.into(),
+        ),
+    ]);
+    parts.insert("docids".into(), part(DOCIDS_FILE, docid_meta)?);
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -240,7 +261,34 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         parts,
     };
     let dir = IndexDir::create(&out, manifest)?;
-    Ok(Index::assemble(dir, tokenizer, docs, fm, stats))
+    Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+}
+
+fn build_docids(
+    corpus: &Corpus,
+    tokenizer: &GenretTokenizer,
+    token_lists: &[Vec<u32>],
+    config: &BuildConfig,
+) -> Result<DocIds> {
+    let ids: Vec<String> = corpus.docs.iter().map(|d| d.id.clone()).collect();
+    let titles: Vec<Vec<u32>> = if config.docids == Scheme::Title {
+        corpus
+            .docs
+            .par_iter()
+            .map(|d| tokenizer.encode(&d.title))
+            .collect::<Result<_>>()?
+    } else {
+        vec![Vec::new(); corpus.len()]
+    };
+    let suffix = |d: usize| tokenizer.encode(&format!(" ({})", corpus.docs[d].id));
+    let input = DocidInput {
+        ids: &ids,
+        titles: &titles,
+        texts: token_lists,
+        id_suffix: &suffix,
+        vocab: tokenizer.vocab_size() as u32,
+    };
+    DocIds::build(config.docids, &input, &config.semantic, None)
 }
 
 fn compute_stats(
@@ -290,6 +338,7 @@ pub struct Index {
     pub tokenizer: GenretTokenizer,
     pub docs: Vec<DocEntry>,
     pub fm: FmIndex,
+    pub docids: DocIds,
     pub stats: IndexStats,
     positions: HashMap<String, u32>,
 }
@@ -312,6 +361,20 @@ impl Index {
         })?;
         let fm_path = dir.part("fmindex", hint)?;
         let fm = FmIndex::load(&fm_path)?;
+        let docids_path = dir.part("docids", hint)?;
+        let docids = DocIds::load(&docids_path)?;
+        if docids.len() != docs.len() || docids.model_vocab() < tokenizer.vocab_size() as u32 {
+            return Err(Error::Corrupt {
+                path: docids_path,
+                message: format!(
+                    "docids has {} documents and needs vocabulary {}, but docs.jsonl has {} and the tokenizer {}",
+                    docids.len(),
+                    docids.model_vocab(),
+                    docs.len(),
+                    tokenizer.vocab_size()
+                ),
+            });
+        }
         if fm.docs() != docs.len() || fm.vocab_size() as usize != tokenizer.vocab_size() {
             return Err(Error::Corrupt {
                 path: fm_path,
@@ -324,7 +387,7 @@ impl Index {
                 ),
             });
         }
-        Ok(Index::assemble(dir, tokenizer, docs, fm, stats))
+        Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
     }
 
     fn assemble(
@@ -332,6 +395,7 @@ impl Index {
         tokenizer: GenretTokenizer,
         docs: Vec<DocEntry>,
         fm: FmIndex,
+        docids: DocIds,
         stats: IndexStats,
     ) -> Index {
         let positions = docs
@@ -344,6 +408,7 @@ impl Index {
             tokenizer,
             docs,
             fm,
+            docids,
             stats,
             positions,
         }

@@ -1,0 +1,157 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use genret::corpus::read_queries;
+use genret::eval::{Run, write_run};
+use genret::index::Index;
+use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
+
+/// Search an index with its trained model: the model writes corpus n-grams (seal, the
+/// default) or document identifiers (dsi) under constrained beam search, and documents are
+/// ranked from what it wrote.
+///
+/// Give one QUERY to print its results, or --queries FILE (BEIR queries.jsonl, or
+/// id<TAB>text TSV) with --out RUN.trec to answer many in batches and write a TREC run.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  genret search cranfield.idx \"boundary layer transition\"\n  \
+    genret search cranfield.idx \"heat transfer\" --mode dsi -k 5 --json\n  \
+    genret search cranfield.idx --queries corpus/cranfield/queries.jsonl --out seal.trec"
+)]
+pub struct SearchArgs {
+    /// Index directory (with a model from `genret train`).
+    pub index: PathBuf,
+    /// Query text.
+    #[arg(required_unless_present = "queries", conflicts_with = "queries")]
+    pub query: Option<String>,
+    /// Queries file: BEIR queries.jsonl (or its folder) or id<TAB>text TSV.
+    #[arg(long, requires = "out")]
+    pub queries: Option<PathBuf>,
+    /// TREC run file to write (with --queries).
+    #[arg(long, requires = "queries")]
+    pub out: Option<PathBuf>,
+    /// Documents per query.
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub k: u32,
+    /// What the model writes: seal (n-grams) or dsi (docids).
+    #[arg(long, value_enum, default_value_t = ModeArg::Seal)]
+    pub mode: ModeArg,
+    /// Beam size.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub beam: u32,
+    /// Longest n-gram in tokens (seal).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_ngram_len: u32,
+    /// Queries decoded together (batch search).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
+    /// Run name in the TREC file.
+    #[arg(long, default_value = "genret")]
+    pub run_name: String,
+    /// Print JSON: one object per query,
+    /// {"query", "took_ms", "results": [{"doc_id", "score", "title", "ngrams"}]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ModeArg {
+    Seal,
+    Dsi,
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let index = Index::open(&args.index)?;
+    let searcher = Searcher::new(&index)?;
+    let options = SearchOptions {
+        mode: match args.mode {
+            ModeArg::Seal => Mode::Seal,
+            ModeArg::Dsi => Mode::Dsi,
+        },
+        k: args.k as usize,
+        beam: args.beam as usize,
+        max_ngram_len: args.max_ngram_len as usize,
+        batch: args.batch as usize,
+        ..SearchOptions::default()
+    };
+    if let Some(query) = &args.query {
+        let results = searcher.search(&[query.as_str()], &options)?;
+        return print_results(&results, args.json);
+    }
+    let (Some(path), Some(out)) = (&args.queries, &args.out) else {
+        unreachable!("clap requires QUERY or --queries with --out");
+    };
+    let queries = read_queries(path).with_context(|| format!("reading {}", path.display()))?;
+    let pb = genret::progress::bar(queries.len() as u64, "searching");
+    let mut run: Run = Vec::with_capacity(queries.len());
+    let mut took = 0.0;
+    for chunk in queries.chunks(options.batch) {
+        let texts: Vec<&str> = chunk.iter().map(|q| q.text.as_str()).collect();
+        let results = searcher.search(&texts, &options)?;
+        for (q, r) in chunk.iter().zip(&results) {
+            took += r.took_ms;
+            run.push((
+                q.id.clone(),
+                r.results
+                    .iter()
+                    .map(|h| (h.doc_id.clone(), h.score))
+                    .collect(),
+            ));
+        }
+        if args.json {
+            print_results(&results, true)?;
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    write_run(out, &run, &args.run_name)?;
+    if !args.json {
+        let n = queries.len().max(1) as f64;
+        println!(
+            "{} queries -> {} ({:.1} ms/query, {:.1} queries/s)",
+            queries.len(),
+            out.display(),
+            took / n,
+            1e3 * n / took.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn print_results(results: &[SearchResult], json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for r in results {
+        if json {
+            serde_json::to_writer(&mut out, r)?;
+            writeln!(out)?;
+            continue;
+        }
+        writeln!(out, "query: {}  ({:.1} ms)", r.query, r.took_ms)?;
+        if r.results.is_empty() {
+            writeln!(out, "  no results")?;
+        }
+        for (rank, h) in r.results.iter().enumerate() {
+            let title = if h.title.is_empty() {
+                "(untitled)"
+            } else {
+                &h.title
+            };
+            writeln!(
+                out,
+                "{:>3}. {:<10} {:>9.3}  {}",
+                rank + 1,
+                h.doc_id,
+                h.score,
+                title
+            )?;
+            if !h.ngrams.is_empty() {
+                let shown: Vec<String> =
+                    h.ngrams.iter().take(5).map(|n| format!("{n:?}")).collect();
+                writeln!(out, "     via {}", shown.join(", "))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! score: here are the n-grams (or docids) the model wrote, which documents do they point to?
+//!
+//! SEAL's LM+FM scoring. An n-gram `n` the model wrote for query `q` with probability
+//! `P(n|q)` gets the weight
+//!
+//! ```text
+//! w(n, q) = max(0, log[P(n|q) (1 - P(n))] - log[P(n) (1 - P(n|q))])
+//! P(n)    = (F(n) + s) / (N + s)        F: corpus frequency, N: corpus tokens, s = 5
+//! ```
+//!
+//! so n-grams the model likes more than the corpus predicts count, and common ones do not.
+//! A document's intersective score sums the weights of the n-grams it contains, strongest
+//! first, each raised to `alpha` and scaled by its coverage
+//! `cover(n) = 1 - beta + beta * |tokens(n) \ tokens already covered| / |tokens(n)|`, which
+//! stops overlapping n-grams from counting the same words twice. Defaults are SEAL's
+//! (alpha = 2, beta = 0.8).
+//!
+//! Candidate documents come from the n-grams at most `max_ngram_freq` times in the corpus (a
+//! frequent n-gram would make every document a candidate and cost a locate per occurrence);
+//! the best `rerank` candidates by that first pass are then scored fully, with every
+//! n-gram, over their tokens extracted from the FM-index.
+
+use std::collections::HashMap;
+
+use crate::decode::Hypothesis;
+use crate::docid::{DocIds, TrieState};
+use crate::error::Result;
+use crate::fmindex::{FmIndex, FmRange};
+
+/// SEAL scoring parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SealParams {
+    /// Exponent of an n-gram's weight in a document's score.
+    pub alpha: f64,
+    /// Weight of the coverage penalty (0: none, 1: an n-gram of covered words counts 0).
+    pub beta: f64,
+    /// Additive smoothing of the corpus frequency.
+    pub smoothing: f64,
+    /// N-grams more frequent than this do not nominate candidate documents.
+    pub max_ngram_freq: usize,
+    /// Candidate documents scored fully.
+    pub rerank: usize,
+}
+
+impl Default for SealParams {
+    fn default() -> Self {
+        SealParams {
+            alpha: 2.0,
+            beta: 0.8,
+            smoothing: 5.0,
+            max_ngram_freq: 1000,
+            rerank: 100,
+        }
+    }
+}
+
+/// `w(n, q)` from `log P(n|q)`, the n-gram's corpus frequency and the corpus size.
+/// `P(n|q)` is clamped below 1 so a certain n-gram gets a large finite weight.
+pub fn ngram_weight(log_p_nq: f64, freq: usize, corpus_tokens: usize, smoothing: f64) -> f64 {
+    let p_nq = log_p_nq.exp().clamp(f64::MIN_POSITIVE, 1.0 - 1e-9);
+    let p_n = (freq as f64 + smoothing) / (corpus_tokens as f64 + smoothing);
+    let w = (p_nq * (1.0 - p_n)).ln() - (p_n * (1.0 - p_nq)).ln();
+    w.max(0.0)
+}
+
+/// An n-gram with its weight for one query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedNgram {
+    pub tokens: Vec<u32>,
+    /// `log P(n|q)`.
+    pub log_prob: f32,
+    pub range: FmRange,
+    pub weight: f64,
+}
+
+/// A scored document and the n-grams (indices into the query's n-gram list) it contains,
+/// strongest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredDoc {
+    pub doc: u32,
+    pub score: f64,
+    pub ngrams: Vec<usize>,
+}
+
+/// Weights every decoded n-gram; keeps those with a positive weight, strongest first.
+pub fn weigh_ngrams(
+    fm: &FmIndex,
+    hyps: &[Hypothesis<FmRange>],
+    params: &SealParams,
+) -> Vec<WeightedNgram> {
+    let mut out: Vec<WeightedNgram> = hyps
+        .iter()
+        .filter(|h| !h.tokens.is_empty() && !h.state.is_empty())
+        .map(|h| WeightedNgram {
+            tokens: h.tokens.clone(),
+            log_prob: h.score,
+            range: h.state,
+            weight: ngram_weight(
+                h.score as f64,
+                h.state.count(),
+                fm.tokens(),
+                params.smoothing,
+            ),
+        })
+        .filter(|n| n.weight > 0.0)
+        .collect();
+    out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.tokens.cmp(&b.tokens)));
+    out
+}
+
+/// The intersective score of a document with tokens `doc` given `ngrams` (strongest first):
+/// the score and the indices of the n-grams it contains. O(|doc| + sum of n-gram lengths x
+/// occurrences of their first token in the document).
+pub fn intersective_score(
+    doc: &[u32],
+    ngrams: &[WeightedNgram],
+    params: &SealParams,
+) -> (f64, Vec<usize>) {
+    let mut positions: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (i, &t) in doc.iter().enumerate() {
+        positions.entry(t).or_default().push(i);
+    }
+    let mut covered = std::collections::HashSet::new();
+    let mut score = 0.0;
+    let mut matched = Vec::new();
+    for (i, n) in ngrams.iter().enumerate() {
+        let occurs = positions.get(&n.tokens[0]).is_some_and(|ps| {
+            ps.iter()
+                .any(|&p| doc.get(p..p + n.tokens.len()) == Some(&n.tokens[..]))
+        });
+        if !occurs {
+            continue;
+        }
+        let mut distinct: Vec<u32> = n.tokens.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let new = distinct.iter().filter(|t| !covered.contains(*t)).count();
+        let cover = 1.0 - params.beta + params.beta * new as f64 / distinct.len() as f64;
+        score += n.weight.powf(params.alpha) * cover;
+        covered.extend(distinct);
+        matched.push(i);
+    }
+    (score, matched)
+}
+
+/// Ranks documents from weighted n-grams (see the module docs); the best `k`, best first,
+/// ties by document number.
+pub fn seal_rank(
+    fm: &FmIndex,
+    ngrams: &[WeightedNgram],
+    params: &SealParams,
+    k: usize,
+) -> Result<Vec<ScoredDoc>> {
+    let nominate = |first: &mut HashMap<u32, f64>, n: &WeightedNgram, limit: usize| {
+        let mut docs: Vec<u32> = fm.locate(n.range, limit).iter().map(|o| o.doc).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        for d in docs {
+            *first.entry(d).or_default() += n.weight.powf(params.alpha);
+        }
+    };
+    let mut first: HashMap<u32, f64> = HashMap::new();
+    for n in ngrams
+        .iter()
+        .filter(|n| n.range.count() <= params.max_ngram_freq)
+    {
+        nominate(&mut first, n, usize::MAX);
+    }
+    if first.is_empty() {
+        // Only frequent n-grams: let each nominate a bounded sample of its documents.
+        for n in ngrams {
+            nominate(&mut first, n, params.max_ngram_freq);
+        }
+    }
+    let mut candidates: Vec<(u32, f64)> = first.into_iter().collect();
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    candidates.truncate(params.rerank.max(k));
+    let mut scored = candidates
+        .into_iter()
+        .map(|(doc, _)| {
+            let tokens = fm.extract(doc)?;
+            let (score, ngrams) = intersective_score(&tokens, ngrams, params);
+            Ok(ScoredDoc { doc, score, ngrams })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+    scored.truncate(k);
+    Ok(scored)
+}
+
+/// DSI ranking: each finished docid hypothesis names one document, scored by its log-prob.
+/// Best `k`, best first.
+pub fn dsi_rank(docids: &DocIds, finished: &[Hypothesis<TrieState>], k: usize) -> Vec<(u32, f32)> {
+    let mut out: Vec<(u32, f32)> = finished
+        .iter()
+        .filter_map(|h| docids.terminal(h.state).map(|d| (d, h.score)))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    out.dedup_by_key(|x| x.0);
+    out.truncate(k);
+    out
+}

@@ -1,0 +1,313 @@
+//! search: here is a query, which documents answer it?
+//!
+//! Ties an index and its trained model together: encodes queries, runs constrained beam
+//! search ([`crate::decode`]) and ranks documents ([`crate::score`]). Queries are decoded in
+//! batches, so many queries cost little more than one.
+//!
+//! ```no_run
+//! # fn main() -> genret::Result<()> {
+//! use genret::index::Index;
+//! use genret::search::{SearchOptions, Searcher};
+//!
+//! let index = Index::open("cranfield.idx")?;
+//! let searcher = Searcher::new(&index)?;
+//! let results = searcher.search(&["boundary layer transition"], &SearchOptions::default())?;
+//! for hit in &results[0].results {
+//!     println!("{} {:.3} {}", hit.doc_id, hit.score, hit.title);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+
+use crate::decode::{BeamOptions, DecodeTimes, FmConstraint, TrieConstraint, beam_search};
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::model::T5ForConditionalGeneration;
+use crate::score::{SealParams, dsi_rank, seal_rank, weigh_ngrams};
+
+/// What the model writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Corpus n-grams, FM-index constrained, SEAL scoring.
+    #[default]
+    Seal,
+    /// Document identifiers, trie constrained, ranked by log-prob.
+    Dsi,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s {
+            "seal" => Ok(Mode::Seal),
+            "dsi" => Ok(Mode::Dsi),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown search mode {s:?}: use seal or dsi"
+            ))),
+        }
+    }
+}
+
+/// Search parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchOptions {
+    pub mode: Mode,
+    /// Documents returned per query.
+    pub k: usize,
+    pub beam: usize,
+    /// Longest n-gram (SEAL); DSI decodes up to the longest docid.
+    pub max_ngram_len: usize,
+    /// Query tokens kept (the model was trained on sources of this length).
+    pub max_query_len: usize,
+    /// Queries decoded together.
+    pub batch: usize,
+    pub seal: SealParams,
+}
+
+impl Default for SearchOptions {
+    fn default() -> Self {
+        SearchOptions {
+            mode: Mode::Seal,
+            k: 10,
+            beam: 10,
+            max_ngram_len: 10,
+            max_query_len: 64,
+            batch: 16,
+            seal: SealParams::default(),
+        }
+    }
+}
+
+/// One retrieved document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub doc_id: String,
+    pub score: f64,
+    pub title: String,
+    /// SEAL: the n-grams that matched the document, strongest first (at most 10).
+    /// DSI: the identifier that named it.
+    pub ngrams: Vec<String>,
+    /// The token ids of `ngrams`.
+    #[serde(skip)]
+    pub tokens: Vec<Vec<u32>>,
+    /// Document number in the index.
+    #[serde(skip)]
+    pub doc: u32,
+}
+
+/// The answer to one query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResult {
+    pub query: String,
+    /// Wall time of the query's batch divided by the batch size.
+    pub took_ms: f64,
+    pub results: Vec<Hit>,
+}
+
+/// Time split of a [`Searcher::search`] call.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SearchTimes {
+    pub decode: DecodeTimes,
+    /// Ranking documents from decoded strings.
+    pub scoring: std::time::Duration,
+}
+
+/// An index with its model, ready to answer queries.
+pub struct Searcher<'a> {
+    index: &'a Index,
+    model: T5ForConditionalGeneration,
+}
+
+impl<'a> Searcher<'a> {
+    /// Loads the index's trained model (CPU).
+    pub fn new(index: &'a Index) -> Result<Searcher<'a>> {
+        let model = crate::train::load_model(index, &Device::Cpu)?;
+        Searcher::with_model(index, model)
+    }
+
+    /// Uses a model already in memory; its vocabulary must cover the index's docids.
+    pub fn with_model(index: &'a Index, model: T5ForConditionalGeneration) -> Result<Searcher<'a>> {
+        let need = index.docids.model_vocab() as usize;
+        if model.config.vocab_size < need {
+            return Err(Error::InvalidInput(format!(
+                "the model's vocabulary ({}) is smaller than the index needs ({need}); \
+                 the index was rebuilt after training: retrain with `genret train`",
+                model.config.vocab_size
+            )));
+        }
+        Ok(Searcher { index, model })
+    }
+
+    pub fn index(&self) -> &Index {
+        self.index
+    }
+
+    /// Answers `queries`, in order.
+    pub fn search(&self, queries: &[&str], options: &SearchOptions) -> Result<Vec<SearchResult>> {
+        Ok(self.search_timed(queries, options)?.0)
+    }
+
+    /// [`search`](Self::search) plus where the time went.
+    pub fn search_timed(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+    ) -> Result<(Vec<SearchResult>, SearchTimes)> {
+        if options.k == 0 || options.beam == 0 || options.batch == 0 {
+            return Err(Error::InvalidInput(
+                "k, beam and batch must be at least 1".into(),
+            ));
+        }
+        let mut times = SearchTimes::default();
+        let mut results = Vec::with_capacity(queries.len());
+        for chunk in queries.chunks(options.batch) {
+            let started = Instant::now();
+            let hits = self.search_batch(chunk, options, &mut times)?;
+            let took_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
+            results.extend(chunk.iter().zip(hits).map(|(q, hits)| SearchResult {
+                query: q.to_string(),
+                took_ms,
+                results: hits,
+            }));
+        }
+        Ok((results, times))
+    }
+
+    fn search_batch(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let tok = &self.index.tokenizer;
+        let sp = tok.specials();
+        let sources = queries
+            .iter()
+            .map(|q| {
+                let mut s = vec![sp.query];
+                s.extend(tok.encode(q)?);
+                s.truncate(options.max_query_len.max(2));
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match options.mode {
+            Mode::Seal => {
+                let fm = &self.index.fm;
+                let banned = vec![
+                    sp.pad, sp.eos, sp.unk, sp.query, sp.index, sp.ngram, sp.docid,
+                ];
+                let constraint = FmConstraint::new(fm, banned, 1);
+                let beam = BeamOptions {
+                    beam: options.beam,
+                    max_len: options.max_ngram_len,
+                    keep_history: true,
+                };
+                let (decoded, t) = beam_search(
+                    &self.model,
+                    &sources,
+                    &[sp.ngram],
+                    &constraint,
+                    &fm.full_range(),
+                    &beam,
+                )?;
+                times.decode += t;
+                let clock = Instant::now();
+                let hits = decoded
+                    .iter()
+                    .map(|d| {
+                        let ngrams = weigh_ngrams(fm, &d.history, &options.seal);
+                        let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
+                        ranked
+                            .into_iter()
+                            .map(|r| {
+                                let tokens: Vec<Vec<u32>> = r
+                                    .ngrams
+                                    .iter()
+                                    .take(10)
+                                    .map(|&i| ngrams[i].tokens.clone())
+                                    .collect();
+                                let texts = tokens
+                                    .iter()
+                                    .map(|t| tok.decode(t, true))
+                                    .collect::<Result<_>>()?;
+                                Ok(self.hit(r.doc, r.score, texts, tokens))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                times.scoring += clock.elapsed();
+                Ok(hits)
+            }
+            Mode::Dsi => {
+                let docids = &self.index.docids;
+                let constraint = TrieConstraint { docids };
+                let beam = BeamOptions {
+                    beam: options.beam,
+                    max_len: docids.max_len(),
+                    keep_history: false,
+                };
+                let (decoded, t) = beam_search(
+                    &self.model,
+                    &sources,
+                    &[sp.docid],
+                    &constraint,
+                    &docids.root(),
+                    &beam,
+                )?;
+                times.decode += t;
+                let clock = Instant::now();
+                let hits = decoded
+                    .iter()
+                    .map(|d| {
+                        dsi_rank(docids, &d.finished, options.k)
+                            .into_iter()
+                            .map(|(doc, score)| {
+                                let id = self.docid_text(doc);
+                                let tokens = vec![docids.tokens(doc)];
+                                self.hit(doc, score as f64, vec![id], tokens)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                times.scoring += clock.elapsed();
+                Ok(hits)
+            }
+        }
+    }
+
+    fn hit(&self, doc: u32, score: f64, ngrams: Vec<String>, tokens: Vec<Vec<u32>>) -> Hit {
+        let entry = &self.index.docs[doc as usize];
+        Hit {
+            doc_id: entry.id.clone(),
+            score,
+            title: entry.title.clone(),
+            ngrams,
+            tokens,
+            doc,
+        }
+    }
+
+    /// A docid for people: symbols joined by `-`, or the title's text for the title scheme.
+    fn docid_text(&self, doc: u32) -> String {
+        let ids = &self.index.docids;
+        match ids.scheme() {
+            crate::docid::Scheme::Title => self
+                .index
+                .tokenizer
+                .decode(&ids.tokens(doc), false)
+                .unwrap_or_default(),
+            _ => ids
+                .symbols(doc)
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join("-"),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Search end to end: docid schemes, SEAL's scoring formula against hand-computed values, and
+//! `genret search` on Cranfield with a briefly trained tiny model (every query answered, every
+//! reported n-gram occurs in its document, every DSI result is a real docid).
+
+use std::path::Path;
+use std::process::Command;
+
+use genret::corpus::{read_corpus, read_queries};
+use genret::docid::{DocIds, Scheme};
+use genret::fmindex::{BuildOptions, FmIndex};
+use genret::index::{BuildConfig, Index, TokenizerSource, build};
+use genret::model::Preset;
+use genret::score::{SealParams, WeightedNgram, intersective_score, ngram_weight, seal_rank};
+use genret::search::{Mode, SearchOptions, Searcher};
+use genret::tokenize::TrainConfig as TokenizerConfig;
+use genret::train::{TaskMix, TrainConfig, train};
+
+fn corpus_path(name: &str) -> String {
+    format!("{}/corpus/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn index_of(name: &str, dir: &Path, docids: Scheme) -> Index {
+    let corpus = read_corpus(corpus_path(name)).unwrap();
+    let config = BuildConfig {
+        tokenizer: TokenizerSource::Train(TokenizerConfig {
+            vocab_size: 2000,
+            ..TokenizerConfig::default()
+        }),
+        docids,
+        ..BuildConfig::default()
+    };
+    build(&corpus, dir, &config).unwrap()
+}
+
+#[test]
+fn ngram_weight_matches_hand_computation() {
+    // P(n|q) = 0.5; F = 15, N = 995, s = 5: P(n) = 20 / 1000 = 0.02.
+    // w = ln(0.5 * 0.98) - ln(0.02 * 0.5) = ln(49).
+    let w = ngram_weight(0.5f64.ln(), 15, 995, 5.0);
+    assert!((w - 49f64.ln()).abs() < 1e-9, "{w}");
+    // An n-gram the model likes less than the corpus predicts weighs nothing.
+    assert_eq!(ngram_weight(0.001f64.ln(), 500, 995, 5.0), 0.0);
+    // A certain n-gram gets a large finite weight.
+    let certain = ngram_weight(0.0, 0, 995, 5.0);
+    assert!(certain.is_finite() && certain > 20.0);
+}
+
+fn ngram(tokens: &[u32], weight: f64) -> WeightedNgram {
+    WeightedNgram {
+        tokens: tokens.to_vec(),
+        log_prob: -1.0,
+        range: genret::fmindex::FmRange {
+            lo: 0,
+            hi: 1,
+            len: tokens.len(),
+        },
+        weight,
+    }
+}
+
+#[test]
+fn intersective_score_matches_hand_computation() {
+    let params = SealParams::default(); // alpha 2, beta 0.8
+    let doc = [1, 2, 3, 4, 5];
+    let ngrams = [
+        ngram(&[2, 3], 2.0),
+        ngram(&[3, 4], 1.0),
+        ngram(&[9], 5.0),
+        ngram(&[5], 0.5),
+    ];
+    // [2 3]: all new, 2^2 * 1 = 4. [3 4]: one of two tokens new, cover = 0.2 + 0.8 * 0.5 = 0.6,
+    // 1^2 * 0.6 = 0.6. [9] is absent. [5]: new, 0.25. Total 4.85.
+    let (score, matched) = intersective_score(&doc, &ngrams, &params);
+    assert!((score - 4.85).abs() < 1e-12, "{score}");
+    assert_eq!(matched, vec![0, 1, 3]);
+    // Without the coverage penalty [3 4] counts fully.
+    let flat = SealParams {
+        beta: 0.0,
+        ..params
+    };
+    assert!((intersective_score(&doc, &ngrams, &flat).0 - 5.25).abs() < 1e-12);
+}
+
+#[test]
+fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
+    let docs = vec![vec![5, 6, 7], vec![5, 6, 8, 9], vec![9, 9], vec![7, 7, 7]];
+    let fm = FmIndex::build(&docs, 12, BuildOptions::default()).unwrap();
+    let mk = |t: &[u32], w: f64| WeightedNgram {
+        range: fm.range(t),
+        ..ngram(t, w)
+    };
+    let ngrams = vec![mk(&[5, 6], 3.0), mk(&[8], 2.0), mk(&[7], 1.0)];
+    let ranked = seal_rank(&fm, &ngrams, &SealParams::default(), 10).unwrap();
+    let order: Vec<u32> = ranked.iter().map(|r| r.doc).collect();
+    // doc 1: 9 + 4 = 13; doc 0: 9 + 1 = 10; doc 3: 1; doc 2 has none.
+    assert_eq!(order, vec![1, 0, 3]);
+    assert!((ranked[0].score - 13.0).abs() < 1e-12);
+    assert_eq!(ranked[0].ngrams, vec![0, 1]);
+}
+
+#[test]
+fn docid_schemes_are_unique_deterministic_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    for scheme in [
+        Scheme::Semantic,
+        Scheme::Naive,
+        Scheme::Atomic,
+        Scheme::Title,
+    ] {
+        let path = dir.path().join(scheme.name());
+        let index = index_of("adi", &path, scheme);
+        let ids = &index.docids;
+        assert_eq!(ids.scheme(), scheme);
+        assert_eq!(ids.len(), 82);
+        for d in 0..82u32 {
+            assert_eq!(ids.lookup(&ids.tokens(d)), Some(d), "{scheme:?} doc {d}");
+        }
+        // Reopened from disk: identical.
+        let reopened = Index::open(&path).unwrap();
+        assert_eq!(&reopened.docids, ids);
+        // The trie is compact: at most 16 bytes per identifier token.
+        let tokens: usize = (0..82).map(|d| ids.symbols(d).len()).sum();
+        assert!(
+            ids.size_bytes() <= 16 * tokens,
+            "{scheme:?}: {} bytes",
+            ids.size_bytes()
+        );
+        match scheme {
+            Scheme::Semantic => {
+                // 82 documents fit one leaf: position only. Cluster paths are tested below.
+                assert!(ids.max_len() == 1);
+                assert_eq!(ids.extra_tokens(), 100);
+            }
+            Scheme::Naive => assert_eq!(ids.symbols(81), &[8, 1]),
+            Scheme::Atomic => assert_eq!(ids.extra_tokens(), 82),
+            Scheme::Title => assert_eq!(ids.extra_tokens(), 0),
+        }
+    }
+    // Semantic ids over Cranfield: several levels, k <= 10 per level, leaves <= 100, and the
+    // same build gives the same ids.
+    let a = index_of("cranfield", &dir.path().join("c1"), Scheme::Semantic);
+    let b = index_of("cranfield", &dir.path().join("c2"), Scheme::Semantic);
+    assert_eq!(a.docids, b.docids);
+    let ids = &a.docids;
+    assert!(ids.max_len() >= 2);
+    let mut leaves: std::collections::HashMap<Vec<u32>, usize> = Default::default();
+    for d in 0..ids.len() as u32 {
+        let s = ids.symbols(d);
+        assert!(s[..s.len() - 1].iter().all(|&c| c < 10));
+        assert!(s[s.len() - 1] < 100);
+        *leaves.entry(s[..s.len() - 1].to_vec()).or_default() += 1;
+    }
+    assert!(leaves.values().all(|&n| n <= 100));
+    // A damaged docids file is refused when the index opens.
+    let file = dir.path().join("c1").join(genret::docid::DOCIDS_FILE);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&file, bytes).unwrap();
+    let err = Index::open(dir.path().join("c1")).unwrap_err().to_string();
+    assert!(err.contains("docids.bin"), "{err}");
+    drop(DocIds::load(&dir.path().join("c2").join(genret::docid::DOCIDS_FILE)).unwrap());
+}
+
+/// Cranfield, tiny model, a few dozen steps: enough to exercise every path of search.
+fn trained_cranfield(dir: &Path) -> Index {
+    let mut index = index_of("cranfield", dir, Scheme::Semantic);
+    let config = TrainConfig {
+        preset: Preset::Tiny,
+        steps: Some(30),
+        batch_size: 16,
+        lr: 5e-3,
+        tasks: TaskMix {
+            span: 1,
+            title: 0,
+            index: 0,
+            docid: 1,
+        },
+        log_every: 10,
+        checkpoint_every: 1000,
+        ..TrainConfig::default()
+    };
+    train(&mut index, &config, false).unwrap();
+    Index::open(dir).unwrap()
+}
+
+#[test]
+fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("cran.idx");
+    let index = trained_cranfield(&idx);
+    let searcher = Searcher::new(&index).unwrap();
+    let queries = read_queries(corpus_path("cranfield")).unwrap();
+    assert_eq!(queries.len(), 225);
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+
+    let options = SearchOptions {
+        k: 10,
+        beam: 5,
+        batch: 32,
+        ..SearchOptions::default()
+    };
+    let (results, times) = searcher.search_timed(&texts, &options).unwrap();
+    assert_eq!(results.len(), 225);
+    assert!(times.decode.steps > 0 && times.decode.model > times.decode.constraint / 1000);
+    let mut docs_cache = std::collections::HashMap::new();
+    for r in &results {
+        assert!(!r.results.is_empty(), "no result for {:?}", r.query);
+        assert!(r.results.len() <= 10);
+        assert!(r.results.windows(2).all(|w| w[0].score >= w[1].score));
+        for hit in &r.results {
+            let doc = index.doc_position(&hit.doc_id).unwrap();
+            assert_eq!(doc, hit.doc);
+            let tokens = docs_cache
+                .entry(doc)
+                .or_insert_with(|| index.fm.extract(doc).unwrap());
+            assert!(!hit.tokens.is_empty());
+            for ngram in &hit.tokens {
+                assert!(
+                    tokens.windows(ngram.len()).any(|w| w == &ngram[..]),
+                    "n-gram {ngram:?} reported for doc {} does not occur in it",
+                    hit.doc_id
+                );
+            }
+        }
+    }
+    // The same queries one at a time give the same rankings as in batches.
+    let single = searcher
+        .search(
+            &texts[..3],
+            &SearchOptions {
+                batch: 1,
+                ..options
+            },
+        )
+        .unwrap();
+    for (a, b) in single.iter().zip(&results) {
+        let ids = |r: &genret::search::SearchResult| {
+            r.results
+                .iter()
+                .map(|h| h.doc_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(a), ids(b));
+    }
+
+    let dsi = SearchOptions {
+        mode: Mode::Dsi,
+        k: 5,
+        beam: 5,
+        batch: 32,
+        ..SearchOptions::default()
+    };
+    let results = searcher.search(&texts, &dsi).unwrap();
+    for r in &results {
+        assert!(!r.results.is_empty() && r.results.len() <= 5);
+        for hit in &r.results {
+            let doc = index.doc_position(&hit.doc_id).unwrap();
+            assert_eq!(index.docids.lookup(&hit.tokens[0]), Some(doc));
+        }
+    }
+
+    // The CLI: one query as JSON, then the whole query file as a TREC run.
+    let bin = env!("CARGO_BIN_EXE_genret");
+    let out = Command::new(bin)
+        .args([
+            "search",
+            idx.to_str().unwrap(),
+            "boundary layer",
+            "--json",
+            "-k",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["query"], "boundary layer");
+    assert!(v["took_ms"].as_f64().unwrap() > 0.0);
+    let hits = v["results"].as_array().unwrap();
+    assert!(!hits.is_empty() && hits.len() <= 3);
+    for h in hits {
+        assert!(h["doc_id"].is_string() && h["score"].is_number() && h["title"].is_string());
+        assert!(!h["ngrams"].as_array().unwrap().is_empty());
+    }
+    let run = dir.path().join("run.trec");
+    let out = Command::new(bin)
+        .args([
+            "-q",
+            "search",
+            idx.to_str().unwrap(),
+            "--queries",
+            &corpus_path("cranfield"),
+            "--out",
+        ])
+        .arg(&run)
+        .args(["--mode", "dsi", "-k", "4", "--beam", "4"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed = genret::eval::read_run(&run).unwrap();
+    assert_eq!(parsed.len(), 225);
+    assert!(
+        parsed
+            .iter()
+            .all(|(_, docs)| !docs.is_empty() && docs.len() <= 4)
+    );
+
+    // Bad input: a malformed queries file names its line; exit code 2.
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(&bad, "1\tok\nno tab here\n").unwrap();
+    let out = Command::new(bin)
+        .args(["search", idx.to_str().unwrap(), "--queries"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.path().join("x.trec"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.tsv") && err.contains(":2"), "{err}");
+}
+
+#[test]
+fn search_without_a_model_says_how_to_train_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("adi.idx");
+    index_of("adi", &idx, Scheme::Naive);
+    let out = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["search", idx.to_str().unwrap(), "query"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("genret train"), "{err}");
+}
