@@ -20,7 +20,10 @@ fn main() -> genret::Result<()> {
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let mut violations = 0;
     for mode in [Mode::Seal, Mode::Dsi] {
-        let options = SearchOptions { mode, ..SearchOptions::default() };
+        let options = SearchOptions {
+            mode,
+            ..SearchOptions::default()
+        };
         let results = searcher.search(&texts, &options)?;
         let (mut answered, mut ngrams) = (0, 0);
         for r in &results {

@@ -45,6 +45,8 @@
 //! - [`search`]: query in, ranked documents out;
 //! - [`error`]: the library's error type.
 
+pub mod baseline;
+pub mod bench;
 pub mod corpus;
 pub mod decode;
 pub mod docid;

@@ -6,8 +6,8 @@
 //! batches the interrupted one would have.
 //!
 //! Tasks (examples per document per epoch, see [`TaskMix`]):
-//! - `span` (SEAL): pseudo-query (a random window of the document) -> `<ngram>` + another
-//!   span of the same document;
+//! - `span` (SEAL): pseudo-query (a random window of the document) -> `<ngram>` + a span of
+//!   the same document, alternately inside the pseudo-query and anywhere;
 //! - `title` (SEAL): pseudo-query -> `<title>` title `</title>`;
 //! - `index` (DSI indexing): `<index>` + the first tokens of the document -> `<docid>` + its
 //!   identifier ([`crate::docid`]);
@@ -259,9 +259,18 @@ impl TaskData {
                 let mut ex = Vec::new();
                 let body = &doc.body;
                 if !body.is_empty() {
-                    for _ in 0..mix.span {
+                    for i in 0..mix.span {
                         let (qs, qe) = random_window(&mut rng, body.len(), 8, 24);
-                        let (ts, te) = random_window(&mut rng, body.len(), 3, 10);
+                        // Every other target is a span of the pseudo-query itself: a model
+                        // must first learn to write the query's own corpus n-grams (what
+                        // real queries share with their documents) before it can learn which
+                        // other spans of a document go with a query.
+                        let (ts, te) = if i % 2 == 0 {
+                            let (s, e) = random_window(&mut rng, qe - qs, 2, 8);
+                            (qs + s, qs + e)
+                        } else {
+                            random_window(&mut rng, body.len(), 3, 10)
+                        };
                         let mut source = vec![sp.query];
                         source.extend_from_slice(&body[qs..qe]);
                         let mut target = vec![sp.ngram];

@@ -1,7 +1,9 @@
 //! Command-line interface: argument definitions and dispatch. Each subcommand lives in its
 //! own file and only parses, validates and prints; the work is done by the library.
 
+mod bench;
 mod count;
+mod eval;
 mod extract;
 mod index;
 mod search;
@@ -43,6 +45,8 @@ pub enum Command {
     Extract(extract::ExtractArgs),
     Train(train::TrainArgs),
     Search(search::SearchArgs),
+    Eval(eval::EvalArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Sets up `tracing` on stderr according to `-q` / `-v` (or `RUST_LOG`).
@@ -71,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Extract(args) => extract::run(args),
         Command::Train(args) => train::run(args),
         Command::Search(args) => search::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run_cli(args),
     }
 }
 

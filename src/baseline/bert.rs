@@ -1,0 +1,267 @@
+//! A BERT encoder (HF `BertModel`) on candle-nn, for sentence embeddings. One file whose
+//! structs and tensor names map 1:1 onto the checkpoint (`embeddings.word_embeddings.weight`,
+//! `encoder.layer.{i}.attention.self.query.weight`, ...; a `bert.` prefix is accepted).
+//!
+//! Written here rather than taken from candle-transformers: it is ~150 lines, and the crate
+//! would add about 70 s to every clean build for this one model.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Embedding, LayerNorm, Linear};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+fn cerr(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}
+
+/// The `config.json` fields a BERT encoder needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_types")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_types() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+struct Weights(HashMap<String, Tensor>);
+
+impl Weights {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        self.0
+            .get(name)
+            .or_else(|| self.0.get(&format!("bert.{name}")))
+            .cloned()
+            .ok_or_else(|| Error::Model(format!("BERT checkpoint lacks {name:?}")))
+    }
+
+    fn linear(&self, prefix: &str) -> Result<Linear> {
+        Ok(Linear::new(
+            self.get(&format!("{prefix}.weight"))?,
+            Some(self.get(&format!("{prefix}.bias"))?),
+        ))
+    }
+
+    fn layer_norm(&self, prefix: &str, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm::new(
+            self.get(&format!("{prefix}.weight"))?,
+            self.get(&format!("{prefix}.bias"))?,
+            eps,
+        ))
+    }
+}
+
+struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+}
+
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    heads: usize,
+}
+
+struct BertLayer {
+    attention: BertSelfAttention,
+    /// `attention.output.dense` and its LayerNorm.
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// HF `BertModel` without the pooler (sentence embeddings mean-pool the last hidden states).
+pub struct BertModel {
+    pub config: BertConfig,
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+    device: Device,
+}
+
+impl BertModel {
+    /// Loads `config.json` + `model.safetensors` from `dir` (any float dtype, held as f32).
+    pub fn load(dir: &Path, device: &Device) -> Result<BertModel> {
+        let config_path = dir.join("config.json");
+        let config: BertConfig = serde_json::from_slice(
+            &std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?,
+        )
+        .map_err(|e| Error::Corrupt {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let weights_path = dir.join("model.safetensors");
+        let tensors =
+            candle_core::safetensors::load(&weights_path, device).map_err(|e| Error::Corrupt {
+                path: weights_path.clone(),
+                message: e.to_string(),
+            })?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32).map_err(cerr)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        BertModel::from_tensors(config, tensors, device)
+    }
+
+    /// Builds the model from named tensors (HF names, optionally `bert.`-prefixed).
+    pub fn from_tensors(
+        config: BertConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<BertModel> {
+        if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu")
+            || config.num_attention_heads == 0
+            || !config.hidden_size.is_multiple_of(config.num_attention_heads)
+        {
+            return Err(Error::Model(format!(
+                "unsupported BERT config: hidden_act {:?}, hidden {} over {} heads",
+                config.hidden_act, config.hidden_size, config.num_attention_heads
+            )));
+        }
+        let w = Weights(tensors);
+        let eps = config.layer_norm_eps;
+        let h = config.hidden_size;
+        let embeddings = BertEmbeddings {
+            word_embeddings: Embedding::new(w.get("embeddings.word_embeddings.weight")?, h),
+            position_embeddings: Embedding::new(w.get("embeddings.position_embeddings.weight")?, h),
+            token_type_embeddings: Embedding::new(
+                w.get("embeddings.token_type_embeddings.weight")?,
+                h,
+            ),
+            layer_norm: w.layer_norm("embeddings.LayerNorm", eps)?,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let p = format!("encoder.layer.{i}");
+                Ok(BertLayer {
+                    attention: BertSelfAttention {
+                        query: w.linear(&format!("{p}.attention.self.query"))?,
+                        key: w.linear(&format!("{p}.attention.self.key"))?,
+                        value: w.linear(&format!("{p}.attention.self.value"))?,
+                        heads: config.num_attention_heads,
+                    },
+                    attention_output: w.linear(&format!("{p}.attention.output.dense"))?,
+                    attention_norm: w
+                        .layer_norm(&format!("{p}.attention.output.LayerNorm"), eps)?,
+                    intermediate: w.linear(&format!("{p}.intermediate.dense"))?,
+                    output: w.linear(&format!("{p}.output.dense"))?,
+                    output_norm: w.layer_norm(&format!("{p}.output.LayerNorm"), eps)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(BertModel {
+            config,
+            embeddings,
+            layers,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Last hidden states `(batch, len, hidden)` for padded `ids` with 0/1 `mask`
+    /// (both `(batch, len)`, u32 and f32). Token types are all 0 (single sentences).
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.forward_inner(ids, mask).map_err(cerr)
+    }
+
+    fn forward_inner(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "{t} tokens exceed the model's {} positions",
+                self.config.max_position_embeddings
+            );
+        }
+        let positions = Tensor::arange(0u32, t as u32, &self.device)?;
+        let types = Tensor::zeros((b, t), DType::U32, &self.device)?;
+        let e = &self.embeddings;
+        let x = e
+            .word_embeddings
+            .forward(ids)?
+            .broadcast_add(&e.position_embeddings.forward(&positions)?)?
+            .add(&e.token_type_embeddings.forward(&types)?)?;
+        let mut x = e.layer_norm.forward(&x)?;
+        // 0 where attended, a large negative number where padded.
+        let bias = ((mask.reshape((b, 1, 1, t))? - 1.0)? * 1e9)?;
+        for layer in &self.layers {
+            let a = layer.attention.forward(&x, &bias)?;
+            x = layer
+                .attention_norm
+                .forward(&(layer.attention_output.forward(&a)? + &x)?)?;
+            let h = layer.intermediate.forward(&x)?;
+            let h = match self.config.hidden_act.as_str() {
+                "relu" => h.relu()?,
+                "gelu_new" => h.gelu()?,
+                _ => h.gelu_erf()?,
+            };
+            x = layer
+                .output_norm
+                .forward(&(layer.output.forward(&h)? + &x)?)?;
+        }
+        Ok(x)
+    }
+}
+
+impl BertSelfAttention {
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let split = |y: Tensor| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))
+    }
+}
+
+/// Mean of `states` `(batch, len, hidden)` over the positions where `mask` is 1, then L2
+/// normalised: sentence-transformers' pooling.
+pub fn mean_pool_normalize(states: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let run = || -> candle_core::Result<Tensor> {
+        let m = mask.unsqueeze(2)?;
+        let sum = states.broadcast_mul(&m)?.sum(1)?;
+        let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = sum.broadcast_div(&count)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        mean.broadcast_div(&norm)
+    };
+    run().map_err(cerr)
+}

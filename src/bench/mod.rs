@@ -1,0 +1,443 @@
+//! bench: here is a collection, how does every method do on it?
+//!
+//! One command builds what is missing (index, model, BM25 index, dense embeddings) under an
+//! output directory, answers every judged query of a split with every method one query at a
+//! time (so latencies are per query), evaluates the runs ([`crate::eval`]) and writes
+//! `results.json`, one TREC run per method and a quality-vs-latency chart.
+//!
+//! Generative methods train on the collection's `train` split as well as on the corpus when the
+//! collection has one (and it is not the evaluated split); otherwise on the corpus alone.
+
+mod chart;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::bm25::{BM25_DIR, Bm25};
+use crate::baseline::dense::{DenseEncoder, DenseIndex};
+use crate::corpus::{Collection, Qrels};
+use crate::error::{Error, Result};
+use crate::eval::{Metric, Run, evaluate, write_run};
+use crate::index::{BuildConfig, Index, build};
+use crate::model::Preset;
+use crate::search::{Mode, SearchOptions, Searcher};
+use crate::train::{TrainConfig, train};
+
+/// A retrieval method `genret bench` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Seal,
+    Dsi,
+    Bm25,
+    Dense,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Seal => "seal",
+            Method::Dsi => "dsi",
+            Method::Bm25 => "bm25",
+            Method::Dense => "dense",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Method> {
+        match s.trim() {
+            "seal" => Ok(Method::Seal),
+            "dsi" => Ok(Method::Dsi),
+            "bm25" => Ok(Method::Bm25),
+            "dense" => Ok(Method::Dense),
+            other => Err(Error::InvalidInput(format!(
+                "unknown method {other:?}: use seal, dsi, bm25 or dense"
+            ))),
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub collection: PathBuf,
+    pub split: String,
+    pub methods: Vec<Method>,
+    pub out: PathBuf,
+    /// Training of the generative model (when the index has none yet).
+    pub train: TrainConfig,
+    pub beam: usize,
+    /// Documents retrieved per query (the runs' depth).
+    pub depth: usize,
+    pub dense_model: String,
+}
+
+impl BenchConfig {
+    /// Defaults: split `test`, every method, `small` model for 600 steps, beam 10, depth 100,
+    /// all-MiniLM-L6-v2.
+    pub fn new(collection: impl Into<PathBuf>, out: impl Into<PathBuf>) -> BenchConfig {
+        BenchConfig {
+            collection: collection.into(),
+            split: "test".into(),
+            methods: vec![Method::Seal, Method::Dsi, Method::Bm25, Method::Dense],
+            out: out.into(),
+            train: TrainConfig {
+                preset: Preset::Small,
+                steps: Some(600),
+                ..TrainConfig::default()
+            },
+            beam: 10,
+            depth: 100,
+            dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
+        }
+    }
+}
+
+/// One method's row of `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MethodResult {
+    pub name: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// Queries per second answering one query at a time.
+    pub qps: f64,
+    /// Bytes of the method's own index (model weights excluded, listed in `model_bytes`).
+    pub index_bytes: u64,
+    pub model_bytes: u64,
+    /// Seconds to build its index (and train its model) in this output directory.
+    pub build_s: f64,
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BenchResults {
+    pub collection: String,
+    pub split: String,
+    pub queries: usize,
+    /// Whether the generative model also trained on the collection's train split.
+    pub trained_on_queries: bool,
+    pub methods: Vec<MethodResult>,
+}
+
+/// Build times recorded in `OUT/timings.json`, so a rerun that reuses an index still reports
+/// what it cost to make.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Timings {
+    index_s: f64,
+    train_s: f64,
+    bm25_s: f64,
+    dense_s: f64,
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|entries| entries.flatten().map(|e| dir_bytes(&e.path())).sum())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Runs the comparison (see the module docs). Long steps show progress bars.
+pub fn run(config: &BenchConfig) -> Result<BenchResults> {
+    let collection = Collection::open(&config.collection, false)?;
+    let qrels = collection.split(&config.split)?.clone();
+    let texts: BTreeMap<&str, &str> = collection
+        .queries
+        .iter()
+        .map(|q| (q.id.as_str(), q.text.as_str()))
+        .collect();
+    let judged: Vec<(String, String)> = qrels
+        .judgments
+        .keys()
+        .filter_map(|q| texts.get(q.as_str()).map(|t| (q.clone(), t.to_string())))
+        .collect();
+    if judged.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: split {:?} has no judged query with a text in queries.jsonl",
+            config.collection.display(),
+            config.split
+        )));
+    }
+    // Evaluate over the judged queries that have a text.
+    let qrels = Qrels {
+        judgments: qrels
+            .judgments
+            .into_iter()
+            .filter(|(q, _)| texts.contains_key(q.as_str()))
+            .collect(),
+        unknown_docs: qrels.unknown_docs,
+    };
+    std::fs::create_dir_all(&config.out).map_err(|e| Error::io(&config.out, e))?;
+    let timings_path = config.out.join("timings.json");
+    let mut timings: Timings = std::fs::read(&timings_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let save_timings = |t: &Timings| {
+        crate::index::write_atomic(
+            &timings_path,
+            &serde_json::to_vec_pretty(t).expect("timings serialize"),
+        )
+    };
+
+    // The index: reused when it was built from this very corpus.
+    let index_dir = config.out.join("index");
+    let fingerprint = crate::corpus::fingerprint(&collection.corpus);
+    let mut index = match Index::open(&index_dir) {
+        Ok(i) if i.dir.manifest.corpus.fingerprint == fingerprint => i,
+        _ => {
+            tracing::info!("indexing {}", config.collection.display());
+            let started = Instant::now();
+            let i = build(&collection.corpus, &index_dir, &BuildConfig::default())?;
+            timings.index_s = started.elapsed().as_secs_f64();
+            timings.train_s = 0.0;
+            save_timings(&timings)?;
+            i
+        }
+    };
+
+    let train_split = (config.split != "train" && collection.qrels.contains_key("train"))
+        .then(|| "train".to_string());
+    let generative = config
+        .methods
+        .iter()
+        .any(|m| matches!(m, Method::Seal | Method::Dsi));
+    if generative && !index.dir.manifest.parts.contains_key("model") {
+        let mut tc = config.train.clone();
+        tc.queries = train_split
+            .as_ref()
+            .map(|s| (config.collection.clone(), s.clone()));
+        let report = train(&mut index, &tc, false)?;
+        timings.train_s = report.seconds;
+        save_timings(&timings)?;
+        index = Index::open(&index_dir)?;
+    }
+
+    let query_ids: Vec<&str> = judged.iter().map(|(q, _)| q.as_str()).collect();
+    let query_texts: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
+    let mut results = Vec::new();
+    for &method in &config.methods {
+        let (per_query, ms) = match method {
+            Method::Seal | Method::Dsi => {
+                let searcher = Searcher::new(&index)?;
+                let options = SearchOptions {
+                    mode: if method == Method::Seal {
+                        Mode::Seal
+                    } else {
+                        Mode::Dsi
+                    },
+                    k: config.depth,
+                    beam: config.beam,
+                    batch: 1,
+                    ..SearchOptions::default()
+                };
+                timed(method, &query_texts, |q| {
+                    Ok(searcher.search(&[q], &options)?[0]
+                        .results
+                        .iter()
+                        .map(|h| (h.doc, h.score))
+                        .collect())
+                })?
+            }
+            Method::Bm25 => {
+                let started = Instant::now();
+                let fresh = !index.dir.manifest.parts.contains_key("bm25");
+                let bm25 = Bm25::open_or_build(&mut index)?;
+                if fresh {
+                    timings.bm25_s = started.elapsed().as_secs_f64();
+                    save_timings(&timings)?;
+                }
+                timed(method, &query_texts, |q| {
+                    Ok(bm25
+                        .search(q, config.depth)?
+                        .into_iter()
+                        .map(|(d, s)| (d, s as f64))
+                        .collect())
+                })?
+            }
+            Method::Dense => {
+                let encoder = DenseEncoder::load(&config.dense_model)?;
+                let started = Instant::now();
+                let fresh = !index.dir.manifest.parts.contains_key("dense");
+                let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
+                if fresh {
+                    timings.dense_s = started.elapsed().as_secs_f64();
+                    save_timings(&timings)?;
+                }
+                timed(method, &query_texts, |q| {
+                    let e = encoder.embed(&[q], &|_| {})?;
+                    Ok(dense.search(&e, config.depth)?[0]
+                        .iter()
+                        .map(|&(d, s)| (d, s as f64))
+                        .collect())
+                })?
+            }
+        };
+        let run: Run = query_ids
+            .iter()
+            .zip(&per_query)
+            .map(|(q, hits)| {
+                (
+                    q.to_string(),
+                    hits.iter()
+                        .map(|&(d, s)| (index.docs[d as usize].id.clone(), s))
+                        .collect(),
+                )
+            })
+            .collect();
+        write_run(
+            &config.out.join(format!("{}.trec", method.name())),
+            &run,
+            method.name(),
+        )?;
+        let eval = evaluate(&run, &qrels, &Metric::standard(), false);
+        let mut sorted = ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let total_s: f64 = ms.iter().sum::<f64>() / 1e3;
+        let part = |name: &str| {
+            index
+                .dir
+                .manifest
+                .parts
+                .get(name)
+                .map_or(0, |p| dir_bytes(&index.dir.file(&p.file)))
+        };
+        let (index_bytes, model_bytes, build_s) = match method {
+            Method::Seal => (
+                part("fmindex"),
+                part("model"),
+                timings.index_s + timings.train_s,
+            ),
+            Method::Dsi => (
+                part("docids"),
+                part("model"),
+                timings.index_s + timings.train_s,
+            ),
+            Method::Bm25 => (dir_bytes(&index.dir.file(BM25_DIR)), 0, timings.bm25_s),
+            Method::Dense => (part("dense"), 0, timings.dense_s),
+        };
+        results.push(MethodResult {
+            name: method.name().into(),
+            metrics: eval.mean,
+            p50_ms: percentile(&sorted, 0.5),
+            p95_ms: percentile(&sorted, 0.95),
+            qps: if total_s > 0.0 {
+                ms.len() as f64 / total_s
+            } else {
+                0.0
+            },
+            index_bytes,
+            model_bytes,
+            build_s,
+        });
+    }
+    let name = config
+        .collection
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| config.collection.display().to_string());
+    let out = BenchResults {
+        collection: name,
+        split: config.split.clone(),
+        queries: judged.len(),
+        trained_on_queries: generative && train_split.is_some(),
+        methods: results,
+    };
+    crate::index::write_atomic(
+        &config.out.join("results.json"),
+        &serde_json::to_vec_pretty(&out).expect("results serialize"),
+    )?;
+    chart::quality_latency(&out, &config.out.join("quality_latency"))?;
+    Ok(out)
+}
+
+/// Answers every query with `f`, one at a time, under a progress bar; returns the hits and
+/// each query's milliseconds.
+#[allow(clippy::type_complexity)]
+fn timed(
+    method: Method,
+    queries: &[&str],
+    f: impl Fn(&str) -> Result<Vec<(u32, f64)>>,
+) -> Result<(Vec<Vec<(u32, f64)>>, Vec<f64>)> {
+    let pb = crate::progress::bar(queries.len() as u64, &format!("{} queries", method.name()));
+    let mut hits = Vec::with_capacity(queries.len());
+    let mut ms = Vec::with_capacity(queries.len());
+    for q in queries {
+        let started = Instant::now();
+        hits.push(f(q)?);
+        ms.push(started.elapsed().as_secs_f64() * 1e3);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok((hits, ms))
+}
+
+/// The comparison table as text (one row per method).
+pub fn table(results: &BenchResults) -> String {
+    let mut s = format!(
+        "{} ({} split, {} queries{})\n",
+        results.collection,
+        results.split,
+        results.queries,
+        if results.trained_on_queries {
+            ", generative methods trained on the train split"
+        } else {
+            ", generative methods trained on the corpus alone"
+        }
+    );
+    s.push_str(&format!(
+        "{:<7} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>9}\n",
+        "method",
+        "nDCG@10",
+        "MRR@10",
+        "R@10",
+        "R@100",
+        "Hits@1",
+        "p50 ms",
+        "p95 ms",
+        "q/s",
+        "index",
+        "build s"
+    ));
+    for m in &results.methods {
+        let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
+        s.push_str(&format!(
+            "{:<7} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>9.1}\n",
+            m.name,
+            g("ndcg@10"),
+            g("mrr@10"),
+            g("recall@10"),
+            g("recall@100"),
+            g("hits@1"),
+            m.p50_ms,
+            m.p95_ms,
+            m.qps,
+            human_bytes(m.index_bytes),
+            m.build_s
+        ));
+    }
+    s
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}

@@ -1,0 +1,121 @@
+//! `genret bench` and `genret eval` end to end on ADI with a tiny model: every output loads
+//! (results.json parses with every method and metric, each TREC run evaluates with
+//! `genret eval` to the numbers in results.json, the PNG is a PNG), and a rerun reuses what
+//! was built.
+
+use std::path::Path;
+use std::process::Command;
+
+fn genret(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bench_on_adi_writes_results_runs_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("adi");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/adi");
+    let dense =
+        genret::baseline::dense::DenseEncoder::load(genret::baseline::dense::DEFAULT_MODEL).is_ok();
+    let methods = if dense {
+        "seal,dsi,bm25,dense"
+    } else {
+        "seal,dsi,bm25"
+    };
+    let args = [
+        "-q",
+        "bench",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--methods",
+        methods,
+        "--preset",
+        "tiny",
+        "--steps",
+        "20",
+        "--beam",
+        "3",
+        "--json",
+    ];
+    let o = genret(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(printed, file);
+    assert_eq!(file["collection"], "adi");
+    assert_eq!(file["split"], "test");
+    assert_eq!(file["queries"], 35);
+    let rows = file["methods"].as_array().unwrap();
+    assert_eq!(rows.len(), methods.split(',').count());
+    let qrels = corpus.join("qrels/test.tsv");
+    for row in rows {
+        let name = row["name"].as_str().unwrap();
+        for m in [
+            "ndcg@10",
+            "mrr@10",
+            "recall@10",
+            "recall@100",
+            "map@100",
+            "hits@1",
+            "hits@10",
+        ] {
+            let v = row["metrics"][m].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{name} {m} = {v}");
+        }
+        assert!(row["p50_ms"].as_f64().unwrap() <= row["p95_ms"].as_f64().unwrap());
+        assert!(row["qps"].as_f64().unwrap() > 0.0);
+        assert!(row["index_bytes"].as_u64().unwrap() > 0);
+        // The run re-evaluates with `genret eval` to the same numbers.
+        let run = out.join(format!("{name}.trec"));
+        let e = genret(&[
+            "eval",
+            run.to_str().unwrap(),
+            qrels.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+        let e: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+        assert_eq!(e["queries"], 35);
+        for (m, v) in e["mean"].as_object().unwrap() {
+            let want = row["metrics"][m].as_f64().unwrap();
+            assert!((v.as_f64().unwrap() - want).abs() < 1e-9, "{name} {m}");
+        }
+    }
+    // BM25 is a real baseline: on ADI it finds something for most queries.
+    let bm25 = rows.iter().find(|r| r["name"] == "bm25").unwrap();
+    assert!(bm25["metrics"]["recall@100"].as_f64().unwrap() > 0.5);
+    let png = std::fs::read(out.join("quality_latency.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(out.join("quality_latency.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("bm25"));
+
+    // A rerun reuses the index and model: the model file is untouched.
+    let model = out.join("index/model/model.safetensors");
+    let before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    let o = genret(&args);
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::metadata(&model).unwrap().modified().unwrap(),
+        before
+    );
+
+    // Bad input: unknown method and unknown split are clear errors (exit code 2).
+    let o = genret(&["bench", corpus.to_str().unwrap(), "--methods", "bm26"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bm26"));
+    let o = genret(&[
+        "bench",
+        corpus.to_str().unwrap(),
+        "--split",
+        "dev",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dev"));
+}
