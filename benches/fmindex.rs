@@ -260,5 +260,11 @@ fn benches(c: &mut Criterion) {
     bench_corpus(c, "zipf-10m", &zipf, 32_000);
 }
 
-criterion_group!(fmindex, benches);
+criterion_group! {
+    name = fmindex;
+    // No HTML plots: genret's plotters (with its ab_glyph text backend) is the same crate
+    // criterion would draw with, and it has no font registered here.
+    config = Criterion::default().without_plots();
+    targets = benches
+}
 criterion_main!(fmindex);

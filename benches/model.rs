@@ -73,5 +73,11 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(model, benches);
+criterion_group! {
+    name = model;
+    // No HTML plots: genret's plotters (with its ab_glyph text backend) is the same crate
+    // criterion would draw with, and it has no font registered here.
+    config = Criterion::default().without_plots();
+    targets = benches
+}
 criterion_main!(model);

@@ -67,6 +67,7 @@ def minilm(model_dir, docs, queries, qids):
     cfg = json.load(open(f"{model_dir}/config.json"))
     tok = Tokenizer.from_file(f"{model_dir}/tokenizer.json")
     tok.enable_truncation(256)
+    tok.no_padding()  # the shipped tokenizer.json pads to 128; pooling must see real tokens only
     heads = cfg["num_attention_heads"]
 
     def ln(x, p):

@@ -136,7 +136,9 @@ impl BertModel {
     ) -> Result<BertModel> {
         if !matches!(config.hidden_act.as_str(), "gelu" | "gelu_new" | "relu")
             || config.num_attention_heads == 0
-            || !config.hidden_size.is_multiple_of(config.num_attention_heads)
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
         {
             return Err(Error::Model(format!(
                 "unsupported BERT config: hidden_act {:?}, hidden {} over {} heads",
