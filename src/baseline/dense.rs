@@ -48,28 +48,19 @@ impl DenseEncoder {
         })?;
         let model = BertModel::load(&dir, &Device::Cpu)?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Corrupt {
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Corrupt {
             path: tok_path.clone(),
             message: e.to_string(),
         })?;
-        // The shipped tokenizer.json pads and truncates to 128; sentence-transformers uses 256
-        // and no padding (batches are padded here, with a mask).
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS.min(model.config.max_position_embeddings),
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        tokenizer.with_padding(None);
-        Ok(DenseEncoder {
-            model,
-            tokenizer,
-            source: dir.display().to_string(),
-        })
+        let mut encoder = DenseEncoder::new(model, tokenizer)?;
+        encoder.source = dir.display().to_string();
+        Ok(encoder)
     }
 
-    /// Builds an encoder from a model and tokenizer already in memory (tests).
+    /// Builds an encoder from a model and tokenizer already in memory.
     pub fn new(model: BertModel, mut tokenizer: Tokenizer) -> Result<DenseEncoder> {
+        // The shipped tokenizer.json pads and truncates to 128; sentence-transformers uses 256
+        // and no padding (batches are padded here, with a mask).
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS.min(model.config.max_position_embeddings),
