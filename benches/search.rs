@@ -12,14 +12,11 @@
 use std::time::Instant;
 
 use candle_core::Device;
+use genret::bench::percentile;
 use genret::corpus::{read_corpus, read_queries};
 use genret::index::{BuildConfig, Index, build};
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
 use genret::search::{Mode, SearchOptions, Searcher};
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
 
 fn main() {
     let root = env!("CARGO_MANIFEST_DIR");

@@ -39,13 +39,7 @@ impl Bm25 {
     /// Build cost: one pass over the documents (tantivy, 2 threads).
     pub fn open_or_build(index: &mut Index) -> Result<Bm25> {
         let fingerprint = index.dir.manifest.corpus.fingerprint.clone();
-        let built = index
-            .dir
-            .manifest
-            .parts
-            .get("bm25")
-            .and_then(|p| p.meta.get("corpus"))
-            .is_some_and(|c| c.as_str() == Some(fingerprint.as_str()));
+        let built = index.dir.part_meta_is("bm25", "corpus", &fingerprint);
         let dir = index.dir.file(BM25_DIR);
         if built && let Ok(b) = Bm25::open(&dir) {
             return Ok(b);

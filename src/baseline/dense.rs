@@ -146,13 +146,7 @@ impl DenseIndex {
             "{}|{}",
             index.dir.manifest.corpus.fingerprint, encoder.source
         );
-        let cached = index
-            .dir
-            .manifest
-            .parts
-            .get("dense")
-            .and_then(|p| p.meta.get("key"))
-            .is_some_and(|k| k.as_str() == Some(key.as_str()));
+        let cached = index.dir.part_meta_is("dense", "key", &key);
         if cached && let Ok(d) = DenseIndex::load(&path, index.docs.len(), encoder.dim()) {
             return Ok(d);
         }

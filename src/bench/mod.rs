@@ -145,7 +145,8 @@ fn dir_bytes(path: &Path) -> u64 {
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+/// The `q`-quantile (0..=1, nearest rank) of ascending `sorted`; 0 when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -228,13 +229,21 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         index = Index::open(&index_dir)?;
     }
 
+    // Loaded once for both generative methods (a Searcher borrows the index, which the
+    // baselines below still extend).
+    let model = if generative {
+        Some(crate::train::load_model(&index, &candle_core::Device::Cpu)?)
+    } else {
+        None
+    };
     let query_ids: Vec<&str> = judged.iter().map(|(q, _)| q.as_str()).collect();
     let query_texts: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
     let mut results = Vec::new();
     for &method in &config.methods {
         let (per_query, ms) = match method {
             Method::Seal | Method::Dsi => {
-                let searcher = Searcher::new(&index)?;
+                let model = model.clone().expect("loaded for generative methods");
+                let searcher = Searcher::with_model(&index, model)?;
                 let options = SearchOptions {
                     mode: if method == Method::Seal {
                         Mode::Seal

@@ -211,6 +211,16 @@ impl IndexDir {
         }
     }
 
+    /// Whether part `name` exists and its manifest entry has `meta[key] == value`: how
+    /// derived parts (BM25, dense embeddings) tell that they were built from this input.
+    pub fn part_meta_is(&self, name: &str, key: &str, value: &str) -> bool {
+        self.manifest
+            .parts
+            .get(name)
+            .and_then(|p| p.meta.get(key))
+            .is_some_and(|v| v.as_str() == Some(value))
+    }
+
     /// Records a part (its file must already be written) and rewrites the manifest.
     pub fn add_part(
         &mut self,
