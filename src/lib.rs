@@ -42,7 +42,7 @@
 //! - [`index`]: the on-disk index directory, manifest, checksummed array files;
 //! - [`model`]: the T5 encoder-decoder with a reorderable KV cache; [`train`]: teaching it;
 //! - [`decode`]: batched constrained beam search; [`score`]: SEAL and DSI ranking;
-//! - [`search`]: query in, ranked documents out;
+//! - [`search`]: query in, ranked documents out; [`serve`]: the same over HTTP;
 //! - [`error`]: the library's error type.
 
 pub mod baseline;
@@ -58,6 +58,7 @@ pub mod model;
 pub mod progress;
 pub mod score;
 pub mod search;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
 

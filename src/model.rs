@@ -25,6 +25,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
+use crate::baseline::bert::{self, BertConfig, BertModel};
 use crate::error::{Error, Result};
 
 /// The model's parameters by checkpoint tensor name, in a stable (sorted) order.
@@ -66,6 +67,11 @@ pub struct Config {
     pub model_type: String,
     #[serde(default = "default_true")]
     pub is_encoder_decoder: bool,
+    /// genret's warm start: a BERT-family encoder in place of T5's (whose `num_layers` is
+    /// then 0). Its tensors are stored under `bert.` beside the decoder's, and stay frozen in
+    /// training. Absent from plain T5 configs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bert_encoder: Option<BertConfig>,
 }
 
 fn default_buckets() -> usize {
@@ -128,6 +134,7 @@ impl Config {
             decoder_start_token_id: 0,
             model_type: "t5".into(),
             is_encoder_decoder: true,
+            bert_encoder: None,
         }
     }
 
@@ -181,13 +188,28 @@ impl Activation {
     }
 }
 
-/// One parameter: its checkpoint name, shape, and the standard deviation of HF's T5
-/// initialisation (`_init_weights` with factor 1.0; layer norms start at 1.0, std 0).
+/// How a fresh parameter starts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Normal with this standard deviation (HF's `_init_weights`, factor 1.0).
+    Normal(f64),
+    /// Norm scales.
+    Ones,
+    /// Biases (BERT's).
+    Zeros,
+}
+
+/// One parameter: its checkpoint name, shape and initialisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
-    pub init_std: f64,
+    pub init: Init,
+}
+
+/// Parameters that training leaves alone: a warm-start encoder's.
+pub fn is_frozen(name: &str) -> bool {
+    name.starts_with("bert.")
 }
 
 /// Every parameter of a T5 model with `config`, named as in HF checkpoints.
@@ -197,7 +219,11 @@ pub fn param_specs(c: &Config) -> Vec<ParamSpec> {
         specs.push(ParamSpec {
             name,
             shape,
-            init_std,
+            init: if init_std == 0.0 {
+                Init::Ones
+            } else {
+                Init::Normal(init_std)
+            },
         })
     };
     let (d, kv, h, ff) = (c.d_model, c.d_kv, c.num_heads, c.d_ff);
@@ -239,13 +265,15 @@ pub fn param_specs(c: &Config) -> Vec<ParamSpec> {
         );
         add(format!("{p}.layer_norm.weight"), vec![d], 0.0);
     };
-    for i in 0..c.num_layers {
-        let p = format!("encoder.block.{i}.layer");
-        attention(&mut add, &format!("{p}.0.SelfAttention"), i == 0);
-        add(format!("{p}.0.layer_norm.weight"), vec![d], 0.0);
-        feed_forward(&mut add, &format!("{p}.1"));
+    if c.bert_encoder.is_none() {
+        for i in 0..c.num_layers {
+            let p = format!("encoder.block.{i}.layer");
+            attention(&mut add, &format!("{p}.0.SelfAttention"), i == 0);
+            add(format!("{p}.0.layer_norm.weight"), vec![d], 0.0);
+            feed_forward(&mut add, &format!("{p}.1"));
+        }
+        add("encoder.final_layer_norm.weight".into(), vec![d], 0.0);
     }
-    add("encoder.final_layer_norm.weight".into(), vec![d], 0.0);
     for i in 0..c.decoder_layers() {
         let p = format!("decoder.block.{i}.layer");
         attention(&mut add, &format!("{p}.0.SelfAttention"), i == 0);
@@ -258,6 +286,22 @@ pub fn param_specs(c: &Config) -> Vec<ParamSpec> {
     if !c.tie_word_embeddings {
         add("lm_head.weight".into(), vec![c.vocab_size, d], dm);
     }
+    if let Some(b) = &c.bert_encoder {
+        for (name, shape) in bert::tensor_shapes(b) {
+            let init = if name.ends_with("LayerNorm.weight") {
+                Init::Ones
+            } else if name.ends_with(".bias") {
+                Init::Zeros
+            } else {
+                Init::Normal(0.02)
+            };
+            specs.push(ParamSpec {
+                name: format!("bert.{name}"),
+                shape,
+                init,
+            });
+        }
+    }
     specs
 }
 
@@ -268,11 +312,13 @@ pub fn init_params(config: &Config, seed: u64, device: &Device) -> Result<Params
     let mut params = Params::new();
     for spec in param_specs(config) {
         let n: usize = spec.shape.iter().product();
-        let values: Vec<f32> = if spec.init_std == 0.0 {
-            vec![1.0; n]
-        } else {
-            let normal = Normal::new(0.0, spec.init_std).expect("positive std");
-            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+        let values: Vec<f32> = match spec.init {
+            Init::Ones => vec![1.0; n],
+            Init::Zeros => vec![0.0; n],
+            Init::Normal(std) => {
+                let normal = Normal::new(0.0, std).expect("positive std");
+                (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+            }
         };
         let t = Tensor::from_vec(values, spec.shape.as_slice(), device).map_err(cerr)?;
         params.insert(spec.name, Var::from_tensor(&t).map_err(cerr)?);
@@ -309,6 +355,91 @@ pub fn params_from_tensors(
         params.insert(spec.name, Var::from_tensor(&t).map_err(cerr)?);
     }
     Ok(params)
+}
+
+/// genret's warm start: `config`'s decoder (its depth, heads and feed-forward size, at the
+/// encoder's width) under the frozen BERT-family encoder in `dir` (`config.json` +
+/// `model.safetensors`). The decoder's embeddings (tied to its output layer) start as the
+/// encoder's word embeddings, rescaled to T5's unit variance, so that writing a token the
+/// query contains starts close to copying it; rows past the encoder's vocabulary (genret's
+/// special and docid tokens) stay random.
+pub fn bert_warm_start(
+    mut config: Config,
+    dir: &Path,
+    seed: u64,
+    device: &Device,
+) -> Result<(Config, Params)> {
+    let config_path = dir.join(CONFIG_FILE);
+    let bert_config: BertConfig = serde_json::from_slice(
+        &std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?,
+    )
+    .map_err(|e| Error::Corrupt {
+        path: config_path.clone(),
+        message: format!("not a BERT config: {e}"),
+    })?;
+    let h = bert_config.hidden_size;
+    if !h.is_multiple_of(config.num_heads) || bert_config.vocab_size > config.vocab_size {
+        return Err(Error::InvalidInput(format!(
+            "{}: hidden size {h} / vocabulary {} do not fit a decoder with {} heads and              vocabulary {}",
+            dir.display(),
+            bert_config.vocab_size,
+            config.num_heads,
+            config.vocab_size
+        )));
+    }
+    config.d_model = h;
+    config.d_kv = h / config.num_heads;
+    config.num_decoder_layers = Some(config.decoder_layers());
+    config.num_layers = 0;
+    config.bert_encoder = Some(bert_config.clone());
+    let params = init_params(&config, seed, device)?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| Error::Corrupt {
+        path: weights.clone(),
+        message: e.to_string(),
+    })?;
+    let mut loaded = 0;
+    for (name, t) in tensors {
+        let name = format!("bert.{}", name.strip_prefix("bert.").unwrap_or(&name));
+        if let Some(var) = params.get(&name) {
+            if t.dims() != var.dims() {
+                return Err(Error::Model(format!(
+                    "{}: tensor {name:?} has shape {:?}, its config implies {:?}",
+                    weights.display(),
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(DType::F32).map_err(cerr)?)
+                .map_err(cerr)?;
+            loaded += 1;
+        }
+    }
+    let expected = bert::tensor_shapes(&bert_config).len();
+    if loaded != expected {
+        return Err(Error::Model(format!(
+            "{}: {loaded} of the encoder's {expected} tensors found",
+            weights.display()
+        )));
+    }
+    let run = || -> candle_core::Result<()> {
+        let words = params["bert.embeddings.word_embeddings.weight"].as_tensor();
+        let std = words
+            .sqr()?
+            .mean_all()?
+            .to_scalar::<f32>()?
+            .sqrt()
+            .max(1e-6);
+        let shared = &params["shared.weight"];
+        let rest = shared.narrow(
+            0,
+            bert_config.vocab_size,
+            config.vocab_size - bert_config.vocab_size,
+        )?;
+        shared.set(&Tensor::cat(&[(words / std as f64)?, rest], 0)?)
+    };
+    run().map_err(cerr)?;
+    Ok((config, params))
 }
 
 /// Finds a model directory: a path holding `config.json`, or a Hugging Face model name looked
@@ -798,8 +929,7 @@ impl DecoderCache {
 pub struct T5ForConditionalGeneration {
     pub config: Config,
     shared: Embedding,
-    encoder: Vec<T5Block>,
-    encoder_norm: Tensor,
+    encoder: Encoder,
     decoder: Vec<T5Block>,
     decoder_norm: Tensor,
     /// `shared.weight` itself when embeddings are tied (read at every call, so training
@@ -808,15 +938,63 @@ pub struct T5ForConditionalGeneration {
     device: Device,
 }
 
+/// T5's own encoder, or a frozen BERT-family one (genret's warm start).
+#[derive(Debug, Clone)]
+enum Encoder {
+    T5 { blocks: Vec<T5Block>, norm: Tensor },
+    Bert(BertModel),
+}
+
+/// BERT's input ids for genret's: ids past BERT's vocabulary (genret's added special tokens,
+/// which prefix every encoder input) map onto rows 1..=99, `[unused0]`..`[unused98]` in
+/// BERT's WordPiece vocabularies: rows pretraining never used, so they mark the task without
+/// meaning anything else.
+fn bert_ids(ids: &Tensor, vocab: usize) -> candle_core::Result<Tensor> {
+    let vocab = vocab as u32;
+    let (b, s) = ids.dims2()?;
+    let mapped: Vec<u32> = ids
+        .flatten_all()?
+        .to_vec1::<u32>()?
+        .into_iter()
+        .map(|id| {
+            if id < vocab {
+                id
+            } else {
+                1 + (id - vocab) % 99
+            }
+        })
+        .collect();
+    Tensor::from_vec(mapped, (b, s), ids.device())
+}
+
 impl T5ForConditionalGeneration {
     /// Builds the model over `params` (which it shares: training updates them in place).
     pub fn new(config: &Config, params: &Params) -> Result<Self> {
         let p = Getter(params);
         let shared_w = p.get("shared.weight")?;
         let device = shared_w.device().clone();
-        let encoder = (0..config.num_layers)
-            .map(|i| T5Block::new(&p, "encoder", i, config))
-            .collect::<Result<_>>()?;
+        let encoder = match &config.bert_encoder {
+            Some(b) => {
+                if b.hidden_size != config.d_model {
+                    return Err(Error::Model(format!(
+                        "the BERT encoder's hidden size {} differs from d_model {}",
+                        b.hidden_size, config.d_model
+                    )));
+                }
+                let tensors = params
+                    .iter()
+                    .filter(|(name, _)| is_frozen(name))
+                    .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+                    .collect();
+                Encoder::Bert(BertModel::from_tensors(b.clone(), tensors, &device)?)
+            }
+            None => Encoder::T5 {
+                blocks: (0..config.num_layers)
+                    .map(|i| T5Block::new(&p, "encoder", i, config))
+                    .collect::<Result<_>>()?,
+                norm: p.get("encoder.final_layer_norm.weight")?,
+            },
+        };
         let decoder = (0..config.decoder_layers())
             .map(|i| T5Block::new(&p, "decoder", i, config))
             .collect::<Result<_>>()?;
@@ -829,7 +1007,6 @@ impl T5ForConditionalGeneration {
             config: config.clone(),
             shared: Embedding::new(shared_w, config.d_model),
             encoder,
-            encoder_norm: p.get("encoder.final_layer_norm.weight")?,
             decoder,
             decoder_norm: p.get("decoder.final_layer_norm.weight")?,
             lm_head,
@@ -862,16 +1039,25 @@ impl T5ForConditionalGeneration {
         // 0 where attended, -1e9 where padded; large but finite so a fully padded row stays
         // finite.
         let mask_bias = ((mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9)?;
+        let (blocks, norm) = match &self.encoder {
+            Encoder::T5 { blocks, norm } => (blocks, norm),
+            Encoder::Bert(bert) => {
+                // Frozen: detached, so backward never walks into it.
+                let ids = bert_ids(ids, bert.config.vocab_size)?;
+                let states = bert.forward_inner(&ids, mask)?.detach();
+                return Ok(Encoded { states, mask_bias });
+            }
+        };
         let mut x = self.shared.forward(ids)?;
-        let table = bias_table(&self.encoder);
+        let table = bias_table(blocks);
         let bias = position_bias(table, &self.config, 0, s, s, true)?.broadcast_add(&mask_bias)?;
-        for block in &self.encoder {
+        for block in blocks {
             let h = rms_norm(&x, &block.self_norm, block.eps, mode)?;
             let (k, v) = block.self_attention.key_values(&h, mode)?;
             x = (x + block.self_attention.attend(&h, &k, &v, &bias, mode)?)?;
             x = block.ff.forward(&x, mode)?;
         }
-        let states = rms_norm(&x, &self.encoder_norm, self.config.layer_norm_epsilon, mode)?;
+        let states = rms_norm(&x, norm, self.config.layer_norm_epsilon, mode)?;
         Ok(Encoded { states, mask_bias })
     }
 

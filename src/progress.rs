@@ -13,6 +13,11 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// Whether `--quiet` is in force (for messages that are neither bars nor logs).
+pub fn is_quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// A bar over `len` items, labelled `what`.
 pub fn bar(len: u64, what: &str) -> ProgressBar {
     if QUIET.load(Ordering::Relaxed) {

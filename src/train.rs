@@ -107,6 +107,10 @@ pub struct TrainConfig {
     pub preset: Preset,
     /// Start from this model directory instead of a fresh initialisation.
     pub init: Option<PathBuf>,
+    /// Warm start: a BERT-family encoder (directory or HF cache name), frozen, under a fresh
+    /// decoder whose embeddings start from the encoder's. The index must use its tokenizer.
+    #[serde(default)]
+    pub encoder: Option<String>,
     /// Training queries: a BEIR folder and the qrels split to use.
     pub queries: Option<(PathBuf, String)>,
     pub steps: Option<usize>,
@@ -134,6 +138,7 @@ impl Default for TrainConfig {
         TrainConfig {
             preset: Preset::Small,
             init: None,
+            encoder: None,
             queries: None,
             steps: None,
             epochs: None,
@@ -392,7 +397,7 @@ impl AdamW {
         let zeros = |t: &Tensor| t.zeros_like().map_err(cerr);
         let mut m = BTreeMap::new();
         let mut v = BTreeMap::new();
-        for (name, var) in params {
+        for (name, var) in params.iter().filter(|(n, _)| !model::is_frozen(n)) {
             m.insert(name.clone(), zeros(var.as_tensor())?);
             v.insert(name.clone(), zeros(var.as_tensor())?);
         }
@@ -420,7 +425,7 @@ impl AdamW {
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(t);
         let c2 = 1.0 - b2.powi(t);
-        for (name, var) in params {
+        for (name, var) in params.iter().filter(|(n, _)| !model::is_frozen(n)) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
@@ -569,8 +574,13 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
                 c.pad_token_id = sp.pad;
                 c.eos_token_id = sp.eos;
                 c.decoder_start_token_id = sp.pad;
-                let p = model::init_params(&c, config.seed, &device)?;
-                (c, p)
+                match &config.encoder {
+                    Some(name) => warm_start(index, c, name, config.seed, &device)?,
+                    None => {
+                        let p = model::init_params(&c, config.seed, &device)?;
+                        (c, p)
+                    }
+                }
             }
         };
         (config.clone(), params, model_config, 0, None)
@@ -795,6 +805,28 @@ fn rewrite_log(path: &Path, entries: &[LogEntry]) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// A fresh model whose encoder is the BERT-family checkpoint `name` (frozen) and whose
+/// decoder has `config`'s depth at the encoder's width.
+fn warm_start(
+    index: &Index,
+    config: Config,
+    name: &str,
+    seed: u64,
+    device: &Device,
+) -> Result<(Config, Params)> {
+    let dir = model::resolve_model_dir(name)?;
+    let base_vocab = index.tokenizer.inner().get_vocab_size(false);
+    let (config, params) = model::bert_warm_start(config, &dir, seed, device)?;
+    let bert_vocab = config.bert_encoder.as_ref().map_or(0, |b| b.vocab_size);
+    if base_vocab != bert_vocab {
+        return Err(Error::InvalidInput(format!(
+            "the index's tokenizer has {base_vocab} tokens but the encoder {name} has {bert_vocab}:              index the corpus with the encoder's tokenizer (`genret index CORPUS --tokenizer {}`)",
+            dir.join("tokenizer.json").display()
+        )));
+    }
+    Ok((config, params))
 }
 
 /// Loads the trained model of an index.

@@ -119,3 +119,51 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("dev"));
 }
+
+#[test]
+fn demo_on_adi_answers_three_queries_and_prints_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/adi");
+    let args = [
+        "demo",
+        corpus.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--no-dense",
+    ];
+    let run = genret(&args);
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(text.contains("Three example queries"), "{text}");
+    assert_eq!(text.matches("\nquery: ").count(), 3, "{text}");
+    for method in ["seal", "dsi", "bm25"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(method)),
+            "no {method} row: {text}"
+        );
+    }
+    assert!(!text.lines().any(|l| l.starts_with("dense")), "{text}");
+    assert!(out.join("results.json").exists());
+
+    // Rerun with --json: reuses the model, prints the three answers then results.json.
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let run = genret(&json_args);
+    assert!(run.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for answer in &lines[..3] {
+        assert!(answer["query"].is_string() && answer["results"].is_array());
+    }
+    assert_eq!(lines[3]["methods"].as_array().unwrap().len(), 3);
+}

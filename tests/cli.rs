@@ -104,7 +104,9 @@ fn help_explains_each_command_with_an_example() {
     let out = genret(&["--help"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for cmd in ["index", "count", "extract"] {
+    for cmd in [
+        "demo", "index", "count", "extract", "train", "search", "eval", "bench", "serve",
+    ] {
         assert!(text.contains(cmd), "--help lacks {cmd}");
         let sub = stdout(&genret(&[cmd, "--help"]));
         assert!(sub.contains("Example"), "{cmd} --help has no example");

@@ -1,11 +1,26 @@
 //! The T5 model: incremental decoding equals a full forward pass (also after beams are
 //! reordered), save/load is bit-identical, and a checkpoint written with HF tensor names
 //! (by the `safetensors` crate, as PyTorch would) loads and runs.
+//!
+//! Warm start (issue 8), a model whose encoder is a frozen BERT-family checkpoint: with a tiny
+//! random BERT written here, training moves only the decoder, the encoder inside the model
+//! computes exactly what the checkpoint computes, and the result searches; with
+//! all-MiniLM-L6-v2 installed (CI installs it), the same equality on the real weights.
 
 use std::collections::HashMap;
 
+use std::path::Path;
+
 use candle_core::{D, Device, IndexOp, Tensor};
-use genret::model::{self, Config, Preset, T5ForConditionalGeneration, init_params, param_specs};
+use genret::baseline::bert::{BertConfig, BertModel, tensor_shapes};
+use genret::corpus::read_corpus;
+use genret::index::{BuildConfig, Index, TokenizerSource, build};
+use genret::model::{
+    self, Config, Init, Preset, T5ForConditionalGeneration, init_params, param_specs,
+};
+use genret::search::{Mode, SearchOptions, Searcher};
+use genret::tokenize::TrainConfig as TokenizerConfig;
+use genret::train::{TaskMix, TrainConfig, load_model, read_log, train};
 
 fn tiny(vocab: usize) -> Config {
     Config::preset(Preset::Tiny, vocab)
@@ -143,7 +158,7 @@ fn hf_named_checkpoint_loads_and_runs() {
         let values: Vec<u8> = (0..n)
             .flat_map(|j| {
                 let x = (((i * 31 + j * 17) % 97) as f32 / 97.0 - 0.5) * 0.2;
-                half::f16::from_f32(if spec.init_std == 0.0 { 1.0 } else { x }).to_le_bytes()
+                half::f16::from_f32(if spec.init == Init::Ones { 1.0 } else { x }).to_le_bytes()
             })
             .collect();
         let name = if spec.name == "shared.weight" {
@@ -218,4 +233,179 @@ fn model_directories_resolve_from_the_hf_cache_layout() {
     unsafe { std::env::set_var("HF_HUB_CACHE", hub.path()) };
     assert_eq!(model::resolve_model_dir("acme/tiny-t5").unwrap(), snap);
     assert!(model::resolve_model_dir("acme/absent").is_err());
+}
+
+fn rms(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .sqrt()
+}
+
+fn adi_index(dir: &Path) -> Index {
+    let corpus = read_corpus(format!("{}/corpus/adi", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let config = BuildConfig {
+        tokenizer: TokenizerSource::Train(TokenizerConfig {
+            vocab_size: 600,
+            ..TokenizerConfig::default()
+        }),
+        ..BuildConfig::default()
+    };
+    build(&corpus, dir, &config).unwrap()
+}
+
+/// Writes a random BERT (hidden 16, 2 layers) with vocabulary `vocab` into `dir`; returns its
+/// tensors.
+fn write_tiny_bert(dir: &Path, vocab: usize) -> HashMap<String, Tensor> {
+    let config = serde_json::json!({
+        "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 32,
+        "max_position_embeddings": 128, "type_vocab_size": 2, "model_type": "bert"
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let bert: BertConfig = serde_json::from_value(config).unwrap();
+    let mut tensors = HashMap::new();
+    for (i, (name, shape)) in tensor_shapes(&bert).into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|j| (((j * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0) * 0.3)
+            .collect();
+        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).unwrap();
+        // As exported by transformers' BertForMaskedLM: prefixed names.
+        tensors.insert(format!("bert.{name}"), t);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    tensors
+}
+
+#[test]
+fn warm_started_model_trains_only_its_decoder_and_searches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = tmp.path().join("adi.idx");
+    let mut index = adi_index(&idx);
+    let vocab = index.tokenizer.inner().get_vocab_size(false);
+    let bert_dir = tmp.path().join("bert");
+    let original = write_tiny_bert(&bert_dir, vocab);
+
+    let config = TrainConfig {
+        preset: Preset::Tiny,
+        encoder: Some(bert_dir.display().to_string()),
+        steps: Some(60),
+        batch_size: 16,
+        lr: 5e-3,
+        tasks: TaskMix {
+            span: 1,
+            title: 0,
+            index: 0,
+            docid: 1,
+        },
+        log_every: 10,
+        checkpoint_every: 1000,
+        ..TrainConfig::default()
+    };
+    train(&mut index, &config, false).unwrap();
+    let log = read_log(&idx.join("train_log.jsonl")).unwrap();
+    let (first, last) = (log.first().unwrap().loss, log.last().unwrap().loss);
+    assert!(last < 0.9 * first, "loss {first} -> {last}");
+
+    let index = Index::open(&idx).unwrap();
+    let m = load_model(&index, &Device::Cpu).unwrap();
+    assert_eq!(m.config.num_layers, 0);
+    assert_eq!(m.config.d_model, 16);
+    assert_eq!(m.config.bert_encoder.as_ref().unwrap().vocab_size, vocab);
+
+    // Frozen: the saved encoder is the checkpoint, bit for bit; the decoder moved.
+    let saved =
+        candle_core::safetensors::load(idx.join("model/model.safetensors"), &Device::Cpu).unwrap();
+    for (name, t) in &original {
+        assert_eq!(max_abs_diff(&saved[name], t), 0.0, "{name} changed");
+    }
+    let words = &original["bert.embeddings.word_embeddings.weight"];
+    let std = rms(words);
+    let shared_rows = saved["shared.weight"].narrow(0, 0, vocab).unwrap();
+    let start = (words / std as f64).unwrap();
+    assert!(
+        max_abs_diff(&shared_rows, &start) > 1e-3,
+        "decoder embeddings did not train"
+    );
+
+    // The model's encoder computes exactly what the checkpoint computes (ids within BERT's
+    // vocabulary), padding included.
+    let reference = BertModel::from_tensors(
+        m.config.bert_encoder.clone().unwrap(),
+        original.clone(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let seqs = vec![vec![11u32, 12, 13, 14, 15], vec![20, 21]];
+    let (ids, mask) = m.pad_batch(&seqs).unwrap();
+    let ours = m.encode(&ids, &mask).unwrap().states;
+    let theirs = reference.forward(&ids, &mask).unwrap();
+    assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
+
+    // It searches: real documents in both modes (SEAL may find no n-gram that this briefly
+    // trained model prefers over the corpus's own frequencies, so it may answer nothing).
+    let searcher = Searcher::new(&index).unwrap();
+    for mode in [Mode::Dsi, Mode::Seal] {
+        let options = SearchOptions {
+            mode,
+            k: 5,
+            beam: 5,
+            ..SearchOptions::default()
+        };
+        let results = searcher
+            .search(&["computer indexing of documents"], &options)
+            .unwrap();
+        assert!(
+            mode == Mode::Seal || !results[0].results.is_empty(),
+            "{results:?}"
+        );
+        for hit in &results[0].results {
+            assert!(index.doc_position(&hit.doc_id).is_ok(), "{}", hit.doc_id);
+        }
+    }
+}
+
+#[test]
+fn warm_start_refuses_an_index_with_another_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut index = adi_index(&tmp.path().join("adi.idx"));
+    let bert_dir = tmp.path().join("bert");
+    write_tiny_bert(&bert_dir, 300);
+    let config = TrainConfig {
+        preset: Preset::Tiny,
+        encoder: Some(bert_dir.display().to_string()),
+        steps: Some(2),
+        ..TrainConfig::default()
+    };
+    let err = train(&mut index, &config, false).unwrap_err().to_string();
+    assert!(err.contains("--tokenizer") && err.contains("300"), "{err}");
+}
+
+#[test]
+fn minilm_warm_start_encodes_like_minilm() {
+    let Ok(dir) = model::resolve_model_dir(genret::baseline::dense::DEFAULT_MODEL) else {
+        // CI installs the model; a developer machine without it still runs the tests above.
+        eprintln!("all-MiniLM-L6-v2 not installed, MiniLM warm start not checked");
+        return;
+    };
+    let config = Config::preset(Preset::Small, 30_522 + 9);
+    let (config, params) = model::bert_warm_start(config, &dir, 7, &Device::Cpu).unwrap();
+    assert_eq!((config.d_model, config.d_kv), (384, 48));
+    let m = T5ForConditionalGeneration::new(&config, &params).unwrap();
+    let reference = BertModel::load(&dir, &Device::Cpu).unwrap();
+    // "boundary layer transition" in MiniLM's WordPiece ids, and a shorter padded row.
+    let seqs = vec![vec![101u32, 6192, 6741, 6653, 102], vec![101, 3684, 102]];
+    let (ids, mask) = m.pad_batch(&seqs).unwrap();
+    let ours = m.encode(&ids, &mask).unwrap().states;
+    let theirs = reference.forward(&ids, &mask).unwrap();
+    assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
+    // Decoder embeddings start as the encoder's word embeddings at unit scale.
+    let shared = params["shared.weight"].as_tensor();
+    let rows = rms(&shared.narrow(0, 0, 30_522).unwrap());
+    assert!((rows - 1.0).abs() < 1e-3, "{rows}");
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -19,7 +19,7 @@ fn cerr(e: candle_core::Error) -> Error {
 }
 
 /// The `config.json` fields a BERT encoder needs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct BertConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -43,6 +43,47 @@ fn default_types() -> usize {
 }
 fn default_eps() -> f64 {
     1e-12
+}
+
+/// Every tensor of a BERT encoder with `config`: checkpoint name (without `bert.`) and shape,
+/// in the order [`BertModel::from_tensors`] reads them.
+pub fn tensor_shapes(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let mut shapes = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![c.vocab_size, h],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![c.max_position_embeddings, h],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![c.type_vocab_size, h],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![h]),
+        ("embeddings.LayerNorm.bias".into(), vec![h]),
+    ];
+    for l in 0..c.num_hidden_layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            shapes.push((format!("{p}.{name}.weight"), vec![out, inp]));
+            shapes.push((format!("{p}.{name}.bias"), vec![out]));
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            shapes.push((format!("{p}.{norm}.weight"), vec![h]));
+            shapes.push((format!("{p}.{norm}.bias"), vec![h]));
+        }
+    }
+    shapes
 }
 
 struct Weights(HashMap<String, Tensor>);
@@ -72,6 +113,7 @@ impl Weights {
     }
 }
 
+#[derive(Debug, Clone)]
 struct BertEmbeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
@@ -79,6 +121,7 @@ struct BertEmbeddings {
     layer_norm: LayerNorm,
 }
 
+#[derive(Debug, Clone)]
 struct BertSelfAttention {
     query: Linear,
     key: Linear,
@@ -86,6 +129,7 @@ struct BertSelfAttention {
     heads: usize,
 }
 
+#[derive(Debug, Clone)]
 struct BertLayer {
     attention: BertSelfAttention,
     /// `attention.output.dense` and its LayerNorm.
@@ -97,6 +141,7 @@ struct BertLayer {
 }
 
 /// HF `BertModel` without the pooler (sentence embeddings mean-pool the last hidden states).
+#[derive(Debug, Clone)]
 pub struct BertModel {
     pub config: BertConfig,
     embeddings: BertEmbeddings,
@@ -194,7 +239,7 @@ impl BertModel {
         self.forward_inner(ids, mask).map_err(cerr)
     }
 
-    fn forward_inner(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward_inner(&self, ids: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(

@@ -137,16 +137,28 @@ pub fn document_text(title: &str, text: &str) -> String {
     format!("{title} {text}").trim().to_string()
 }
 
+/// What cached embeddings were computed from: the corpus and the model.
+fn cache_key(index: &Index, encoder: &DenseEncoder) -> String {
+    format!(
+        "{}|{}",
+        index.dir.manifest.corpus.fingerprint, encoder.source
+    )
+}
+
 impl DenseIndex {
+    /// Whether `INDEX/dense.bin` holds this corpus embedded by `encoder`.
+    pub fn is_cached(index: &Index, encoder: &DenseEncoder) -> bool {
+        index
+            .dir
+            .part_meta_is("dense", "key", &cache_key(index, encoder))
+    }
+
     /// Loads `INDEX/dense.bin` if it was computed for this corpus by this model, else embeds
     /// every document (with a progress bar) and caches the result.
     pub fn open_or_build(index: &mut Index, encoder: &DenseEncoder) -> Result<DenseIndex> {
         let path = index.dir.file(DENSE_FILE);
-        let key = format!(
-            "{}|{}",
-            index.dir.manifest.corpus.fingerprint, encoder.source
-        );
-        let cached = index.dir.part_meta_is("dense", "key", &key);
+        let key = cache_key(index, encoder);
+        let cached = DenseIndex::is_cached(index, encoder);
         if cached && let Ok(d) = DenseIndex::load(&path, index.docs.len(), encoder.dim()) {
             return Ok(d);
         }
@@ -189,6 +201,14 @@ impl DenseIndex {
     pub fn from_flat(flat: Vec<f32>, docs: usize, dim: usize) -> Result<DenseIndex> {
         let embeddings = Tensor::from_vec(flat, (docs, dim), &Device::Cpu).map_err(cerr)?;
         Ok(DenseIndex { embeddings, docs })
+    }
+
+    /// The document embeddings, row-major `docs x dim`.
+    pub fn vectors(&self) -> Result<Vec<f32>> {
+        self.embeddings
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(cerr)
     }
 
     /// The best `k` documents for each query embedding (row-major `queries x dim`):

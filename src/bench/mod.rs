@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::bm25::{BM25_DIR, Bm25};
 use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::corpus::{Collection, Qrels};
+use crate::docid::SemanticOptions;
 use crate::error::{Error, Result};
 use crate::eval::{Metric, Run, evaluate, write_run};
-use crate::index::{BuildConfig, Index, build};
+use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
 use crate::search::{Mode, SearchOptions, Searcher};
 use crate::train::{TrainConfig, train};
@@ -204,7 +205,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         _ => {
             tracing::info!("indexing {}", config.collection.display());
             let started = Instant::now();
-            let i = build(&collection.corpus, &index_dir, &BuildConfig::default())?;
+            let mut build_config = BuildConfig::default();
+            // A warm-start encoder fixes the vocabulary: the FM-index must use its tokenizer.
+            if let Some(encoder) = &config.train.encoder {
+                let dir = crate::model::resolve_model_dir(encoder)?;
+                build_config.tokenizer = TokenizerSource::File(dir.join("tokenizer.json"));
+            }
+            let i = build(&collection.corpus, &index_dir, &build_config)?;
             timings.index_s = started.elapsed().as_secs_f64();
             timings.train_s = 0.0;
             save_timings(&timings)?;
@@ -219,6 +226,20 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         .iter()
         .any(|m| matches!(m, Method::Seal | Method::Dsi));
     if generative && !index.dir.manifest.parts.contains_key("model") {
+        // Warm start: the encoder's document embeddings also cluster the semantic docids, so
+        // that documents near a query in the encoder's space share its docid prefix.
+        if let Some(name) = &config.train.encoder {
+            let encoder = DenseEncoder::load(name)?;
+            let started = Instant::now();
+            let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
+            timings.dense_s = started.elapsed().as_secs_f64();
+            index.set_semantic_docids(
+                &dense.vectors()?,
+                encoder.dim(),
+                &SemanticOptions::default(),
+                &format!("dense:{}", encoder.source),
+            )?;
+        }
         let mut tc = config.train.clone();
         tc.queries = train_split
             .as_ref()
@@ -282,7 +303,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             Method::Dense => {
                 let encoder = DenseEncoder::load(&config.dense_model)?;
                 let started = Instant::now();
-                let fresh = !index.dir.manifest.parts.contains_key("dense");
+                let fresh = !DenseIndex::is_cached(&index, &encoder);
                 let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
                 if fresh {
                     timings.dense_s = started.elapsed().as_secs_f64();

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Dense model: a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
     pub dense_model: String,
+    /// Warm start the generative model from this BERT-family encoder (frozen; see
+    /// `genret train --encoder`); the index then uses its tokenizer.
+    #[arg(long)]
+    pub encoder: Option<String>,
     /// Print results.json instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -76,6 +80,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
         PresetArg::Small => Preset::Small,
         PresetArg::Base => Preset::Base,
     };
+    config.train.encoder = args.encoder.clone();
     config.beam = args.beam as usize;
     config.dense_model = args.dense_model.clone();
     let results = run(&config)?;

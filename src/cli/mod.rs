@@ -3,10 +3,12 @@
 
 mod bench;
 mod count;
+mod demo;
 mod eval;
 mod extract;
 mod index;
 mod search;
+mod serve;
 mod train;
 
 use clap::{Args, Parser, Subcommand};
@@ -17,8 +19,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "genret", version, about, long_about = None)]
 #[command(
-    after_help = "Example:\n  genret index corpus/cranfield --out cranfield.idx\n  \
-    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small\n  genret search cranfield.idx \"boundary layer transition\""
+    after_help = "Examples:\n  genret demo\n  genret index corpus/cranfield --out cranfield.idx\n  \
+    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small\n  genret search cranfield.idx \"boundary layer transition\"\n  genret serve cranfield.idx"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -40,6 +42,7 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    Demo(demo::DemoArgs),
     Index(index::IndexArgs),
     Count(count::CountArgs),
     Extract(extract::ExtractArgs),
@@ -47,6 +50,7 @@ pub enum Command {
     Search(search::SearchArgs),
     Eval(eval::EvalArgs),
     Bench(bench::BenchArgs),
+    Serve(serve::ServeArgs),
 }
 
 /// Sets up `tracing` on stderr according to `-q` / `-v` (or `RUST_LOG`).
@@ -70,6 +74,7 @@ pub fn init_logging(global: &Global) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run_demo(args),
         Command::Index(args) => index::run(args),
         Command::Count(args) => count::run(args),
         Command::Extract(args) => extract::run(args),
@@ -77,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => search::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run_cli(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

@@ -120,7 +120,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_results(results: &[SearchResult], json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_results(results: &[SearchResult], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     for r in results {
         if json {

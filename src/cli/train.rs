@@ -22,8 +22,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     pub preset: Preset,
     /// Start from a local HF T5 model directory (or a model name in the HF cache).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "encoder")]
     pub init: Option<PathBuf>,
+    /// Warm start: a BERT-family encoder (directory, or name in the HF cache, e.g.
+    /// sentence-transformers/all-MiniLM-L6-v2), frozen, under a fresh decoder of --preset's
+    /// depth. Index the corpus with its tokenizer.json (`genret index --tokenizer`).
+    #[arg(long)]
+    pub encoder: Option<String>,
     /// BEIR folder whose training queries to learn from (with --split).
     #[arg(long, requires = "split")]
     pub queries: Option<PathBuf>,
@@ -71,6 +76,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = TrainConfig {
         preset: args.preset,
         init: args.init,
+        encoder: args.encoder,
         queries: args.queries.zip(args.split),
         steps: args.steps,
         epochs: args.epochs,

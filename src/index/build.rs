@@ -229,16 +229,10 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         ),
     ]);
     parts.insert("fmindex".into(), part(FMINDEX_FILE, fm_meta)?);
-    let docid_meta = BTreeMap::from([
-        ("scheme".to_string(), docids.scheme().name().into()),
-        ("extra_tokens".to_string(), docids.extra_tokens().into()),
-        ("max_len".to_string(), docids.max_len().into()),
-        (
-            "format_version".to_string(),
-            crate::docid::FORMAT_VERSION.into(),
-        ),
-    ]);
-    parts.insert("docids".into(), part(DOCIDS_FILE, docid_meta)?);
+    parts.insert(
+        "docids".into(),
+        part(DOCIDS_FILE, docid_meta(&docids, "tfidf"))?,
+    );
 
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -262,6 +256,23 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
     };
     let dir = IndexDir::create(&out, manifest)?;
     Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+}
+
+/// The manifest entry of docids; `vectors` names what semantic docids were clustered from.
+fn docid_meta(docids: &DocIds, vectors: &str) -> BTreeMap<String, serde_json::Value> {
+    let mut meta = BTreeMap::from([
+        ("scheme".to_string(), docids.scheme().name().into()),
+        ("extra_tokens".to_string(), docids.extra_tokens().into()),
+        ("max_len".to_string(), docids.max_len().into()),
+        (
+            "format_version".to_string(),
+            crate::docid::FORMAT_VERSION.into(),
+        ),
+    ]);
+    if docids.scheme() == Scheme::Semantic {
+        meta.insert("vectors".into(), vectors.into());
+    }
+    meta
 }
 
 fn build_docids(
@@ -412,6 +423,33 @@ impl Index {
             stats,
             positions,
         }
+    }
+
+    /// Replaces the docids with semantic ones clustered from `vectors` (row-major, one row of
+    /// `dim` values per document in index order: e.g. dense embeddings), recording `source`
+    /// in the manifest. A model trained on the previous docids must be retrained.
+    pub fn set_semantic_docids(
+        &mut self,
+        vectors: &[f32],
+        dim: usize,
+        options: &SemanticOptions,
+        source: &str,
+    ) -> Result<()> {
+        let ids: Vec<String> = self.docs.iter().map(|d| d.id.clone()).collect();
+        let no_suffix = |_: usize| Ok(Vec::new());
+        let input = DocidInput {
+            ids: &ids,
+            titles: &[],
+            texts: &[],
+            id_suffix: &no_suffix,
+            vocab: self.tokenizer.vocab_size() as u32,
+        };
+        let docids = DocIds::build(Scheme::Semantic, &input, options, Some((vectors, dim)))?;
+        docids.save(&self.dir.file(DOCIDS_FILE))?;
+        self.dir
+            .add_part("docids", DOCIDS_FILE, docid_meta(&docids, source))?;
+        self.docids = docids;
+        Ok(())
     }
 
     /// The index position of a document id, or an error naming the id.

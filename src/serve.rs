@@ -1,0 +1,490 @@
+//! serve: genret over HTTP, with a dynamic batcher.
+//!
+//! `POST /search` takes `{"query", "k", "mode", "beam"}` (all but `query` optional) and answers
+//! with the JSON of `genret search --json`; `GET /health` says the server is up; `GET /stats`
+//! reports the index, the model, uptime, request counts and latency percentiles.
+//!
+//! One worker thread owns the model. Requests go through a bounded queue; the worker takes
+//! the first waiting request, then keeps collecting for at most `max_wait` or until
+//! `max_batch` requests are in hand, and decodes requests with equal options in one batched
+//! beam search: under load, many queries cost little more than one (see `docs/BENCHMARKS.md`).
+//! A request that waits longer than `timeout` gets a 504 and is dropped from the queue
+//! unanswered.
+//!
+//! ```no_run
+//! # async fn demo() -> genret::Result<()> {
+//! use genret::index::Index;
+//! use genret::serve::{ServeConfig, Server};
+//!
+//! let server = Server::start(Index::open("cranfield.idx")?, ServeConfig::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::index::Index;
+use crate::model::T5ForConditionalGeneration;
+use crate::search::{Mode, SearchOptions, SearchResult, Searcher};
+
+/// Server limits and batching. Every limit is enforced with a 4xx answer that says which.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Most requests decoded together; 1 turns dynamic batching off.
+    pub max_batch: usize,
+    /// How long the worker waits for more requests once it holds one.
+    pub max_wait: Duration,
+    /// Requests waiting beyond this many get 503.
+    pub queue: usize,
+    /// A request not answered within this gets 504.
+    pub timeout: Duration,
+    /// Longest query in characters (the model reads at most `defaults.max_query_len` tokens).
+    pub max_query_chars: usize,
+    pub max_k: usize,
+    pub max_beam: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Options used where a request leaves them out.
+    pub defaults: SearchOptions,
+}
+
+impl Default for ServeConfig {
+    fn default() -> ServeConfig {
+        ServeConfig {
+            max_batch: 16,
+            max_wait: Duration::from_millis(5),
+            queue: 1024,
+            timeout: Duration::from_secs(30),
+            max_query_chars: 1000,
+            max_k: 1000,
+            max_beam: 100,
+            max_body_bytes: 16 * 1024,
+            defaults: SearchOptions::default(),
+        }
+    }
+}
+
+/// The body of `POST /search`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    pub query: String,
+    #[serde(default)]
+    pub k: Option<usize>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub beam: Option<usize>,
+}
+
+/// A started server: the worker thread holds the model; [`Server::serve`] answers HTTP.
+pub struct Server {
+    state: Arc<Shared>,
+}
+
+struct Shared {
+    config: ServeConfig,
+    jobs: SyncSender<Job>,
+    started: Instant,
+    info: IndexInfo,
+    // Shared with the worker, which must not hold `Shared`: its queue sender would keep the
+    // worker alive after the server is gone.
+    stats: Arc<Mutex<Counters>>,
+}
+
+struct Job {
+    query: String,
+    options: SearchOptions,
+    reply: oneshot::Sender<Result<SearchResult, (StatusCode, String)>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct IndexInfo {
+    path: String,
+    bytes: u64,
+    docs: usize,
+    tokens: u64,
+    model: ModelInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct ModelInfo {
+    parameters: usize,
+    d_model: usize,
+    layers: usize,
+    vocab: usize,
+}
+
+/// Latencies kept for percentiles: the most recent ones, so `/stats` reflects current load.
+const LATENCY_WINDOW: usize = 10_000;
+
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+    batches: u64,
+    batched_queries: u64,
+    latencies_ms: VecDeque<f64>,
+}
+
+/// The body of `GET /stats`.
+#[derive(Debug, Serialize)]
+struct Stats<'a> {
+    index: &'a IndexInfo,
+    uptime_s: f64,
+    requests: u64,
+    ok: u64,
+    client_errors: u64,
+    server_errors: u64,
+    batches: u64,
+    mean_batch: f64,
+    max_batch: usize,
+    max_wait_ms: f64,
+    latency_ms: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    window: usize,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Server {
+    /// Loads the index's model and starts the worker thread. Fails if the index has no
+    /// trained model or the configuration is out of range.
+    pub fn start(index: Index, config: ServeConfig) -> Result<Server> {
+        let model = crate::train::load_model(&index, &Device::Cpu)?;
+        Server::with_model(index, model, config)
+    }
+
+    /// [`start`](Self::start) with a model already in memory.
+    pub fn with_model(
+        index: Index,
+        model: T5ForConditionalGeneration,
+        config: ServeConfig,
+    ) -> Result<Server> {
+        if config.max_batch == 0 || config.queue == 0 || config.max_k == 0 || config.max_beam == 0 {
+            return Err(Error::InvalidInput(
+                "max batch, queue, max k and max beam must be at least 1".into(),
+            ));
+        }
+        let info = IndexInfo {
+            path: index.dir.path().display().to_string(),
+            bytes: index.dir.bytes(),
+            docs: index.docs.len(),
+            tokens: index.stats.tokens,
+            model: ModelInfo {
+                parameters: model.config.num_params(),
+                d_model: model.config.d_model,
+                layers: model.config.num_layers,
+                vocab: model.config.vocab_size,
+            },
+        };
+        // Checked here so that a model that does not fit the index fails at start, not per query.
+        Searcher::with_model(&index, model.clone())?;
+        let (jobs, queue) = mpsc::sync_channel::<Job>(config.queue);
+        let stats = Arc::new(Mutex::new(Counters::default()));
+        let (worker_stats, max_batch, max_wait) =
+            (Arc::clone(&stats), config.max_batch, config.max_wait);
+        let state = Arc::new(Shared {
+            config,
+            jobs,
+            started: Instant::now(),
+            info,
+            stats,
+        });
+        std::thread::Builder::new()
+            .name("genret-search".into())
+            .spawn(move || {
+                // The searcher borrows the index, so both live on this thread.
+                let searcher =
+                    Searcher::with_model(&index, model).expect("checked before the thread started");
+                worker(&searcher, &queue, max_batch, max_wait, &worker_stats);
+            })
+            .map_err(|e| Error::InvalidInput(format!("cannot start the search thread: {e}")))?;
+        Ok(Server { state })
+    }
+
+    /// The HTTP routes, for embedding in another axum application.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/search", post(search))
+            .route("/health", get(health))
+            .route("/stats", get(stats))
+            .fallback(not_found)
+            .method_not_allowed_fallback(wrong_method)
+            .layer(DefaultBodyLimit::max(self.state.config.max_body_bytes))
+            .with_state(Arc::clone(&self.state))
+    }
+
+    /// Answers HTTP on `listener` until `shutdown` completes; requests in flight finish first.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::io(addr, e))
+    }
+}
+
+/// The worker loop: block for one job, gather a batch, answer it; ends when the server is gone.
+fn worker(
+    searcher: &Searcher,
+    queue: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    max_wait: Duration,
+    stats: &Mutex<Counters>,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + max_wait;
+        while batch.len() < max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Clients that gave up (timeout, closed connection) are not worth decoding for.
+        batch.retain(|job| !job.reply.is_closed());
+        // Requests decode together only with equal options; groups keep arrival order.
+        while !batch.is_empty() {
+            let options = batch[0].options;
+            let (group, rest): (Vec<Job>, Vec<Job>) =
+                batch.into_iter().partition(|j| j.options == options);
+            batch = rest;
+            let queries: Vec<&str> = group.iter().map(|j| j.query.as_str()).collect();
+            let options = SearchOptions {
+                batch: group.len(),
+                ..options
+            };
+            let answer = searcher.search(&queries, &options);
+            {
+                let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+                stats.batches += 1;
+                stats.batched_queries += group.len() as u64;
+            }
+            match answer {
+                Ok(results) => {
+                    for (job, result) in group.into_iter().zip(results) {
+                        let _ = job.reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    let status = if e.is_user_error() {
+                        StatusCode::BAD_REQUEST
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    };
+                    for job in group {
+                        let _ = job.reply.send(Err((status, e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() });
+    (status, axum::Json(body)).into_response()
+}
+
+/// Checks a request against the limits and fills in defaults.
+fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions), String> {
+    let req: SearchRequest = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "invalid request body: {e}; expected JSON like \
+             {{\"query\": \"boundary layer\", \"k\": 10, \"mode\": \"seal\", \"beam\": 10}}"
+        )
+    })?;
+    let query = req.query.trim();
+    if query.is_empty() {
+        return Err("query is empty".into());
+    }
+    let chars = query.chars().count();
+    if chars > config.max_query_chars {
+        return Err(format!(
+            "query has {chars} characters; the limit is {}",
+            config.max_query_chars
+        ));
+    }
+    let mut options = config.defaults;
+    if let Some(k) = req.k {
+        if k == 0 || k > config.max_k {
+            return Err(format!(
+                "k must be between 1 and {} (got {k})",
+                config.max_k
+            ));
+        }
+        options.k = k;
+    }
+    if let Some(beam) = req.beam {
+        if beam == 0 || beam > config.max_beam {
+            return Err(format!(
+                "beam must be between 1 and {} (got {beam})",
+                config.max_beam
+            ));
+        }
+        options.beam = beam;
+    }
+    if let Some(mode) = &req.mode {
+        options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
+    }
+    Ok((query.to_string(), options))
+}
+
+async fn search(State(state): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let response = answer(&state, body).await;
+    let status = response.status();
+    let mut stats = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+    stats.requests += 1;
+    if status.is_success() {
+        stats.ok += 1;
+        if stats.latencies_ms.len() == LATENCY_WINDOW {
+            stats.latencies_ms.pop_front();
+        }
+        stats
+            .latencies_ms
+            .push_back(started.elapsed().as_secs_f64() * 1e3);
+    } else if status.is_client_error() {
+        stats.client_errors += 1;
+    } else {
+        stats.server_errors += 1;
+    }
+    response
+}
+
+async fn answer(state: &Shared, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            return error(
+                rejection.status(),
+                format!(
+                    "{} (request bodies are limited to {} bytes)",
+                    rejection.body_text(),
+                    state.config.max_body_bytes
+                ),
+            );
+        }
+    };
+    let (query, options) = match validate(&body, &state.config) {
+        Ok(v) => v,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let (reply, answer) = oneshot::channel();
+    match state.jobs.try_send(Job {
+        query,
+        options,
+        reply,
+    }) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "server busy: {} requests are waiting; retry later",
+                    state.config.queue
+                ),
+            );
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the search thread has stopped",
+            );
+        }
+    }
+    match tokio::time::timeout(state.config.timeout, answer).await {
+        Ok(Ok(Ok(result))) => axum::Json(result).into_response(),
+        Ok(Ok(Err((status, message)))) => error(status, message),
+        Ok(Err(_)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the search thread dropped the request",
+        ),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "no answer within {:.1} s; the server is overloaded",
+                state.config.timeout.as_secs_f64()
+            ),
+        ),
+    }
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn stats(State(state): State<Arc<Shared>>) -> Response {
+    let stats = state.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sorted: Vec<f64> = stats.latencies_ms.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |q| crate::bench::percentile(&sorted, q);
+    let body = Stats {
+        index: &state.info,
+        uptime_s: state.started.elapsed().as_secs_f64(),
+        requests: stats.requests,
+        ok: stats.ok,
+        client_errors: stats.client_errors,
+        server_errors: stats.server_errors,
+        batches: stats.batches,
+        mean_batch: stats.batched_queries as f64 / stats.batches.max(1) as f64,
+        max_batch: state.config.max_batch,
+        max_wait_ms: state.config.max_wait.as_secs_f64() * 1e3,
+        latency_ms: Percentiles {
+            window: sorted.len(),
+            p50: pct(0.5),
+            p90: pct(0.9),
+            p99: pct(0.99),
+            max: sorted.last().copied().unwrap_or(0.0),
+        },
+    };
+    axum::Json(body).into_response()
+}
+
+async fn wrong_method() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "wrong method: use POST /search, GET /health or GET /stats",
+    )
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "no such route: use POST /search, GET /health or GET /stats",
+    )
+}

@@ -1,0 +1,269 @@
+//! `genret serve` end to end: the real binary on a loopback port, a real HTTP client (ureq),
+//! valid and invalid requests, answers equal to `genret search --json`, concurrent requests
+//! decoded in batches, and /stats counting what was sent.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+
+use serde_json::{Value, json};
+
+fn genret(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(args)
+        .output()
+        .expect("run genret");
+    assert!(
+        out.status.success(),
+        "genret {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A served index; the server is killed when this is dropped.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(index: &Path, extra: &[&str]) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .arg("serve")
+        .arg(index)
+        .args(["--addr", "127.0.0.1:0", "-q"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start genret serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Served {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// POSTs `body` to `path`; returns the status and the parsed JSON answer.
+fn post(agent: &ureq::Agent, url: &str, body: &str) -> (u16, Value) {
+    let mut resp = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text:?}"));
+    (status, value)
+}
+
+fn get(agent: &ureq::Agent, url: &str) -> (u16, String) {
+    let mut resp = agent.get(url).call().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap())
+}
+
+/// ADI indexed with semantic docids and a tiny model trained briefly: enough for real answers.
+fn trained_adi(dir: &Path) -> std::path::PathBuf {
+    let idx = dir.join("adi.idx");
+    let corpus = format!("{}/corpus/adi", env!("CARGO_MANIFEST_DIR"));
+    let idx_s = idx.to_str().unwrap();
+    genret(&[
+        "index",
+        &corpus,
+        "--out",
+        idx_s,
+        "--vocab-size",
+        "800",
+        "-q",
+    ]);
+    genret(&["train", idx_s, "--preset", "tiny", "--steps", "20", "-q"]);
+    idx
+}
+
+#[test]
+fn serve_answers_like_search_and_rejects_bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = trained_adi(dir.path());
+    let idx_s = idx.to_str().unwrap();
+    let server = serve(&idx, &["--max-wait-ms", "50", "--max-query-chars", "200"]);
+    let http = agent();
+    let search_url = format!("{}/search", server.base);
+
+    let (status, body) = get(&http, &format!("{}/health", server.base));
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+
+    // Answers equal `genret search --json` for both modes (took_ms aside).
+    let mut sent = (0, 0); // (ok, client errors)
+    for (query, mode, k, beam) in [
+        ("information retrieval systems", "seal", 5, 10),
+        ("indexing of documents", "dsi", 3, 4),
+    ] {
+        let (status, answer) = post(
+            &http,
+            &search_url,
+            &json!({"query": query, "mode": mode, "k": k, "beam": beam}).to_string(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        sent.0 += 1;
+        let cli = genret(&[
+            "search",
+            idx_s,
+            query,
+            "--mode",
+            mode,
+            "-k",
+            &k.to_string(),
+            "--beam",
+            &beam.to_string(),
+            "--json",
+        ]);
+        let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+        assert_eq!(answer["query"], query);
+        assert!(answer["took_ms"].as_f64().unwrap() > 0.0);
+        let results = answer["results"].as_array().unwrap();
+        assert!(!results.is_empty() && results.len() <= k, "{answer}");
+        assert_eq!(answer["results"], cli["results"], "{mode}");
+    }
+    // Defaults fill what a request leaves out.
+    let (status, answer) = post(&http, &search_url, r#"{"query": "library catalog"}"#);
+    assert_eq!(status, 200);
+    assert!(answer["results"].as_array().unwrap().len() <= 10);
+    sent.0 += 1;
+
+    // Bad requests: 4xx with a message that names the problem.
+    let long = "word ".repeat(100);
+    let huge = format!(r#"{{"query": "{}"}}"#, "a".repeat(20_000));
+    for (body, status, needle) in [
+        ("not json", 400, "invalid request body"),
+        (r#"{"k": 5}"#, 400, "missing field `query`"),
+        (
+            r#"{"query": "x", "beams": 3}"#,
+            400,
+            "unknown field `beams`",
+        ),
+        (r#"{"query": "   "}"#, 400, "query is empty"),
+        (
+            r#"{"query": "x", "k": 0}"#,
+            400,
+            "k must be between 1 and 1000",
+        ),
+        (r#"{"query": "x", "k": -3}"#, 400, "invalid request body"),
+        (
+            r#"{"query": "x", "beam": 101}"#,
+            400,
+            "beam must be between 1 and 100",
+        ),
+        (
+            r#"{"query": "x", "mode": "bm25"}"#,
+            400,
+            "unknown search mode",
+        ),
+        (
+            &format!(r#"{{"query": "{long}"}}"#),
+            400,
+            "the limit is 200",
+        ),
+        (&huge, 413, "length limit exceeded"),
+    ] {
+        let (got, answer) = post(&http, &search_url, body);
+        assert_eq!(got, status, "{body:.60}: {answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.contains(needle), "{body:.60}: {message}");
+        sent.1 += 1;
+    }
+    let (status, body) = get(&http, &format!("{}/nowhere", server.base));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = get(&http, &search_url);
+    assert_eq!(status, 405, "{body}");
+    assert!(body.contains("POST"), "{body}");
+
+    // Concurrent requests: all answered, each with its own query, in fewer batches than requests.
+    let queries = [
+        "computer programs",
+        "abstracting services",
+        "automatic indexing",
+        "citation analysis",
+        "document retrieval evaluation",
+        "thesaurus construction",
+        "machine translation",
+        "user needs",
+    ];
+    let barrier = Arc::new(Barrier::new(queries.len()));
+    let answers: Vec<(u16, Value, &str)> = std::thread::scope(|s| {
+        let handles: Vec<_> = queries
+            .iter()
+            .map(|q| {
+                let (barrier, http, url) = (Arc::clone(&barrier), http.clone(), &search_url);
+                s.spawn(move || {
+                    barrier.wait();
+                    let (status, answer) = post(&http, url, &json!({ "query": q }).to_string());
+                    (status, answer, *q)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, answer, query) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+        assert_eq!(answer["query"], *query);
+        assert!(!answer["results"].as_array().unwrap().is_empty());
+    }
+    sent.0 += queries.len() as u64;
+
+    let (status, body) = get(&http, &format!("{}/stats", server.base));
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["index"]["docs"], 82);
+    assert!(stats["index"]["model"]["parameters"].as_u64().unwrap() > 0);
+    assert_eq!(stats["ok"], sent.0);
+    assert_eq!(stats["client_errors"], sent.1);
+    assert_eq!(stats["requests"], sent.0 + sent.1);
+    assert_eq!(stats["latency_ms"]["window"], sent.0);
+    let batches = stats["batches"].as_u64().unwrap();
+    assert!(
+        batches < sent.0,
+        "{batches} batches for {} answered requests: nothing was batched",
+        sent.0
+    );
+    assert!(stats["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn serve_refuses_an_index_without_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = dir.path().join("adi.idx");
+    let corpus = format!("{}/corpus/adi", env!("CARGO_MANIFEST_DIR"));
+    genret(&["index", &corpus, "--out", idx.to_str().unwrap(), "-q"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["serve", idx.to_str().unwrap(), "--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("genret train"), "{err}");
+}
