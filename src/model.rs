@@ -72,6 +72,10 @@ pub struct Config {
     /// training. Absent from plain T5 configs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bert_encoder: Option<BertConfig>,
+    /// genret: the only token ids the decoder may write (sorted, distinct); logits are computed
+    /// for these alone and every other token has log-prob -inf. Absent: the whole vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<Vec<u32>>,
 }
 
 fn default_buckets() -> usize {
@@ -135,6 +139,7 @@ impl Config {
             model_type: "t5".into(),
             is_encoder_decoder: true,
             bert_encoder: None,
+            output_tokens: None,
         }
     }
 
@@ -935,7 +940,61 @@ pub struct T5ForConditionalGeneration {
     /// `shared.weight` itself when embeddings are tied (read at every call, so training
     /// updates reach it), else `lm_head.weight`.
     lm_head: Tensor,
+    output: Option<OutputVocab>,
     device: Device,
+}
+
+/// A restricted output vocabulary (`Config::output_tokens`): a decoder writes only tokens of
+/// its corpus, docids and specials, so the output layer need not score the rest (with a
+/// 30k-token BERT vocabulary and a small corpus, most of it).
+#[derive(Debug, Clone)]
+struct OutputVocab {
+    /// The allowed token ids, `(rows,)` u32.
+    ids: Tensor,
+    /// `row_of[token]`: the token's row among the allowed ones, `u32::MAX` if not allowed.
+    row_of: Vec<u32>,
+    /// `(1, vocab)`: 0 for allowed tokens, -inf for the rest; the base that scores scatter into.
+    base: Tensor,
+    /// The head's allowed rows as of construction, for inference. Training (which updates the
+    /// embeddings in place) selects them afresh at every call.
+    head_rows: Tensor,
+}
+
+impl OutputVocab {
+    fn new(tokens: &[u32], vocab: usize, lm_head: &Tensor) -> Result<OutputVocab> {
+        if tokens.is_empty()
+            || tokens.windows(2).any(|w| w[0] >= w[1])
+            || tokens[tokens.len() - 1] as usize >= vocab
+        {
+            return Err(Error::Model(format!(
+                "output_tokens must be sorted, distinct and below the vocabulary size {vocab}"
+            )));
+        }
+        let mut row_of = vec![u32::MAX; vocab];
+        let mut base = vec![f32::NEG_INFINITY; vocab];
+        for (row, &t) in tokens.iter().enumerate() {
+            row_of[t as usize] = row as u32;
+            base[t as usize] = 0.0;
+        }
+        let device = lm_head.device();
+        let ids = Tensor::new(tokens, device).map_err(cerr)?;
+        let head_rows = lm_head.index_select(&ids, 0).map_err(cerr)?;
+        Ok(OutputVocab {
+            base: Tensor::from_vec(base, (1, vocab), device).map_err(cerr)?,
+            ids,
+            row_of,
+            head_rows,
+        })
+    }
+
+    /// Scores over the allowed rows, `(n, rows)`, spread over the whole vocabulary.
+    fn scatter(&self, scores: &Tensor) -> candle_core::Result<Tensor> {
+        let n = scores.dim(0)?;
+        self.base
+            .broadcast_as((n, self.row_of.len()))?
+            .contiguous()?
+            .index_add(&self.ids, scores, 1)
+    }
 }
 
 /// T5's own encoder, or a frozen BERT-family one (genret's warm start).
@@ -1003,6 +1062,10 @@ impl T5ForConditionalGeneration {
         } else {
             p.get("lm_head.weight")?
         };
+        let output = match &config.output_tokens {
+            Some(tokens) => Some(OutputVocab::new(tokens, config.vocab_size, &lm_head)?),
+            None => None,
+        };
         Ok(T5ForConditionalGeneration {
             config: config.clone(),
             shared: Embedding::new(shared_w, config.d_model),
@@ -1010,6 +1073,7 @@ impl T5ForConditionalGeneration {
             decoder,
             decoder_norm: p.get("decoder.final_layer_norm.weight")?,
             lm_head,
+            output,
             device,
         })
     }
@@ -1066,8 +1130,9 @@ impl T5ForConditionalGeneration {
         self.encode_mode(ids, mask, Mode::Infer).map_err(cerr)
     }
 
-    /// Full teacher-forced forward: logits `(batch, tgt_len, vocab)` for decoder inputs
-    /// `dec_ids` (targets shifted right, starting with `decoder_start_token_id`).
+    /// Full teacher-forced pass: the final decoder states `(batch, tgt_len, d_model)` for
+    /// decoder inputs `dec_ids` (targets shifted right, starting with
+    /// `decoder_start_token_id`); [`head`](Self::head) turns them into logits.
     fn forward_mode(
         &self,
         ids: &Tensor,
@@ -1095,30 +1160,54 @@ impl T5ForConditionalGeneration {
             x = (x + cross.attend(&h, &k, &v, &enc.mask_bias, mode)?)?;
             x = block.ff.forward(&x, mode)?;
         }
-        let x = rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)?;
-        self.head(&x)
+        rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)
     }
 
-    /// Vocabulary logits of decoder states. HF scales the states by d_model^-0.5 before a
-    /// tied head.
-    fn head(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Logits of decoder states over the output vocabulary: every token, or the allowed rows
+    /// of [`Config::output_tokens`] in their order. HF scales the states by d_model^-0.5
+    /// before a tied head.
+    fn head(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         let x = if self.config.tie_word_embeddings {
             (x * (self.config.d_model as f64).powf(-0.5))?
         } else {
             x.clone()
         };
+        let selected;
+        let weight = match (&self.output, mode) {
+            (None, _) => &self.lm_head,
+            (Some(o), Mode::Infer) => &o.head_rows,
+            (Some(o), Mode::Train) => {
+                selected = self.lm_head.index_select(&o.ids, 0)?;
+                &selected
+            }
+        };
         if x.rank() == 2 && x.dim(0)? <= SMALL_ROWS {
             // A decoder step's few rows: `W @ x^T` makes the weight the left operand, which
             // gemm streams without first packing a transposed copy of it (1.7 ms instead of
             // 2.4 ms for 10 rows over 16k tokens).
-            return self.lm_head.matmul(&x.t()?)?.t()?.contiguous();
+            return weight.matmul(&x.t()?)?.t()?.contiguous();
         }
-        x.broadcast_matmul(&self.lm_head.t()?)
+        x.broadcast_matmul(&weight.t()?)
+    }
+
+    /// Logits over the whole vocabulary (`-inf` outside the output vocabulary).
+    fn full_logits(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        let logits = self.head(x, mode)?;
+        let Some(o) = &self.output else {
+            return Ok(logits);
+        };
+        let dims = logits.dims().to_vec();
+        let rows = logits.elem_count() / dims[dims.len() - 1];
+        let full = o.scatter(&logits.reshape((rows, dims[dims.len() - 1]))?)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank >= 1") = self.config.vocab_size;
+        full.reshape(out_dims)
     }
 
     /// Logits `(batch, tgt_len, vocab)` of a teacher-forced pass, with inference ops.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, dec_ids: &Tensor) -> Result<Tensor> {
         self.forward_mode(ids, mask, dec_ids, Mode::Infer)
+            .and_then(|x| self.full_logits(&x, Mode::Infer))
             .map_err(cerr)
     }
 
@@ -1136,9 +1225,27 @@ impl T5ForConditionalGeneration {
             })
             .collect();
         let (dec_ids, tgt_mask) = self.pad_batch(&shifted)?;
-        let (labels, _) = self.pad_batch(targets)?;
+        // Labels index the output rows: token ids, or rows of the restricted vocabulary.
+        let rows: Vec<Vec<u32>> = match &self.output {
+            None => targets.to_vec(),
+            Some(o) => targets
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .map(|&id| match o.row_of.get(id as usize) {
+                            Some(&row) if row != u32::MAX => Ok(row),
+                            _ => Err(Error::InvalidInput(format!(
+                                "target token {id} is outside the model's output vocabulary"
+                            ))),
+                        })
+                        .collect::<Result<Vec<u32>>>()
+                })
+                .collect::<Result<_>>()?,
+        };
+        let (labels, _) = self.pad_batch(&rows)?;
         let run = || -> candle_core::Result<Tensor> {
-            let logits = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
+            let x = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
+            let logits = self.head(&x, Mode::Train)?;
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let picked = logp.gather(&labels.unsqueeze(2)?, 2)?.squeeze(2)?;
             let total = (picked * &tgt_mask)?.sum_all()?;
@@ -1224,8 +1331,12 @@ impl T5ForConditionalGeneration {
         }
         cache.steps += 1;
         let x = rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)?;
-        let logits = self.head(&x.squeeze(1)?)?;
-        candle_nn::ops::log_softmax(&logits, D::Minus1)
+        let logits = self.head(&x.squeeze(1)?, mode)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        match &self.output {
+            None => Ok(logp),
+            Some(o) => o.scatter(&logp),
+        }
     }
 }
 

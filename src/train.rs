@@ -240,6 +240,21 @@ impl TaskData {
         })
     }
 
+    /// The decoder's output vocabulary for `index`: every token a training target can hold
+    /// (document bodies, titles, docids, the specials that frame them) and every token of the
+    /// FM-index, which is all that SEAL decoding may write.
+    pub fn output_tokens(&self, index: &Index) -> Vec<u32> {
+        let sp = &self.specials;
+        let mut tokens: std::collections::BTreeSet<u32> =
+            [sp.eos, sp.ngram, sp.docid, sp.title_start, sp.title_end].into();
+        for d in &self.docs {
+            tokens.extend(d.title.iter().chain(&d.body).chain(&d.docid));
+        }
+        let fm = &index.fm;
+        tokens.extend(fm.continuations(fm.full_range()).iter().map(|c| c.token));
+        tokens.into_iter().collect()
+    }
+
     /// The examples of one epoch, in a deterministic order.
     pub fn epoch_examples(&self, config: &TrainConfig, epoch: usize) -> Vec<Example> {
         let sp = self.specials;
@@ -592,6 +607,15 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     }
 
     let data = TaskData::new(index, config.queries.as_ref())?;
+    let mut model_config = model_config;
+    if !resume {
+        let tokens = data.output_tokens(index);
+        // Scoring tokens the decoder never writes is wasted work (most of a 30k BERT or T5
+        // vocabulary for a small corpus); the full vocabulary is kept when nothing is saved.
+        if tokens.len() < model_config.vocab_size {
+            model_config.output_tokens = Some(tokens);
+        }
+    }
     // Every epoch has the same number of examples; epoch 0's are kept for the loop.
     let first = data.epoch_examples(&config, 0);
     let per_epoch = first.len().div_ceil(config.batch_size);

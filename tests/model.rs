@@ -107,6 +107,76 @@ fn incremental_decoding_matches_for_gated_untied_models() {
 }
 
 #[test]
+fn restricted_output_vocabulary_scores_only_allowed_tokens() {
+    let device = Device::Cpu;
+    let mut config = tiny(50);
+    let allowed: Vec<u32> = (0..50).filter(|t| t % 3 != 2).collect();
+    config.output_tokens = Some(allowed.clone());
+    let params = init_params(&config, 7, &device).unwrap();
+    let m = T5ForConditionalGeneration::new(&config, &params).unwrap();
+    let whole = {
+        let mut c = config.clone();
+        c.output_tokens = None;
+        T5ForConditionalGeneration::new(&c, &params).unwrap()
+    };
+    let allowed_t = Tensor::new(allowed.as_slice(), &device).unwrap();
+    // The reference: the unrestricted model's logits over the allowed tokens, normalised there.
+    let restricted = |logits: &Tensor, dim: usize| {
+        candle_nn::ops::log_softmax(&logits.index_select(&allowed_t, dim).unwrap(), D::Minus1)
+            .unwrap()
+    };
+
+    // Decoder steps: allowed tokens as the reference, every other token -inf.
+    let sources = vec![vec![5, 9, 13, 2, 8, 1], vec![7, 3, 1]];
+    let beams = 2;
+    let (ids, mask) = m.pad_batch(&sources).unwrap();
+    let mut cache = m.start(&m.encode(&ids, &mask).unwrap(), beams).unwrap();
+    let mut prefixes: Vec<Vec<u32>> = vec![vec![0]; 4];
+    for step in 0..3u32 {
+        let last: Vec<u32> = prefixes.iter().map(|p| *p.last().unwrap()).collect();
+        let inc = m.step(&last, &mut cache).unwrap();
+        let full = full_logprobs(&whole, &sources, &prefixes, beams);
+        let want = restricted(&full, 1);
+        let got = inc.index_select(&allowed_t, 1).unwrap();
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff <= 1e-4, "step {step}: max abs diff {diff}");
+        let values: Vec<Vec<f32>> = inc.to_vec2().unwrap();
+        for row in &values {
+            for (t, v) in row.iter().enumerate() {
+                assert_eq!(*v == f32::NEG_INFINITY, t % 3 == 2, "token {t}: {v}");
+            }
+        }
+        for (r, p) in prefixes.iter_mut().enumerate() {
+            p.push(allowed[(step as usize * 5 + r * 3) % allowed.len()]);
+        }
+    }
+
+    // The training loss is the restricted cross-entropy.
+    let targets = vec![vec![3u32, 4, 1], vec![6, 1]];
+    let loss = m
+        .loss(&sources, &targets)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let shifted = vec![vec![0u32, 3, 4], vec![0, 6]];
+    let (dec, _) = m.pad_batch(&shifted).unwrap();
+    let logp = restricted(&whole.forward(&ids, &mask, &dec).unwrap(), 2);
+    let logp: Vec<Vec<Vec<f32>>> = logp.to_vec3().unwrap();
+    let row = |t: u32| allowed.iter().position(|&a| a == t).unwrap();
+    let mut total = 0.0;
+    for (b, target) in targets.iter().enumerate() {
+        for (i, &t) in target.iter().enumerate() {
+            total -= logp[b][i][row(t)];
+        }
+    }
+    let want = total / 5.0;
+    assert!((loss - want).abs() <= 1e-4, "loss {loss} vs {want}");
+    // A target the model cannot write is an error, not a silent wrong loss.
+    let err = m.loss(&sources, &[vec![2, 1], vec![4, 1]]).unwrap_err();
+    assert!(err.to_string().contains("outside"), "{err}");
+}
+
+#[test]
 fn save_and_load_round_trip_bit_identically() {
     let device = Device::Cpu;
     let config = tiny(64);
