@@ -385,7 +385,7 @@ pub fn bert_warm_start(
     let h = bert_config.hidden_size;
     if !h.is_multiple_of(config.num_heads) || bert_config.vocab_size > config.vocab_size {
         return Err(Error::InvalidInput(format!(
-            "{}: hidden size {h} / vocabulary {} do not fit a decoder with {} heads and              vocabulary {}",
+            "{}: hidden size {h} / vocabulary {} do not fit a decoder with {} heads and vocabulary {}",
             dir.display(),
             bert_config.vocab_size,
             config.num_heads,
@@ -1190,9 +1190,9 @@ impl T5ForConditionalGeneration {
         x.broadcast_matmul(&weight.t()?)
     }
 
-    /// Logits over the whole vocabulary (`-inf` outside the output vocabulary).
-    fn full_logits(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
-        let logits = self.head(x, mode)?;
+    /// Inference logits over the whole vocabulary (`-inf` outside the output vocabulary).
+    fn full_logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let logits = self.head(x, Mode::Infer)?;
         let Some(o) = &self.output else {
             return Ok(logits);
         };
@@ -1207,7 +1207,7 @@ impl T5ForConditionalGeneration {
     /// Logits `(batch, tgt_len, vocab)` of a teacher-forced pass, with inference ops.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, dec_ids: &Tensor) -> Result<Tensor> {
         self.forward_mode(ids, mask, dec_ids, Mode::Infer)
-            .and_then(|x| self.full_logits(&x, Mode::Infer))
+            .and_then(|x| self.full_logits(&x))
             .map_err(cerr)
     }
 

@@ -846,7 +846,7 @@ fn warm_start(
     let bert_vocab = config.bert_encoder.as_ref().map_or(0, |b| b.vocab_size);
     if base_vocab != bert_vocab {
         return Err(Error::InvalidInput(format!(
-            "the index's tokenizer has {base_vocab} tokens but the encoder {name} has {bert_vocab}:              index the corpus with the encoder's tokenizer (`genret index CORPUS --tokenizer {}`)",
+            "the index's tokenizer has {base_vocab} tokens but the encoder {name} has {bert_vocab}: index the corpus with the encoder's tokenizer (`genret index CORPUS --tokenizer {}`)",
             dir.join("tokenizer.json").display()
         )));
     }
