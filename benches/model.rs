@@ -1,9 +1,9 @@
 //! Model benchmarks with the `small` preset over a 16k vocabulary: one decoder step for
 //! 1 query x 10 beams and 32 queries x 10 beams (cache of 8 steps, source of 32 tokens),
 //! the encoder for 32 queries, and one training step (batch 32, 32 -> 16 tokens), reported as
-//! training examples/s.
+//! training examples/s; each for plain T5 and with the copy head (`+copy`).
 //!
-//! Run: `cargo bench --bench model` (about 2 minutes on 2 cores).
+//! Run: `cargo bench --bench model` (about 4 minutes on 2 cores).
 
 use std::hint::black_box;
 
@@ -23,53 +23,61 @@ fn sequences(n: usize, len: usize, vocab: u32, salt: u32) -> Vec<Vec<u32>> {
 
 fn benches(c: &mut Criterion) {
     let vocab = 16_000;
-    let config = Config::preset(Preset::Small, vocab);
-    let params = init_params(&config, 1, &Device::Cpu).unwrap();
-    let model = T5ForConditionalGeneration::new(&config, &params).unwrap();
-    println!("[small] {} parameters", config.num_params());
-
     let mut group = c.benchmark_group("model/small");
-    for queries in [1usize, 32] {
-        let beams = 10;
-        let sources = sequences(queries, 32, vocab as u32, 1);
-        let (ids, mask) = model.pad_batch(&sources).unwrap();
-        let encoded = model.encode(&ids, &mask).unwrap();
-        let mut warm = model.start(&encoded, beams).unwrap();
-        let rows = queries * beams;
-        for _ in 0..8 {
-            model.step(&vec![5u32; rows], &mut warm).unwrap();
+    // Plain T5, then with the copy head every model genret trains has.
+    for copy in [false, true] {
+        let mut config = Config::preset(Preset::Small, vocab);
+        config.copy_attention = copy;
+        let params = init_params(&config, 1, &Device::Cpu).unwrap();
+        let model = T5ForConditionalGeneration::new(&config, &params).unwrap();
+        let tag = if copy { "+copy" } else { "" };
+        println!("[small{tag}] {} parameters", config.num_params());
+        for queries in [1usize, 32] {
+            let beams = 10;
+            let sources = sequences(queries, 32, vocab as u32, 1);
+            let (ids, mask) = model.pad_batch(&sources).unwrap();
+            let encoded = model.encode(&ids, &mask).unwrap();
+            let mut warm = model.start(&encoded, beams).unwrap();
+            let rows = queries * beams;
+            for _ in 0..8 {
+                model.step(&vec![5u32; rows], &mut warm).unwrap();
+            }
+            group.sample_size(100);
+            group.throughput(Throughput::Elements(rows as u64));
+            group.bench_function(format!("decoder-step/{queries}x{beams}{tag}"), |b| {
+                b.iter_batched(
+                    || warm.clone(),
+                    |mut cache| {
+                        model
+                            .step(black_box(&vec![7u32; rows]), &mut cache)
+                            .unwrap()
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
         }
-        group.throughput(Throughput::Elements(rows as u64));
-        group.bench_function(format!("decoder-step/{queries}x{beams}"), |b| {
-            b.iter_batched(
-                || warm.clone(),
-                |mut cache| {
-                    model
-                        .step(black_box(&vec![7u32; rows]), &mut cache)
-                        .unwrap()
-                },
-                criterion::BatchSize::SmallInput,
-            )
+        let sources = sequences(32, 32, vocab as u32, 3);
+        if !copy {
+            group.throughput(Throughput::Elements(32));
+            group.bench_function("encoder/32x32", |b| {
+                b.iter(|| {
+                    let (ids, mask) = model.pad_batch(black_box(&sources)).unwrap();
+                    model.encode(&ids, &mask).unwrap()
+                })
+            });
+        }
+        let targets: Vec<Vec<u32>> = sequences(32, 16, vocab as u32, 5);
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(32));
+        group.bench_function(format!("train-step/32x(32->16){tag}"), |b| {
+            b.iter(|| {
+                let loss = model
+                    .loss(black_box(&sources), black_box(&targets))
+                    .unwrap();
+                loss.backward().unwrap()
+            })
         });
     }
-    let sources = sequences(32, 32, vocab as u32, 3);
-    group.throughput(Throughput::Elements(32));
-    group.bench_function("encoder/32x32", |b| {
-        b.iter(|| {
-            let (ids, mask) = model.pad_batch(black_box(&sources)).unwrap();
-            model.encode(&ids, &mask).unwrap()
-        })
-    });
-    let targets: Vec<Vec<u32>> = sequences(32, 16, vocab as u32, 5);
-    group.sample_size(10);
-    group.bench_function("train-step/32x(32->16)", |b| {
-        b.iter(|| {
-            let loss = model
-                .loss(black_box(&sources), black_box(&targets))
-                .unwrap();
-            loss.backward().unwrap()
-        })
-    });
     group.finish();
 }
 

@@ -9,8 +9,10 @@
 //!
 //! Only allowed tokens compete: their log-probs are gathered from the model's output (never a
 //! masked copy of the whole vocabulary). A hypothesis may end (emit EOS) where its constraint
-//! says so; one with no allowed continuation simply dies. With `keep_history` every partial
-//! hypothesis that was ever in a beam is returned too (SEAL scores every n-gram prefix).
+//! says so; one with no allowed continuation simply dies. With `history` the best partial
+//! hypotheses of every step are returned too (SEAL scores every n-gram prefix), as many as
+//! asked even where the beam is narrower: the extensions of a step are all scored anyway, so
+//! keeping more of them than the beam continues costs no model work.
 
 use std::time::{Duration, Instant};
 
@@ -96,8 +98,9 @@ pub struct BeamOptions {
     pub beam: usize,
     /// Most tokens generated after the forced prefix (EOS not counted).
     pub max_len: usize,
-    /// Return every partial hypothesis that was in a beam (SEAL), not only finished ones.
-    pub keep_history: bool,
+    /// Partial hypotheses returned per step (SEAL), besides finished ones: the best
+    /// `max(history, beam)` extensions of each step; 0 returns none.
+    pub history: usize,
 }
 
 /// A decoded string (after the forced prefix), with its total log-prob and final state.
@@ -114,7 +117,7 @@ pub struct Hypothesis<S> {
 pub struct Decoded<S> {
     /// Hypotheses that emitted EOS, best first, distinct.
     pub finished: Vec<Hypothesis<S>>,
-    /// With `keep_history`: every partial hypothesis that was in a beam, best first, distinct.
+    /// With `history`: the best partial hypotheses of every step, best first, distinct.
     pub history: Vec<Hypothesis<S>>,
 }
 
@@ -284,14 +287,20 @@ pub fn beam_search<C: Constraint>(
                         .then(a.parent.cmp(&c.parent))
                         .then(a.token.cmp(&c.token))
                 };
-                if cands.len() > b {
-                    cands.select_nth_unstable_by(b - 1, order);
-                    cands.truncate(b);
+                // The best `b` continue; up to `keep` go into the history.
+                let keep = if options.history > 0 {
+                    options.history.max(b)
+                } else {
+                    b
+                };
+                if cands.len() > keep {
+                    cands.select_nth_unstable_by(keep - 1, order);
+                    cands.truncate(keep);
                 }
                 cands.sort_unstable_by(order);
                 // Without history, a query is done once its beam-th finished hypothesis beats
                 // every live one: log-probs only fall as hypotheses grow.
-                if !options.keep_history && decoded.finished.len() >= b {
+                if options.history == 0 && decoded.finished.len() >= b {
                     let mut scores: Vec<f32> = decoded.finished.iter().map(|h| h.score).collect();
                     scores.sort_unstable_by(|x, y| y.total_cmp(x));
                     let best_live = cands.first().map_or(f32::NEG_INFINITY, |c| c.score);
@@ -310,18 +319,21 @@ pub fn beam_search<C: Constraint>(
             let old = std::mem::take(&mut live[q]);
             for (i, c) in cands.into_iter().enumerate() {
                 let parent = &old[c.parent];
-                let row = q * b + i;
-                parents[row] = parent.row as u32;
-                tokens[row] = c.token;
                 let mut seq = parent.tokens.clone();
                 seq.push(c.token);
-                if options.keep_history {
+                if options.history > 0 {
                     out[q].history.push(Hypothesis {
                         tokens: seq.clone(),
                         score: c.score,
                         state: c.state.clone(),
                     });
                 }
+                if i >= b {
+                    continue;
+                }
+                let row = q * b + i;
+                parents[row] = parent.row as u32;
+                tokens[row] = c.token;
                 live[q].push(Beam {
                     tokens: seq,
                     score: c.score,

@@ -76,6 +76,10 @@ pub struct Config {
     /// for these alone and every other token has log-prob -inf. Absent: the whole vocabulary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<Vec<u32>>,
+    /// genret: a copy head (pointer-generator, See et al., ACL 2017) beside the vocabulary
+    /// head; its tensors are `copy.*`. Absent from plain T5 configs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_attention: bool,
 }
 
 fn default_buckets() -> usize {
@@ -140,6 +144,7 @@ impl Config {
             is_encoder_decoder: true,
             bert_encoder: None,
             output_tokens: None,
+            copy_attention: false,
         }
     }
 
@@ -290,6 +295,11 @@ pub fn param_specs(c: &Config) -> Vec<ParamSpec> {
     add("decoder.final_layer_norm.weight".into(), vec![d], 0.0);
     if !c.tie_word_embeddings {
         add("lm_head.weight".into(), vec![c.vocab_size, d], dm);
+    }
+    if c.copy_attention {
+        add("copy.q.weight".into(), vec![d, d], dm);
+        add("copy.k.weight".into(), vec![d, d], dm);
+        add("copy.gate.weight".into(), vec![1, d], dm);
     }
     if let Some(b) = &c.bert_encoder {
         for (name, shape) in bert::tensor_shapes(b) {
@@ -875,6 +885,21 @@ pub struct Encoded {
     pub states: Tensor,
     /// `(batch, 1, 1, src_len)`: 0 for tokens, a large negative number for padding.
     pub mask_bias: Tensor,
+    /// The copy head's view of the source, when the model has one.
+    copy: Option<CopySource>,
+}
+
+/// What the copy head needs of a source batch.
+#[derive(Debug, Clone)]
+struct CopySource {
+    /// `(batch, src_len, d_model)`: the copy attention's keys.
+    keys: Tensor,
+    /// `(batch, 1, src_len)`: 0 where the token can be copied, a large negative number where
+    /// not (padding, tokens outside the output vocabulary).
+    bias: Tensor,
+    /// Per batch row and source position: the output row its token copies into, `u32::MAX`
+    /// for none.
+    rows: Vec<Vec<u32>>,
 }
 
 /// The decoder's state for rows = queries x beams (row `r` belongs to query `r / beams`).
@@ -887,6 +912,8 @@ pub struct DecoderCache {
     cross_kv: Vec<(Tensor, Tensor)>,
     /// `(queries, 1, 1, src)` padding bias.
     cross_bias: Tensor,
+    /// Per query: the copy head's keys and source tokens.
+    copy: Option<CopySource>,
     beams: usize,
     queries: usize,
     /// Tokens consumed so far (the next step's position).
@@ -941,7 +968,57 @@ pub struct T5ForConditionalGeneration {
     /// updates reach it), else `lm_head.weight`.
     lm_head: Tensor,
     output: Option<OutputVocab>,
+    copy: Option<CopyHead>,
     device: Device,
+}
+
+/// The copy head (pointer-generator, See et al., "Get To The Point", ACL 2017): one attention
+/// over the source whose weights, summed per token, are a second distribution over the output
+/// vocabulary, mixed with the vocabulary head's by a gate on the decoder state `h`:
+///
+/// ```text
+/// P(w) = (1 - g) P_vocab(w) + g * sum_{s : source_s = w} a_s,   g = sigmoid(gate . h)
+/// ```
+///
+/// A query's own words, which the n-grams of its relevant documents mostly repeat, are then one
+/// attention away instead of a prediction the vocabulary head must learn for every word.
+#[derive(Debug, Clone)]
+struct CopyHead {
+    q: Linear,
+    k: Linear,
+    /// `(1, d_model)`.
+    gate: Tensor,
+}
+
+/// `log((1 - g) softmax(logits) + g * copy)` for `n` rows: `logits` `(n, out)`, copy attention
+/// `attn` `(n, src)` and gate `(n, 1)`; row `i` copies from the source tokens
+/// `rows[source_of(i)]` (output rows, `u32::MAX` for none). Inference only (computed on the
+/// host, O(n * (out + src))).
+fn mix_copy(
+    logits: &Tensor,
+    attn: &Tensor,
+    gate: &Tensor,
+    rows: &[Vec<u32>],
+    source_of: impl Fn(usize) -> usize,
+) -> candle_core::Result<Tensor> {
+    let (n, out) = logits.dims2()?;
+    let mut p = candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let a = attn.flatten_all()?.to_vec1::<f32>()?;
+    let g = gate.flatten_all()?.to_vec1::<f32>()?;
+    let src = a.len() / n.max(1);
+    for (i, row) in p.chunks_mut(out).enumerate() {
+        let gi = g[i];
+        row.iter_mut().for_each(|x| *x *= 1.0 - gi);
+        for (j, &r) in rows[source_of(i)].iter().enumerate() {
+            if r != u32::MAX {
+                row[r as usize] += gi * a[i * src + j];
+            }
+        }
+        row.iter_mut().for_each(|x| *x = x.ln());
+    }
+    Tensor::from_vec(p, (n, out), logits.device())
 }
 
 /// A restricted output vocabulary (`Config::output_tokens`): a decoder writes only tokens of
@@ -1066,6 +1143,15 @@ impl T5ForConditionalGeneration {
             Some(tokens) => Some(OutputVocab::new(tokens, config.vocab_size, &lm_head)?),
             None => None,
         };
+        let copy = if config.copy_attention {
+            Some(CopyHead {
+                q: Linear::new(p.get("copy.q.weight")?, None),
+                k: Linear::new(p.get("copy.k.weight")?, None),
+                gate: p.get("copy.gate.weight")?,
+            })
+        } else {
+            None
+        };
         Ok(T5ForConditionalGeneration {
             config: config.clone(),
             shared: Embedding::new(shared_w, config.d_model),
@@ -1074,6 +1160,7 @@ impl T5ForConditionalGeneration {
             decoder_norm: p.get("decoder.final_layer_norm.weight")?,
             lm_head,
             output,
+            copy,
             device,
         })
     }
@@ -1103,26 +1190,87 @@ impl T5ForConditionalGeneration {
         // 0 where attended, -1e9 where padded; large but finite so a fully padded row stays
         // finite.
         let mask_bias = ((mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9)?;
-        let (blocks, norm) = match &self.encoder {
-            Encoder::T5 { blocks, norm } => (blocks, norm),
+        let states = match &self.encoder {
+            Encoder::T5 { blocks, norm } => {
+                let mut x = self.shared.forward(ids)?;
+                let table = bias_table(blocks);
+                let bias =
+                    position_bias(table, &self.config, 0, s, s, true)?.broadcast_add(&mask_bias)?;
+                for block in blocks {
+                    let h = rms_norm(&x, &block.self_norm, block.eps, mode)?;
+                    let (k, v) = block.self_attention.key_values(&h, mode)?;
+                    x = (x + block.self_attention.attend(&h, &k, &v, &bias, mode)?)?;
+                    x = block.ff.forward(&x, mode)?;
+                }
+                rms_norm(&x, norm, self.config.layer_norm_epsilon, mode)?
+            }
             Encoder::Bert(bert) => {
                 // Frozen: detached, so backward never walks into it.
                 let ids = bert_ids(ids, bert.config.vocab_size)?;
-                let states = bert.forward_inner(&ids, mask)?.detach();
-                return Ok(Encoded { states, mask_bias });
+                bert.forward_inner(&ids, mask)?.detach()
             }
         };
-        let mut x = self.shared.forward(ids)?;
-        let table = bias_table(blocks);
-        let bias = position_bias(table, &self.config, 0, s, s, true)?.broadcast_add(&mask_bias)?;
-        for block in blocks {
-            let h = rms_norm(&x, &block.self_norm, block.eps, mode)?;
-            let (k, v) = block.self_attention.key_values(&h, mode)?;
-            x = (x + block.self_attention.attend(&h, &k, &v, &bias, mode)?)?;
-            x = block.ff.forward(&x, mode)?;
+        let copy = match &self.copy {
+            Some(head) => {
+                let rows: Vec<Vec<u32>> = ids
+                    .to_vec2::<u32>()?
+                    .iter()
+                    .zip(mask.to_vec2::<f32>()?)
+                    .map(|(ids, mask)| {
+                        ids.iter()
+                            .zip(mask)
+                            .map(|(&id, m)| match self.output_row(id) {
+                                Some(row) if m > 0.0 => row,
+                                _ => u32::MAX,
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let bias: Vec<f32> = rows
+                    .iter()
+                    .flatten()
+                    .map(|&r| if r == u32::MAX { -1e9 } else { 0.0 })
+                    .collect();
+                Some(CopySource {
+                    keys: linear(&head.k, &states, mode)?,
+                    bias: Tensor::from_vec(bias, (b, 1, s), &self.device)?,
+                    rows,
+                })
+            }
+            None => None,
+        };
+        Ok(Encoded {
+            states,
+            mask_bias,
+            copy,
+        })
+    }
+
+    /// The output row of token `id`: the id itself, or its row in the restricted vocabulary;
+    /// `None` if the decoder cannot write it.
+    fn output_row(&self, id: u32) -> Option<u32> {
+        match &self.output {
+            None => ((id as usize) < self.config.vocab_size).then_some(id),
+            Some(o) => o.row_of.get(id as usize).copied().filter(|&r| r != u32::MAX),
         }
-        let states = rms_norm(&x, norm, self.config.layer_norm_epsilon, mode)?;
-        Ok(Encoded { states, mask_bias })
+    }
+
+    /// The copy head's attention `(b, t, src_len)` and gate `(b, t, 1)` for decoder states
+    /// `h` `(b, t, d_model)`.
+    fn copy_parts(
+        &self,
+        head: &CopyHead,
+        h: &Tensor,
+        src: &CopySource,
+        mode: Mode,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let q = (linear(&head.q, h, mode)? * (self.config.d_model as f64).powf(-0.5))?;
+        let scores = matmul(&q, &src.keys.t()?, mode)?.broadcast_add(&src.bias)?;
+        let attn = softmax(&scores, mode)?;
+        let z = h.broadcast_matmul(&head.gate.t()?)?;
+        // sigmoid from differentiable primitives.
+        let gate = (z.neg()?.exp()? + 1.0)?.recip()?;
+        Ok((attn, gate))
     }
 
     /// Runs the encoder once over a padded batch (`ids`, `mask` from [`pad_batch`](Self::pad_batch)).
@@ -1132,14 +1280,15 @@ impl T5ForConditionalGeneration {
 
     /// Full teacher-forced pass: the final decoder states `(batch, tgt_len, d_model)` for
     /// decoder inputs `dec_ids` (targets shifted right, starting with
-    /// `decoder_start_token_id`); [`head`](Self::head) turns them into logits.
+    /// `decoder_start_token_id`), and the encoder's output; [`head`](Self::head) turns the
+    /// states into logits.
     fn forward_mode(
         &self,
         ids: &Tensor,
         mask: &Tensor,
         dec_ids: &Tensor,
         mode: Mode,
-    ) -> candle_core::Result<Tensor> {
+    ) -> candle_core::Result<(Tensor, Encoded)> {
         let enc = self.encode_mode(ids, mask, mode)?;
         let (_, t) = dec_ids.dims2()?;
         let mut x = self.shared.forward(dec_ids)?;
@@ -1160,7 +1309,8 @@ impl T5ForConditionalGeneration {
             x = (x + cross.attend(&h, &k, &v, &enc.mask_bias, mode)?)?;
             x = block.ff.forward(&x, mode)?;
         }
-        rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)
+        let x = rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)?;
+        Ok((x, enc))
     }
 
     /// Logits of decoder states over the output vocabulary: every token, or the allowed rows
@@ -1190,25 +1340,42 @@ impl T5ForConditionalGeneration {
         x.broadcast_matmul(&weight.t()?)
     }
 
-    /// Inference logits over the whole vocabulary (`-inf` outside the output vocabulary).
-    fn full_logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let logits = self.head(x, Mode::Infer)?;
+    /// Scores over the output rows `(..., rows)` spread over the whole vocabulary
+    /// `(..., vocab)`, `-inf` outside the output vocabulary.
+    fn full_vocab(&self, scores: Tensor) -> candle_core::Result<Tensor> {
         let Some(o) = &self.output else {
-            return Ok(logits);
+            return Ok(scores);
         };
-        let dims = logits.dims().to_vec();
-        let rows = logits.elem_count() / dims[dims.len() - 1];
-        let full = o.scatter(&logits.reshape((rows, dims[dims.len() - 1]))?)?;
+        let dims = scores.dims().to_vec();
+        let rows = scores.elem_count() / dims[dims.len() - 1];
+        let full = o.scatter(&scores.reshape((rows, dims[dims.len() - 1]))?)?;
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.config.vocab_size;
         full.reshape(out_dims)
     }
 
-    /// Logits `(batch, tgt_len, vocab)` of a teacher-forced pass, with inference ops.
+    /// Scores `(batch, tgt_len, vocab)` of a teacher-forced pass, with inference ops: logits,
+    /// or log-probs for a model with a copy head (whose mixture has no logits).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor, dec_ids: &Tensor) -> Result<Tensor> {
-        self.forward_mode(ids, mask, dec_ids, Mode::Infer)
-            .and_then(|x| self.full_logits(&x))
-            .map_err(cerr)
+        let run = || -> candle_core::Result<Tensor> {
+            let (x, enc) = self.forward_mode(ids, mask, dec_ids, Mode::Infer)?;
+            let logits = self.head(&x, Mode::Infer)?;
+            let (Some(head), Some(src)) = (&self.copy, &enc.copy) else {
+                return self.full_vocab(logits);
+            };
+            let (b, t, out) = logits.dims3()?;
+            let (attn, gate) = self.copy_parts(head, &x, src, Mode::Infer)?;
+            let s = attn.dim(2)?;
+            let logp = mix_copy(
+                &logits.reshape((b * t, out))?,
+                &attn.reshape((b * t, s))?,
+                &gate.reshape((b * t, 1))?,
+                &src.rows,
+                |i| i / t,
+            )?;
+            self.full_vocab(logp.reshape((b, t, out))?)
+        };
+        run().map_err(cerr)
     }
 
     /// Mean token cross-entropy of `targets` (each ending with EOS) given `sources`, with
@@ -1228,15 +1395,16 @@ impl T5ForConditionalGeneration {
         // Labels index the output rows: token ids, or rows of the restricted vocabulary.
         let rows: Vec<Vec<u32>> = match &self.output {
             None => targets.to_vec(),
-            Some(o) => targets
+            Some(_) => targets
                 .iter()
                 .map(|t| {
                     t.iter()
-                        .map(|&id| match o.row_of.get(id as usize) {
-                            Some(&row) if row != u32::MAX => Ok(row),
-                            _ => Err(Error::InvalidInput(format!(
-                                "target token {id} is outside the model's output vocabulary"
-                            ))),
+                        .map(|&id| {
+                            self.output_row(id).ok_or_else(|| {
+                                Error::InvalidInput(format!(
+                                    "target token {id} is outside the model's output vocabulary"
+                                ))
+                            })
                         })
                         .collect::<Result<Vec<u32>>>()
                 })
@@ -1244,10 +1412,31 @@ impl T5ForConditionalGeneration {
         };
         let (labels, _) = self.pad_batch(&rows)?;
         let run = || -> candle_core::Result<Tensor> {
-            let x = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
+            let (x, enc) = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
             let logits = self.head(&x, Mode::Train)?;
             let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let picked = logp.gather(&labels.unsqueeze(2)?, 2)?.squeeze(2)?;
+            let mut picked = logp.gather(&labels.unsqueeze(2)?, 2)?.squeeze(2)?;
+            if let (Some(head), Some(src)) = (&self.copy, &enc.copy) {
+                // P(label) = (1 - g) P_vocab(label) + g * (attention on the label's copies).
+                let (attn, gate) = self.copy_parts(head, &x, src, Mode::Train)?;
+                let (b, t, s) = attn.dims3()?;
+                let matches: Vec<f32> = (0..b)
+                    .flat_map(|i| {
+                        let (rows, src_rows) = (&rows[i], &src.rows[i]);
+                        (0..t).flat_map(move |j| {
+                            let label = rows.get(j).copied().unwrap_or(u32::MAX);
+                            src_rows
+                                .iter()
+                                .map(move |&r| f32::from(u8::from(r == label && r != u32::MAX)))
+                        })
+                    })
+                    .collect();
+                let matches = Tensor::from_vec(matches, (b, t, s), &self.device)?;
+                let copied = (attn * matches)?.sum(2)?;
+                let gate = gate.squeeze(2)?;
+                let mixed = ((picked.exp()? * gate.affine(-1.0, 1.0)?)? + (copied * gate)?)?;
+                picked = (mixed + 1e-12)?.log()?;
+            }
             let total = (picked * &tgt_mask)?.sum_all()?;
             let count = tgt_mask.sum_all()?;
             total.neg()?.broadcast_div(&count)
@@ -1275,6 +1464,7 @@ impl T5ForConditionalGeneration {
                 self_kv: vec![None; self.decoder.len()],
                 cross_kv,
                 cross_bias: encoded.mask_bias.clone(),
+                copy: encoded.copy.clone(),
                 beams,
                 queries,
                 steps: 0,
@@ -1332,11 +1522,22 @@ impl T5ForConditionalGeneration {
         cache.steps += 1;
         let x = rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)?;
         let logits = self.head(&x.squeeze(1)?, mode)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        match &self.output {
-            None => Ok(logp),
-            Some(o) => o.scatter(&logp),
-        }
+        let logp = match (&self.copy, &cache.copy) {
+            (Some(head), Some(src)) => {
+                let hq = x.reshape((queries, beams, self.config.d_model))?;
+                let (attn, gate) = self.copy_parts(head, &hq, src, mode)?;
+                let s = attn.dim(2)?;
+                mix_copy(
+                    &logits,
+                    &attn.reshape((rows, s))?,
+                    &gate.reshape((rows, 1))?,
+                    &src.rows,
+                    |r| r / beams,
+                )?
+            }
+            _ => candle_nn::ops::log_softmax(&logits, D::Minus1)?,
+        };
+        self.full_vocab(logp)
     }
 }
 

@@ -63,6 +63,10 @@ pub struct SearchOptions {
     pub beam: usize,
     /// Longest n-gram (SEAL); DSI decodes up to the longest docid.
     pub max_ngram_len: usize,
+    /// N-grams kept from every decoding step (SEAL; at least `beam`): the beam continues the
+    /// best `beam` extensions, but all of a step's extensions are scored, and the next best
+    /// are n-grams the model also likes (a query's other words, mostly).
+    pub ngrams_per_step: usize,
     /// Query tokens kept (the model was trained on sources of this length).
     pub max_query_len: usize,
     /// Queries decoded together.
@@ -77,6 +81,7 @@ impl Default for SearchOptions {
             k: 10,
             beam: 10,
             max_ngram_len: 10,
+            ngrams_per_step: 50,
             max_query_len: 64,
             batch: 16,
             seal: SealParams::default(),
@@ -206,7 +211,7 @@ impl<'a> Searcher<'a> {
                 let beam = BeamOptions {
                     beam: options.beam,
                     max_len: options.max_ngram_len,
-                    keep_history: true,
+                    history: options.ngrams_per_step,
                 };
                 let (decoded, t) = beam_search(
                     &self.model,
@@ -250,7 +255,7 @@ impl<'a> Searcher<'a> {
                 let beam = BeamOptions {
                     beam: options.beam,
                     max_len: docids.max_len(),
-                    keep_history: false,
+                    history: 0,
                 };
                 let (decoded, t) = beam_search(
                     &self.model,

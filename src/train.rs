@@ -111,6 +111,9 @@ pub struct TrainConfig {
     /// decoder whose embeddings start from the encoder's. The index must use its tokenizer.
     #[serde(default)]
     pub encoder: Option<String>,
+    /// Give a fresh model a copy head ([`crate::model::Config::copy_attention`]).
+    #[serde(default = "yes")]
+    pub copy: bool,
     /// Training queries: a BEIR folder and the qrels split to use.
     pub queries: Option<(PathBuf, String)>,
     pub steps: Option<usize>,
@@ -139,6 +142,7 @@ impl Default for TrainConfig {
             preset: Preset::Small,
             init: None,
             encoder: None,
+            copy: true,
             queries: None,
             steps: None,
             epochs: None,
@@ -156,6 +160,10 @@ impl Default for TrainConfig {
             halt_after: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One line of `train_log.jsonl`.
@@ -589,6 +597,7 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
                 c.pad_token_id = sp.pad;
                 c.eos_token_id = sp.eos;
                 c.decoder_start_token_id = sp.pad;
+                c.copy_attention = config.copy;
                 match &config.encoder {
                     Some(name) => warm_start(index, c, name, config.seed, &device)?,
                     None => {

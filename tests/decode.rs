@@ -190,7 +190,7 @@ fn beam_search_over_a_trie_returns_the_brute_force_set() {
     let options = BeamOptions {
         beam: seqs.len(),
         max_len: 4,
-        keep_history: false,
+        history: 0,
     };
     let (decoded, times) =
         beam_search(&model, &sources, &prefix, &c, &ids.root(), &options).unwrap();
@@ -234,7 +234,7 @@ fn beam_search_with_history_returns_every_corpus_ngram() {
     let options = BeamOptions {
         beam: all.len(),
         max_len,
-        keep_history: true,
+        history: all.len(),
     };
     let (decoded, _) = beam_search(&model, &sources, &[2], &c, &fm.full_range(), &options).unwrap();
     for (q, d) in decoded.iter().enumerate() {
@@ -257,6 +257,41 @@ fn beam_search_with_history_returns_every_corpus_ngram() {
         }
         assert!(d.history.windows(2).all(|w| w[0].score >= w[1].score));
     }
+    // A history wider than the beam: every first token is kept though one beam continues,
+    // and the second step's extensions of that beam, scored exactly.
+    let narrow = BeamOptions {
+        beam: 1,
+        max_len,
+        history: all.len(),
+    };
+    let (decoded, _) = beam_search(&model, &sources, &[2], &c, &fm.full_range(), &narrow).unwrap();
+    for (q, d) in decoded.iter().enumerate() {
+        let unigrams: BTreeSet<Vec<u32>> = all.iter().filter(|n| n.len() == 1).cloned().collect();
+        let got: BTreeSet<Vec<u32>> = d
+            .history
+            .iter()
+            .filter(|h| h.tokens.len() == 1)
+            .map(|h| h.tokens.clone())
+            .collect();
+        assert_eq!(got, unigrams, "query {q}");
+        let best = d.history.iter().find(|h| h.tokens.len() == 1).unwrap();
+        let bigrams: Vec<&Vec<u32>> = all
+            .iter()
+            .filter(|n| n.len() == 2 && n[0] == best.tokens[0])
+            .collect();
+        for b in bigrams {
+            assert!(d.history.iter().any(|h| &h.tokens == b), "{b:?} missing");
+        }
+        assert!(d.history.iter().all(|h| h.tokens[..h.tokens.len() - 1]
+            .iter()
+            .zip(&best.tokens)
+            .all(|(a, b)| a == b)
+            || h.tokens.len() == 1));
+        for h in &d.history {
+            let want = full_score(&model, &sources[q], &[2], &h.tokens, false);
+            assert!((h.score - want).abs() <= 1e-4, "{:?}", h.tokens);
+        }
+    }
 }
 
 #[test]
@@ -268,7 +303,7 @@ fn beam_search_survives_empty_constraints_and_narrow_beams() {
     let options = BeamOptions {
         beam: 1,
         max_len: 6,
-        keep_history: true,
+        history: 1,
     };
     let (decoded, _) =
         beam_search(&model, &[vec![3]], &[], &c, &fm.full_range(), &options).unwrap();

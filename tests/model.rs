@@ -80,6 +80,17 @@ fn check_incremental(config: &Config) {
         let last: Vec<u32> = prefixes.iter().map(|p| *p.last().unwrap()).collect();
         let inc = m.step(&last, &mut cache).unwrap();
         let full = full_logprobs(&m, &sources, &prefixes, beams);
+        // A restricted vocabulary's -inf entries are compared by the restriction test.
+        let (inc, full) = match &config.output_tokens {
+            Some(allowed) => {
+                let allowed = Tensor::new(allowed.as_slice(), &device).unwrap();
+                (
+                    inc.index_select(&allowed, 1).unwrap(),
+                    full.index_select(&allowed, 1).unwrap(),
+                )
+            }
+            None => (inc, full),
+        };
         let diff = max_abs_diff(&inc, &full);
         assert!(diff <= 1e-4, "step {step}: max abs diff {diff}");
         for (r, p) in prefixes.iter_mut().enumerate() {
@@ -104,6 +115,84 @@ fn incremental_decoding_matches_for_gated_untied_models() {
     c.tie_word_embeddings = false;
     c.num_decoder_layers = Some(3);
     check_incremental(&c);
+}
+
+#[test]
+fn incremental_decoding_matches_with_a_copy_head() {
+    let mut c = tiny(50);
+    c.copy_attention = true;
+    check_incremental(&c);
+    // Restricted: source tokens outside the output vocabulary (5, 2, 8) cannot be copied.
+    c.output_tokens = Some((0..50).filter(|t| t % 3 != 2).collect());
+    check_incremental(&c);
+}
+
+#[test]
+fn copy_head_mixes_source_tokens_into_the_vocabulary_distribution() {
+    let device = Device::Cpu;
+    let mut config = tiny(50);
+    config.copy_attention = true;
+    let allowed: Vec<u32> = (0..50).filter(|t| t % 3 != 2).collect();
+    config.output_tokens = Some(allowed.clone());
+    let params = init_params(&config, 11, &device).unwrap();
+    // A zero gate weight makes g = 1/2 exactly: P = P_vocab / 2 + copy / 2.
+    params["copy.gate.weight"]
+        .set(&Tensor::zeros((1, 64), candle_core::DType::F32, &device).unwrap())
+        .unwrap();
+    let m = T5ForConditionalGeneration::new(&config, &params).unwrap();
+    let plain = {
+        let mut c = config.clone();
+        c.copy_attention = false;
+        T5ForConditionalGeneration::new(&c, &params).unwrap()
+    };
+    let sources = vec![vec![5, 9, 13, 2, 8, 1], vec![7, 3, 1]];
+    // The copyable tokens: in the source and in the output vocabulary.
+    let copyable = [vec![9u32, 13, 1], vec![7, 3, 1]];
+    let targets = vec![vec![9u32, 4, 13, 1], vec![3, 6, 1]];
+    let shifted = vec![vec![0u32, 9, 4, 13], vec![0, 3, 6]];
+    let (ids, mask) = m.pad_batch(&sources).unwrap();
+    let (dec, _) = m.pad_batch(&shifted).unwrap();
+    let mixed: Vec<Vec<Vec<f32>>> = m.forward(&ids, &mask, &dec).unwrap().to_vec3().unwrap();
+    let vocab: Vec<Vec<Vec<f32>>> = candle_nn::ops::log_softmax(
+        &plain.forward(&ids, &mask, &dec).unwrap(),
+        D::Minus1,
+    )
+    .unwrap()
+    .to_vec3()
+    .unwrap();
+    for (b, target) in targets.iter().enumerate() {
+        for t in 0..target.len() {
+            let mut copied = 0.0;
+            for w in 0..50u32 {
+                let (p, pv) = (
+                    mixed[b][t][w as usize].exp(),
+                    vocab[b][t][w as usize].exp(),
+                );
+                if !allowed.contains(&w) {
+                    assert_eq!(mixed[b][t][w as usize], f32::NEG_INFINITY, "token {w}");
+                } else if copyable[b].contains(&w) {
+                    copied += p - pv / 2.0;
+                } else {
+                    assert!((p - pv / 2.0).abs() <= 1e-5, "({b}, {t}, {w}): {p} vs {pv}/2");
+                }
+            }
+            assert!((copied - 0.5).abs() <= 1e-4, "({b}, {t}): copy mass {copied}");
+        }
+    }
+    // The training loss is the mixture's cross-entropy.
+    let loss = m
+        .loss(&sources, &targets)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let mut total = 0.0;
+    for (b, target) in targets.iter().enumerate() {
+        for (t, &w) in target.iter().enumerate() {
+            total -= mixed[b][t][w as usize];
+        }
+    }
+    let want = total / 7.0;
+    assert!((loss - want).abs() <= 1e-4, "loss {loss} vs {want}");
 }
 
 #[test]

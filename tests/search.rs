@@ -60,7 +60,11 @@ fn ngram(tokens: &[u32], weight: f64) -> WeightedNgram {
 
 #[test]
 fn intersective_score_matches_hand_computation() {
-    let params = SealParams::default(); // alpha 2, beta 0.8
+    // SEAL's score: alpha 2, beta 0.8, no term-frequency saturation.
+    let params = SealParams {
+        k1: 0.0,
+        ..SealParams::default()
+    };
     let doc = [1, 2, 3, 4, 5];
     let ngrams = [
         ngram(&[2, 3], 2.0),
@@ -70,7 +74,7 @@ fn intersective_score_matches_hand_computation() {
     ];
     // [2 3]: all new, 2^2 * 1 = 4. [3 4]: one of two tokens new, cover = 0.2 + 0.8 * 0.5 = 0.6,
     // 1^2 * 0.6 = 0.6. [9] is absent. [5]: new, 0.25. Total 4.85.
-    let (score, matched) = intersective_score(&doc, &ngrams, &params);
+    let (score, matched) = intersective_score(&doc, &ngrams, &params, 5.0);
     assert!((score - 4.85).abs() < 1e-12, "{score}");
     assert_eq!(matched, vec![0, 1, 3]);
     // Without the coverage penalty [3 4] counts fully.
@@ -78,7 +82,21 @@ fn intersective_score_matches_hand_computation() {
         beta: 0.0,
         ..params
     };
-    assert!((intersective_score(&doc, &ngrams, &flat).0 - 5.25).abs() < 1e-12);
+    assert!((intersective_score(&doc, &ngrams, &flat, 5.0).0 - 5.25).abs() < 1e-12);
+
+    // BM25's saturation (k1 1.2, b 0.75): an n-gram found once in a document of average length
+    // counts as in SEAL's score...
+    let bm25 = SealParams::default();
+    assert!((intersective_score(&doc, &ngrams, &bm25, 5.0).0 - 4.85).abs() < 1e-12);
+    // ... twice, 2 * 2.2 / (2 + 1.2) times; here the document is also the average length.
+    let repeated = [1, 2, 3, 4, 5, 5];
+    let (score, _) = intersective_score(&repeated, &ngrams, &bm25, 6.0);
+    let want = 4.0 + 0.6 + 0.25 * 2.0 * 2.2 / 3.2;
+    assert!((score - want).abs() < 1e-12, "{score} vs {want}");
+    // A document twice the average length: norm 1.2 * (0.25 + 0.75 * 2) = 2.1.
+    let (score, _) = intersective_score(&doc, &ngrams, &bm25, 2.5);
+    let want = (4.0 + 0.6 + 0.25) * 2.2 / 3.1;
+    assert!((score - want).abs() < 1e-12, "{score} vs {want}");
 }
 
 #[test]
@@ -90,7 +108,11 @@ fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
         ..ngram(t, w)
     };
     let ngrams = vec![mk(&[5, 6], 3.0), mk(&[8], 2.0), mk(&[7], 1.0)];
-    let ranked = seal_rank(&fm, &ngrams, &SealParams::default(), 10).unwrap();
+    let seal = SealParams {
+        k1: 0.0,
+        ..SealParams::default()
+    };
+    let ranked = seal_rank(&fm, &ngrams, &seal, 10).unwrap();
     let order: Vec<u32> = ranked.iter().map(|r| r.doc).collect();
     // doc 1: 9 + 4 = 13; doc 0: 9 + 1 = 10; doc 3: 1; doc 2 has none.
     assert_eq!(order, vec![1, 0, 3]);

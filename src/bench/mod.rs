@@ -73,6 +73,8 @@ pub struct BenchConfig {
     /// Training of the generative model (when the index has none yet).
     pub train: TrainConfig,
     pub beam: usize,
+    /// SEAL's n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
+    pub ngrams_per_step: usize,
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
     pub dense_model: String,
@@ -93,6 +95,7 @@ impl BenchConfig {
                 ..TrainConfig::default()
             },
             beam: 10,
+            ngrams_per_step: SearchOptions::default().ngrams_per_step,
             depth: 100,
             dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
         }
@@ -273,6 +276,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     },
                     k: config.depth,
                     beam: config.beam,
+                    ngrams_per_step: config.ngrams_per_step,
                     batch: 1,
                     ..SearchOptions::default()
                 };

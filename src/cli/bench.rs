@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Beam size of the generative methods.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub beam: u32,
+    /// N-grams kept from every decoding step (seal; see `genret search --help`).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ngrams_per_step: u32,
     /// Dense model: a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
     pub dense_model: String,
@@ -44,6 +47,9 @@ pub struct BenchArgs {
     /// `genret train --encoder`); the index then uses its tokenizer.
     #[arg(long)]
     pub encoder: Option<String>,
+    /// Train the generative model without a copy head (see `genret train --no-copy`).
+    #[arg(long)]
+    pub no_copy: bool,
     /// Print results.json instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +87,9 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
         PresetArg::Base => Preset::Base,
     };
     config.train.encoder = args.encoder.clone();
+    config.train.copy = !args.no_copy;
     config.beam = args.beam as usize;
+    config.ngrams_per_step = args.ngrams_per_step as usize;
     config.dense_model = args.dense_model.clone();
     let results = run(&config)?;
     if args.json {

@@ -41,6 +41,10 @@ pub struct SearchArgs {
     /// Beam size.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub beam: u32,
+    /// N-grams kept from every decoding step, at least --beam (seal): more of the model's
+    /// likely n-grams for the same decoder work.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ngrams_per_step: u32,
     /// Longest n-gram in tokens (seal).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_ngram_len: u32,
@@ -73,6 +77,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         k: args.k as usize,
         beam: args.beam as usize,
         max_ngram_len: args.max_ngram_len as usize,
+        ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
         ..SearchOptions::default()
     };

@@ -29,6 +29,10 @@ pub struct TrainArgs {
     /// depth. Index the corpus with its tokenizer.json (`genret index --tokenizer`).
     #[arg(long)]
     pub encoder: Option<String>,
+    /// Train a fresh model without a copy head (the decoder then writes every token from its
+    /// vocabulary head; see docs/ARCHITECTURE.md).
+    #[arg(long)]
+    pub no_copy: bool,
     /// BEIR folder whose training queries to learn from (with --split).
     #[arg(long, requires = "split")]
     pub queries: Option<PathBuf>,
@@ -77,6 +81,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         preset: args.preset,
         init: args.init,
         encoder: args.encoder,
+        copy: !args.no_copy,
         queries: args.queries.zip(args.split),
         steps: args.steps,
         epochs: args.epochs,
