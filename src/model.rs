@@ -992,8 +992,9 @@ struct CopyHead {
 
 /// `log((1 - g) softmax(logits) + g * copy)` for `n` rows: `logits` `(n, out)`, copy attention
 /// `attn` `(n, src)` and gate `(n, 1)`; row `i` copies from the source tokens
-/// `rows[source_of(i)]` (output rows, `u32::MAX` for none). Inference only (computed on the
-/// host, O(n * (out + src))).
+/// `rows[source_of(i)]` (output rows, `u32::MAX` for none). Inference only, on the host:
+/// O(n * out) additions (a token no source position names keeps `log(1 - g) + logp`) plus
+/// O(n * src) for the copied tokens.
 fn mix_copy(
     logits: &Tensor,
     attn: &Tensor,
@@ -1002,23 +1003,34 @@ fn mix_copy(
     source_of: impl Fn(usize) -> usize,
 ) -> candle_core::Result<Tensor> {
     let (n, out) = logits.dims2()?;
-    let mut p = candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?
+    let mut logp = candle_nn::ops::log_softmax(logits, D::Minus1)?
         .flatten_all()?
         .to_vec1::<f32>()?;
     let a = attn.flatten_all()?.to_vec1::<f32>()?;
     let g = gate.flatten_all()?.to_vec1::<f32>()?;
     let src = a.len() / n.max(1);
-    for (i, row) in p.chunks_mut(out).enumerate() {
+    let mut copied: Vec<(u32, f32)> = Vec::with_capacity(src);
+    for (i, row) in logp.chunks_mut(out).enumerate() {
         let gi = g[i];
-        row.iter_mut().for_each(|x| *x *= 1.0 - gi);
+        let keep = (1.0 - gi).ln();
+        row.iter_mut().for_each(|x| *x += keep);
+        // A token at several source positions copies their summed attention.
+        copied.clear();
         for (j, &r) in rows[source_of(i)].iter().enumerate() {
-            if r != u32::MAX {
-                row[r as usize] += gi * a[i * src + j];
+            if r == u32::MAX {
+                continue;
+            }
+            match copied.iter_mut().find(|(t, _)| *t == r) {
+                Some((_, mass)) => *mass += a[i * src + j],
+                None => copied.push((r, a[i * src + j])),
             }
         }
-        row.iter_mut().for_each(|x| *x = x.ln());
+        for &(r, mass) in &copied {
+            let x = &mut row[r as usize];
+            *x = (x.exp() + gi * mass).ln();
+        }
     }
-    Tensor::from_vec(p, (n, out), logits.device())
+    Tensor::from_vec(logp, (n, out), logits.device())
 }
 
 /// A restricted output vocabulary (`Config::output_tokens`): a decoder writes only tokens of
@@ -1251,7 +1263,11 @@ impl T5ForConditionalGeneration {
     fn output_row(&self, id: u32) -> Option<u32> {
         match &self.output {
             None => ((id as usize) < self.config.vocab_size).then_some(id),
-            Some(o) => o.row_of.get(id as usize).copied().filter(|&r| r != u32::MAX),
+            Some(o) => o
+                .row_of
+                .get(id as usize)
+                .copied()
+                .filter(|&r| r != u32::MAX),
         }
     }
 

@@ -282,11 +282,13 @@ fn beam_search_with_history_returns_every_corpus_ngram() {
         for b in bigrams {
             assert!(d.history.iter().any(|h| &h.tokens == b), "{b:?} missing");
         }
-        assert!(d.history.iter().all(|h| h.tokens[..h.tokens.len() - 1]
-            .iter()
-            .zip(&best.tokens)
-            .all(|(a, b)| a == b)
-            || h.tokens.len() == 1));
+        assert!(d.history.iter().all(|h| {
+            h.tokens[..h.tokens.len() - 1]
+                .iter()
+                .zip(&best.tokens)
+                .all(|(a, b)| a == b)
+                || h.tokens.len() == 1
+        }));
         for h in &d.history {
             let want = full_score(&model, &sources[q], &[2], &h.tokens, false);
             assert!((h.score - want).abs() <= 1e-4, "{:?}", h.tokens);

@@ -153,30 +153,31 @@ fn copy_head_mixes_source_tokens_into_the_vocabulary_distribution() {
     let (ids, mask) = m.pad_batch(&sources).unwrap();
     let (dec, _) = m.pad_batch(&shifted).unwrap();
     let mixed: Vec<Vec<Vec<f32>>> = m.forward(&ids, &mask, &dec).unwrap().to_vec3().unwrap();
-    let vocab: Vec<Vec<Vec<f32>>> = candle_nn::ops::log_softmax(
-        &plain.forward(&ids, &mask, &dec).unwrap(),
-        D::Minus1,
-    )
-    .unwrap()
-    .to_vec3()
-    .unwrap();
+    let vocab: Vec<Vec<Vec<f32>>> =
+        candle_nn::ops::log_softmax(&plain.forward(&ids, &mask, &dec).unwrap(), D::Minus1)
+            .unwrap()
+            .to_vec3()
+            .unwrap();
     for (b, target) in targets.iter().enumerate() {
         for t in 0..target.len() {
             let mut copied = 0.0;
             for w in 0..50u32 {
-                let (p, pv) = (
-                    mixed[b][t][w as usize].exp(),
-                    vocab[b][t][w as usize].exp(),
-                );
+                let (p, pv) = (mixed[b][t][w as usize].exp(), vocab[b][t][w as usize].exp());
                 if !allowed.contains(&w) {
                     assert_eq!(mixed[b][t][w as usize], f32::NEG_INFINITY, "token {w}");
                 } else if copyable[b].contains(&w) {
                     copied += p - pv / 2.0;
                 } else {
-                    assert!((p - pv / 2.0).abs() <= 1e-5, "({b}, {t}, {w}): {p} vs {pv}/2");
+                    assert!(
+                        (p - pv / 2.0).abs() <= 1e-5,
+                        "({b}, {t}, {w}): {p} vs {pv}/2"
+                    );
                 }
             }
-            assert!((copied - 0.5).abs() <= 1e-4, "({b}, {t}): copy mass {copied}");
+            assert!(
+                (copied - 0.5).abs() <= 1e-4,
+                "({b}, {t}): copy mass {copied}"
+            );
         }
     }
     // The training loss is the mixture's cross-entropy.
