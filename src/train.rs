@@ -12,6 +12,8 @@
 //! - `index` (DSI indexing): `<index>` + the first tokens of the document -> `<docid>` + its
 //!   identifier ([`crate::docid`]);
 //! - `docid` (DSI-QG retrieval): pseudo-query -> `<docid>` + its identifier;
+//! - `keywords` (SEAL): 3-8 of the document's tokens drawn in proportion to their idf, in
+//!   document order -> `<ngram>` + a window of 3-10 tokens around one of them;
 //! - with `--queries`: each judged training query -> a span of its relevant document that
 //!   shares the most tokens with it, its title, and its id.
 //!
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -54,6 +56,9 @@ pub struct TaskMix {
     /// Pseudo-query -> docid (DSI-QG style retrieval examples).
     #[serde(default)]
     pub docid: usize,
+    /// Keyword query (a few of the document's words, drawn by idf) -> an n-gram around one.
+    #[serde(default)]
+    pub keywords: usize,
 }
 
 impl Default for TaskMix {
@@ -63,7 +68,21 @@ impl Default for TaskMix {
             title: 1,
             index: 1,
             docid: 1,
+            // Tried at 2: Cranfield +0.007 nDCG@10, CISI -0.002 (docs/BENCHMARKS.md); not
+            // a consistent gain, so off by default.
+            keywords: 0,
         }
+    }
+}
+
+impl std::fmt::Display for TaskMix {
+    /// The form [`FromStr`](std::str::FromStr) parses: `span=4,title=1,...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "span={},title={},index={},docid={},keywords={}",
+            self.span, self.title, self.index, self.docid, self.keywords
+        )
     }
 }
 
@@ -77,6 +96,7 @@ impl std::str::FromStr for TaskMix {
             title: 0,
             index: 0,
             docid: 0,
+            keywords: 0,
         };
         for part in s.split(',').filter(|p| !p.is_empty()) {
             let (name, n) = part
@@ -90,9 +110,10 @@ impl std::str::FromStr for TaskMix {
                 "title" => mix.title = n,
                 "index" => mix.index = n,
                 "docid" => mix.docid = n,
+                "keywords" => mix.keywords = n,
                 other => {
                     return Err(format!(
-                        "unknown task {other:?} (span, title, index, docid)"
+                        "unknown task {other:?} (span, title, index, docid, keywords)"
                     ));
                 }
             }
@@ -187,6 +208,8 @@ pub struct TaskData {
     docs: Vec<DocTokens>,
     /// (query tokens, relevant document position) pairs.
     queries: Vec<(Vec<u32>, u32)>,
+    /// Inverse document frequency of every body token, `ln(N / df)`.
+    idf: HashMap<u32, f64>,
     specials: crate::tokenize::SpecialIds,
 }
 
@@ -241,9 +264,24 @@ impl TaskData {
                 )));
             }
         }
+        let mut df: HashMap<u32, usize> = HashMap::new();
+        for d in &docs {
+            let mut distinct = d.body.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            for t in distinct {
+                *df.entry(t).or_default() += 1;
+            }
+        }
+        let n = docs.len() as f64;
+        let idf = df
+            .into_iter()
+            .map(|(t, f)| (t, (n / f as f64).ln()))
+            .collect();
         Ok(TaskData {
             docs,
             queries: pairs,
+            idf,
             specials: tok.specials(),
         })
     }
@@ -324,6 +362,33 @@ impl TaskData {
                         target.extend_from_slice(&doc.docid);
                         ex.push(finish(source, target));
                     }
+                }
+                for _ in 0..if body.len() >= 3 { mix.keywords } else { 0 } {
+                    // Real queries are a few content words, not a window of running text: the
+                    // copy head should learn to write the phrase a keyword stands in, and idf
+                    // makes the keywords the words a searcher would pick.
+                    let n = rng.random_range(3..=8).min(body.len());
+                    let mut picked: Vec<usize> = (0..body.len())
+                        .collect::<Vec<_>>()
+                        .choose_multiple_weighted(&mut rng, n, |&p| {
+                            self.idf.get(&body[p]).copied().unwrap_or(0.0) + 1e-3
+                        })
+                        .map(|it| it.copied().collect())
+                        .unwrap_or_default();
+                    picked.sort_unstable();
+                    let mut source = vec![sp.query];
+                    source.extend(picked.iter().map(|&p| body[p]));
+                    source.dedup();
+                    let Some(&at) = picked.choose(&mut rng) else {
+                        continue;
+                    };
+                    let w = rng.random_range(3..=10).min(body.len());
+                    let start = at
+                        .saturating_sub(rng.random_range(0..w))
+                        .min(body.len() - w);
+                    let mut target = vec![sp.ngram];
+                    target.extend_from_slice(&body[start..start + w]);
+                    ex.push(finish(source, target));
                 }
                 for _ in 0..mix.index {
                     let mut source = vec![sp.index];

@@ -462,6 +462,7 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
             title: 0,
             index: 0,
             docid: 1,
+            keywords: 0,
         },
         log_every: 10,
         checkpoint_every: 1000,

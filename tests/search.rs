@@ -197,6 +197,7 @@ fn trained_cranfield(dir: &Path) -> Index {
             title: 0,
             index: 0,
             docid: 1,
+            keywords: 0,
         },
         log_every: 10,
         checkpoint_every: 1000,

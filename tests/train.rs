@@ -1,5 +1,6 @@
 //! Training from the index alone: the tiny model learns ADI (loss at least halves), and a run
-//! killed after a checkpoint and resumed follows the same loss curve as an uninterrupted one.
+//! killed after a checkpoint and resumed follows the same loss curve as an uninterrupted one;
+//! the keyword task draws its queries and targets from one document.
 
 use std::path::Path;
 
@@ -32,6 +33,7 @@ fn tiny_config(steps: usize) -> TrainConfig {
             title: 2,
             index: 2,
             docid: 0,
+            keywords: 0,
         },
         log_every: 5,
         checkpoint_every: 10,
@@ -107,4 +109,54 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
+}
+
+#[test]
+fn keyword_queries_are_document_words_and_their_targets_surround_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = adi_index(&dir.path().join("adi"));
+    let data = genret::train::TaskData::new(&index, None).unwrap();
+    let config = TrainConfig {
+        tasks: TaskMix {
+            span: 0,
+            title: 0,
+            index: 0,
+            docid: 0,
+            keywords: 3,
+        },
+        ..TrainConfig::default()
+    };
+    let examples = data.epoch_examples(&config, 0);
+    let sp = index.tokenizer.specials();
+    let bodies: Vec<Vec<u32>> = index
+        .docs
+        .iter()
+        .map(|d| index.tokenizer.encode(&d.text).unwrap())
+        .collect();
+    assert!(examples.len() >= 3 * 80, "{} examples", examples.len());
+    // Each example's keywords and target come from one document: find it.
+    for ex in &examples {
+        assert_eq!(ex.source[0], sp.query);
+        assert_eq!(ex.target[0], sp.ngram);
+        assert_eq!(*ex.target.last().unwrap(), sp.eos);
+        let keywords = &ex.source[1..];
+        let window = &ex.target[1..ex.target.len() - 1];
+        assert!((1..=8).contains(&keywords.len()), "{keywords:?}");
+        assert!((3..=10).contains(&window.len()), "{window:?}");
+        let from_one = bodies.iter().any(|b| {
+            keywords.iter().all(|k| b.contains(k)) && b.windows(window.len()).any(|w| w == window)
+        });
+        assert!(from_one, "keywords {keywords:?} / window {window:?}");
+        assert!(
+            window.iter().any(|t| keywords.contains(t)),
+            "{window:?} holds none of {keywords:?}"
+        );
+    }
+    // Deterministic in (seed, epoch), different across epochs.
+    assert_eq!(data.epoch_examples(&config, 0), examples);
+    assert_ne!(data.epoch_examples(&config, 1), examples);
+    // `genret train --tasks` prints and parses the same mix.
+    let mix = config.tasks;
+    assert_eq!(mix.to_string().parse::<TaskMix>().unwrap(), mix);
+    assert_eq!("keywords=3".parse::<TaskMix>().unwrap(), mix);
 }

@@ -56,8 +56,9 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Examples per document per epoch: span (query -> n-gram), title (query -> title),
-    /// index (document -> docid), docid (query -> docid).
-    #[arg(long, default_value = "span=4,title=1,index=1,docid=1")]
+    /// index (document -> docid), docid (query -> docid), keywords (a few of the document's
+    /// words, drawn by idf -> an n-gram around one).
+    #[arg(long, default_value_t = TaskMix::default())]
     pub tasks: TaskMix,
     /// Save a resumable checkpoint every N steps (and at the end).
     #[arg(long, default_value_t = 500)]
