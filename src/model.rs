@@ -1409,23 +1409,20 @@ impl T5ForConditionalGeneration {
             .collect();
         let (dec_ids, tgt_mask) = self.pad_batch(&shifted)?;
         // Labels index the output rows: token ids, or rows of the restricted vocabulary.
-        let rows: Vec<Vec<u32>> = match &self.output {
-            None => targets.to_vec(),
-            Some(_) => targets
-                .iter()
-                .map(|t| {
-                    t.iter()
-                        .map(|&id| {
-                            self.output_row(id).ok_or_else(|| {
-                                Error::InvalidInput(format!(
-                                    "target token {id} is outside the model's output vocabulary"
-                                ))
-                            })
+        let rows: Vec<Vec<u32>> = targets
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|&id| {
+                        self.output_row(id).ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "target token {id} is outside the model's output vocabulary"
+                            ))
                         })
-                        .collect::<Result<Vec<u32>>>()
-                })
-                .collect::<Result<_>>()?,
-        };
+                    })
+                    .collect::<Result<Vec<u32>>>()
+            })
+            .collect::<Result<_>>()?;
         let (labels, _) = self.pad_batch(&rows)?;
         let run = || -> candle_core::Result<Tensor> {
             let (x, enc) = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;

@@ -363,13 +363,21 @@ impl TaskData {
                         ex.push(finish(source, target));
                     }
                 }
-                for _ in 0..if body.len() >= 3 { mix.keywords } else { 0 } {
-                    // Real queries are a few content words, not a window of running text: the
-                    // copy head should learn to write the phrase a keyword stands in, and idf
-                    // makes the keywords the words a searcher would pick.
+                // Real queries are a few content words, not a window of running text: the copy
+                // head should learn to write the phrase a keyword stands in, and idf makes the
+                // keywords the words a searcher would pick.
+                let positions: Vec<usize> = if mix.keywords > 0 && body.len() >= 3 {
+                    (0..body.len()).collect()
+                } else {
+                    Vec::new()
+                };
+                for _ in 0..if positions.is_empty() {
+                    0
+                } else {
+                    mix.keywords
+                } {
                     let n = rng.random_range(3..=8).min(body.len());
-                    let mut picked: Vec<usize> = (0..body.len())
-                        .collect::<Vec<_>>()
+                    let mut picked: Vec<usize> = positions
                         .choose_multiple_weighted(&mut rng, n, |&p| {
                             self.idf.get(&body[p]).copied().unwrap_or(0.0) + 1e-3
                         })

@@ -38,7 +38,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub beam: u32,
     /// N-grams kept from every decoding step (seal; see `genret search --help`).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = genret::search::SearchOptions::default().ngrams_per_step as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ngrams_per_step: u32,
     /// Dense model: a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]

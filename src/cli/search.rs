@@ -43,7 +43,8 @@ pub struct SearchArgs {
     pub beam: u32,
     /// N-grams kept from every decoding step, at least --beam (seal): more of the model's
     /// likely n-grams for the same decoder work.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, default_value_t = SearchOptions::default().ngrams_per_step as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ngrams_per_step: u32,
     /// Longest n-gram in tokens (seal).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
