@@ -8,6 +8,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    if matches!(args.command, cli::Command::Train(_))
+        && std::env::var_os("CANDLE_NUM_THREADS").is_none()
+    {
+        // Training is gemm on rayon's threads, between elementwise ops on candle's own pool,
+        // whose workers spin between ops and take cores from gemm: one elementwise thread trains
+        // ~12% faster on 2 cores (docs/BENCHMARKS.md). Left alone for commands that also embed
+        // with the dense baseline, which runs ~14% slower so.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     cli::init_logging(&args.global);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

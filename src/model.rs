@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::bert::{self, BertConfig, BertModel};
 use crate::error::{Error, Result};
 
+pub(crate) mod kernels;
+
 /// The model's parameters by checkpoint tensor name, in a stable (sorted) order.
 pub type Params = BTreeMap<String, Var>;
 
@@ -518,7 +520,7 @@ enum Mode {
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> candle_core::Result<Tensor> {
     match mode {
-        Mode::Train => candle_nn::ops::rms_norm_slow(x, w, eps as f32),
+        Mode::Train => kernels::rms_norm(x, w, eps),
         Mode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32),
     }
 }
@@ -526,76 +528,17 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> candle_core::Result
 /// Rows at or below which an inference matmul runs on the calling thread.
 const SMALL_ROWS: usize = 64;
 
-/// `dst (m x n, row-major) = lhs (m x k) @ rhs (k x n)`, operands addressed by (row, column)
-/// strides, on the calling thread. Panics if a stride walks out of its slice.
-#[allow(clippy::too_many_arguments)]
-fn small_gemm(
-    dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
-        }
-    };
-    assert!(dst.len() >= m * n);
-    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs));
-    assert!(rhs.len() >= extent(k, n, rhs_rs, rhs_cs));
-    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, and
-    // `dst` is a unique borrow, so nothing aliases it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Whether an inference product should take the single-threaded path: candle parallelises
 /// every matmul, and for the decoder step's `(10, 256) x (256, 256)` products the thread
 /// hand-off costs 4-5x the arithmetic (measured: 185 us vs 35 us), which made the step
-/// overhead-bound. Large products (the vocabulary head, training) stay with candle.
+/// overhead-bound. Large linear products (the vocabulary head, training) stay with candle;
+/// batched attention products go to [`kernels::batched_matmul`], threaded over batches.
 fn single_threaded(mode: Mode, rows: usize, ts: &[&Tensor]) -> bool {
     mode == Mode::Infer
         && rows <= SMALL_ROWS
         && ts
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
-
-/// Runs `f` over the f32 storage of `t` (from its start offset).
-fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("with_slice: not a CPU tensor");
-    };
-    Ok(f(&cpu.as_slice::<f32>()?[layout.start_offset()..]))
 }
 
 /// `x @ l.weight^T` (T5 linears have no bias); single-threaded for a decoder step.
@@ -609,9 +552,9 @@ fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     }
     let x = x.contiguous()?;
     let mut out = vec![0f32; rows * n];
-    with_slice(&x, |xv| {
-        with_slice(w, |wv| {
-            small_gemm(&mut out, (rows, n, k), xv, (k, 1), wv, (1, k))
+    kernels::with_slice(&x, |xv| {
+        kernels::with_slice(w, |wv| {
+            kernels::small_gemm(&mut out, (rows, n, k), xv, (k, 1), wv, (1, k))
         })
     })??;
     let mut dims = x.dims().to_vec();
@@ -619,52 +562,21 @@ fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, dims, x.device())
 }
 
-/// Batched `a @ b` over equal leading dimensions (any strides); single-threaded per batch
-/// for the small attention products of a decoder step, else candle's matmul.
+/// Batched `a @ b` over equal leading dimensions (any strides): every batch's product on one
+/// thread, batches on the calling thread for a decoder step, else spread over rayon.
 fn matmul(a: &Tensor, b: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     let (ad, bd) = (a.dims(), b.dims());
     let r = ad.len();
-    if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
+    let batched = r >= 3 && bd.len() == r && ad[..r - 2] == bd[..r - 2] && ad[r - 1] == bd[r - 2];
+    if !batched || !a.device().is_cpu() || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
         return a.matmul(b);
     }
-    let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
-    if !single_threaded(mode, m, &[a, b]) {
-        return a.matmul(b);
-    }
-    let batch: usize = ad[..r - 2].iter().product();
-    let (sa, sb) = (a.stride(), b.stride());
-    // Offset of batch `i` in a tensor with these dims and strides.
-    let offset = |mut i: usize, strides: &[usize]| {
-        let mut off = 0;
-        for d in (0..r - 2).rev() {
-            off += (i % ad[d]) * strides[d];
-            i /= ad[d];
-        }
-        off
-    };
-    let mut out = vec![0f32; batch * m * n];
-    with_slice(a, |av| {
-        with_slice(b, |bv| {
-            for (i, dst) in out.chunks_mut(m * n).enumerate() {
-                small_gemm(
-                    dst,
-                    (m, n, k),
-                    &av[offset(i, sa)..],
-                    (sa[r - 2], sa[r - 1]),
-                    &bv[offset(i, sb)..],
-                    (sb[r - 2], sb[r - 1]),
-                );
-            }
-        })
-    })??;
-    let mut dims = ad.to_vec();
-    dims[r - 1] = n;
-    Tensor::from_vec(out, dims, a.device())
+    kernels::batched_matmul(a, b, !single_threaded(mode, ad[r - 2], &[a, b]))
 }
 
 fn softmax(x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     match mode {
-        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
+        Mode::Train => kernels::softmax_last_dim(x),
         Mode::Infer => candle_nn::ops::softmax_last_dim(x),
     }
 }
@@ -1427,8 +1339,10 @@ impl T5ForConditionalGeneration {
         let run = || -> candle_core::Result<Tensor> {
             let (x, enc) = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
             let logits = self.head(&x, Mode::Train)?;
-            let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-            let mut picked = logp.gather(&labels.unsqueeze(2)?, 2)?.squeeze(2)?;
+            let (b, t, v) = logits.dims3()?;
+            let mut picked =
+                kernels::label_log_softmax(&logits.reshape((b * t, v))?, &labels.flatten_all()?)?
+                    .reshape((b, t))?;
             if let (Some(head), Some(src)) = (&self.copy, &enc.copy) {
                 // P(label) = (1 - g) P_vocab(label) + g * (attention on the label's copies).
                 let (attn, gate) = self.copy_parts(head, &x, src, Mode::Train)?;

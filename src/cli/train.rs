@@ -13,7 +13,9 @@ use genret::train::{TaskMix, TrainConfig, train};
 #[command(
     after_help = "Examples:\n  genret train cranfield.idx --preset small --epochs 10\n  \
     genret train squad.idx --queries corpus/squad --split train --steps 3000\n  \
-    genret train cranfield.idx --resume          # continue a killed run exactly"
+    genret train cranfield.idx --resume          # continue a killed run exactly\n\n\
+    Runs candle's elementwise ops on one thread (CANDLE_NUM_THREADS=1) unless that variable is set:\n\
+    its thread pool spins between ops and slows the matrix products that training is made of."
 )]
 pub struct TrainArgs {
     /// Index directory (from `genret index`).

@@ -1,0 +1,676 @@
+//! Hand-written CPU kernels: a single-threaded gemm for the decoder step's small products, and
+//! fused training ops with their backward passes (batched attention products, label
+//! log-probabilities, RMS norm, softmax).
+//!
+//! Written by hand because candle composes these from elementwise ops for training (its fused
+//! `rms_norm` and `softmax_last_dim` have no backward pass): every composed op is another pass
+//! over the tensor with its own allocation and thread hand-off, in the forward pass and again
+//! in the backward pass, and on the training step's `(512, 16k)` logits one pass is 32 MB.
+//! A fused op reads its input once or twice forward and writes its gradient once backward.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `dst (m x n, row-major) = lhs (m x k) @ rhs (k x n)`, operands addressed by (row, column)
+/// strides, on the calling thread. Panics if a stride walks out of its slice.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn small_gemm(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(dst.len() >= m * n);
+    assert!(lhs.len() >= extent(m, k, lhs_rs, lhs_cs));
+    assert!(rhs.len() >= extent(k, n, rhs_rs, rhs_cs));
+    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice, and
+    // `dst` is a unique borrow, so nothing aliases it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Runs `f` over the f32 storage of `t` (from its start offset).
+pub(super) fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("with_slice: not a CPU tensor");
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[layout.start_offset()..]))
+}
+
+/// Batched `a @ b`: `a` `(..., m, k)` and `b` `(..., k, n)` with equal leading dimensions and
+/// any strides; returns `(..., m, n)`, differentiable in both. Each batch's product runs on one
+/// thread; with `parallel` the batches are spread over rayon, else they run on the calling
+/// thread (a decoder step's few rows, where a thread hand-off costs more than the arithmetic).
+///
+/// Why not candle's matmul: it calls gemm once per batch with its thread pool, and attention's
+/// `256 x (32, 32) @ (32, 32)` products then cost more in hand-offs than in arithmetic.
+pub(super) fn batched_matmul(
+    a: &Tensor,
+    b: &Tensor,
+    parallel: bool,
+) -> candle_core::Result<Tensor> {
+    a.apply_op2(b, BatchedMatmul { parallel })
+}
+
+struct BatchedMatmul {
+    parallel: bool,
+}
+
+/// A stack of matrices in a flat slice: matrix `i` (in row-major order over the leading
+/// `dims`) starts at `start + sum(index_d * strides_d)`, with row and column strides `rs`, `cs`.
+#[derive(Clone, Copy)]
+struct Matrices<'a> {
+    data: &'a [f32],
+    start: usize,
+    dims: &'a [usize],
+    strides: &'a [usize],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Matrices<'a> {
+    fn new(data: &'a [f32], l: &'a Layout) -> Self {
+        let (dims, strides) = (l.dims(), l.stride());
+        let r = dims.len();
+        Matrices {
+            data,
+            start: l.start_offset(),
+            dims: &dims[..r - 2],
+            strides: &strides[..r - 2],
+            rs: strides[r - 2],
+            cs: strides[r - 1],
+        }
+    }
+
+    fn matrix(&self, mut i: usize) -> &'a [f32] {
+        let mut off = self.start;
+        for d in (0..self.dims.len()).rev() {
+            off += (i % self.dims[d]) * self.strides[d];
+            i /= self.dims[d];
+        }
+        &self.data[off..]
+    }
+
+    fn t(self) -> Self {
+        Matrices {
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// `out[i] = lhs[i] @ rhs[i]` for every matrix `i`; `out` is contiguous `(batch, m, n)`.
+fn gemm_batches(
+    out: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: Matrices,
+    rhs: Matrices,
+    parallel: bool,
+) {
+    let one = |(i, dst): (usize, &mut [f32])| {
+        small_gemm(
+            dst,
+            (m, n, k),
+            lhs.matrix(i),
+            (lhs.rs, lhs.cs),
+            rhs.matrix(i),
+            (rhs.rs, rhs.cs),
+        )
+    };
+    if m * n == 0 {
+        return;
+    }
+    if parallel {
+        out.par_chunks_mut(m * n).enumerate().for_each(one);
+    } else {
+        out.chunks_mut(m * n).enumerate().for_each(one);
+    }
+}
+
+impl CustomOp2 for BatchedMatmul {
+    fn name(&self) -> &'static str {
+        "batched-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (ad, bd) = (l1.dims(), l2.dims());
+        let r = ad.len();
+        if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
+            candle_core::bail!("batched-matmul: shapes {ad:?} and {bd:?} do not multiply");
+        }
+        let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
+        let batch: usize = ad[..r - 2].iter().product();
+        let mut out = vec![0f32; batch * m * n];
+        let lhs = Matrices::new(s1.as_slice::<f32>()?, l1);
+        let rhs = Matrices::new(s2.as_slice::<f32>()?, l2);
+        gemm_batches(&mut out, (m, n, k), lhs, rhs, self.parallel);
+        let mut dims = ad.to_vec();
+        dims[r - 1] = n;
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (ad, bd) = (a.dims(), b.dims());
+        let r = ad.len();
+        let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
+        let g = grad_res.contiguous()?;
+        let (mut da, mut db) = (vec![0f32; a.elem_count()], vec![0f32; b.elem_count()]);
+        let (sa, la) = a.storage_and_layout();
+        let (sb, lb) = b.storage_and_layout();
+        let (sg, lg) = g.storage_and_layout();
+        let (
+            candle_core::Storage::Cpu(sa),
+            candle_core::Storage::Cpu(sb),
+            candle_core::Storage::Cpu(sg),
+        ) = (&*sa, &*sb, &*sg)
+        else {
+            candle_core::bail!("batched-matmul: not CPU tensors");
+        };
+        let lhs = Matrices::new(sa.as_slice::<f32>()?, la);
+        let rhs = Matrices::new(sb.as_slice::<f32>()?, lb);
+        let grad = Matrices::new(sg.as_slice::<f32>()?, lg);
+        // da = g @ b^T, db = a^T @ g.
+        gemm_batches(&mut da, (m, k, n), grad, rhs.t(), self.parallel);
+        gemm_batches(&mut db, (k, n, m), lhs.t(), grad, self.parallel);
+        Ok((
+            Some(Tensor::from_vec(da, ad, a.device())?),
+            Some(Tensor::from_vec(db, bd, b.device())?),
+        ))
+    }
+}
+
+/// `log_softmax(logits)[i, labels[i]]` for every row `i`: `logits` `(n, v)` f32, `labels`
+/// `(n,)` u32 below `v`; returns `(n,)`. Differentiable in `logits` (the gradient of row `i`
+/// is `g_i * (onehot(labels[i]) - softmax(logits[i]))`), never in `labels`.
+///
+/// Cost: two reads of `logits` forward; one read and one `(n, v)` write backward, instead of
+/// candle's `log_softmax` + `gather` (about a dozen full passes over both).
+pub fn label_log_softmax(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    logits.apply_op2(labels, LabelLogSoftmax)
+}
+
+struct LabelLogSoftmax;
+
+fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// Runs `f` over the f32 elements of each of `ts` in row-major order, without copying them
+/// (a non-contiguous tensor is made contiguous first).
+pub(crate) fn with_f32s<R>(
+    ts: &[&Tensor],
+    op: &str,
+    f: impl FnOnce(&[&[f32]]) -> R,
+) -> candle_core::Result<R> {
+    let ts = ts
+        .iter()
+        .map(|t| t.contiguous())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices = Vec::with_capacity(guards.len());
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("{op}: not a CPU tensor");
+        };
+        slices.push(contiguous::<f32>(cpu, layout, op)?);
+    }
+    Ok(f(&slices))
+}
+
+/// `log(sum(exp(row)))`, shifted by the row's maximum so that no `exp` overflows.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    max + row.iter().map(|&x| (x - max).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp2 for LabelLogSoftmax {
+    fn name(&self) -> &'static str {
+        "label-log-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, v) = l1.shape().dims2()?;
+        if l2.shape().dims() != [n] {
+            candle_core::bail!(
+                "label_log_softmax: {n} rows of logits but labels of shape {:?}",
+                l2.shape()
+            );
+        }
+        let logits = contiguous::<f32>(s1, l1, self.name())?;
+        let labels = contiguous::<u32>(s2, l2, self.name())?;
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= v) {
+            candle_core::bail!("label_log_softmax: label {bad} outside {v} logits");
+        }
+        let out: Vec<f32> = logits
+            .par_chunks(v)
+            .zip(labels.par_iter())
+            .map(|(row, &label)| row[label as usize] - log_sum_exp(row))
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        labels: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, v) = logits.dims2()?;
+        let labels = labels.to_vec1::<u32>()?;
+        let res = res.to_vec1::<f32>()?;
+        let grad = grad_res.to_vec1::<f32>()?;
+        // `vec!` of zeros is a fresh zeroed mapping: rows with no gradient (padding) cost nothing.
+        let mut out = vec![0f32; n * v];
+        with_f32s(&[logits], self.name(), |s| {
+            out.par_chunks_mut(v)
+                .zip(s[0].par_chunks(v))
+                .enumerate()
+                .for_each(|(i, (o, row))| {
+                    let (g, label) = (grad[i], labels[i] as usize);
+                    if g == 0.0 {
+                        return;
+                    }
+                    // log_softmax(row)[label] = row[label] - lse: the result gives lse back.
+                    let lse = row[label] - res[i];
+                    for (o, &x) in o.iter_mut().zip(row) {
+                        *o = -g * (x - lse).exp();
+                    }
+                    o[label] += g;
+                })
+        })?;
+        Ok((Some(Tensor::from_vec(out, (n, v), logits.device())?), None))
+    }
+}
+
+/// T5's RMS norm over the last dimension, `x * w / sqrt(mean(x^2) + eps)`, differentiable in
+/// both `x` `(..., d)` and `w` `(d,)`. One pass forward; one pass backward for both gradients.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2(w, RmsNorm { eps: eps as f32 })
+}
+
+struct RmsNorm {
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn inv_rms(&self, row: &[f32]) -> f32 {
+        let ms = row.iter().map(|x| x * x).sum::<f32>() / row.len() as f32;
+        (ms + self.eps).sqrt().recip()
+    }
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = l1.shape().dims().last().copied().unwrap_or(0);
+        if l2.shape().dims() != [d] {
+            candle_core::bail!("rms-norm: weight {:?} for rows of {d}", l2.shape());
+        }
+        let x = contiguous::<f32>(s1, l1, self.name())?;
+        let w = contiguous::<f32>(s2, l2, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d.max(1))
+            .zip(x.par_chunks(d.max(1)))
+            .for_each(|(o, row)| {
+                let r = self.inv_rms(row);
+                for ((o, &x), &w) in o.iter_mut().zip(row).zip(w) {
+                    *o = x * r * w;
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let d = w.dim(0)?;
+        let w_host = w.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; x.elem_count()];
+        // With r = 1/rms and xh = x r: dx = r (w g - xh mean(w g xh)), dw = sum over rows g xh.
+        // dw is summed per fixed block of rows, then over blocks in order, so that the result
+        // does not depend on how rayon splits the work (training is reproducible bit for bit).
+        const BLOCK: usize = 64;
+        let partials: Vec<Vec<f32>> = with_f32s(&[x, grad_res], self.name(), |s| {
+            dx.par_chunks_mut(d * BLOCK)
+                .zip(s[0].par_chunks(d * BLOCK).zip(s[1].par_chunks(d * BLOCK)))
+                .map(|(dx, (x, g))| {
+                    let mut dw = vec![0f32; d];
+                    for (dx, (x, g)) in dx.chunks_mut(d).zip(x.chunks(d).zip(g.chunks(d))) {
+                        let r = self.inv_rms(x);
+                        let dot = x
+                            .iter()
+                            .zip(g)
+                            .zip(&w_host)
+                            .map(|((x, g), w)| x * g * w)
+                            .sum::<f32>()
+                            * r
+                            * r
+                            / d as f32;
+                        for i in 0..d {
+                            dx[i] = r * (w_host[i] * g[i] - x[i] * dot);
+                            dw[i] += g[i] * x[i] * r;
+                        }
+                    }
+                    dw
+                })
+                .collect()
+        })?;
+        let mut dw = vec![0f32; d];
+        for p in partials {
+            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dw, d, w.device())?),
+        ))
+    }
+}
+
+/// Softmax over the last dimension, differentiable. One pass forward; one pass backward
+/// (`dx = y (g - sum(g y))` per row, from the saved result `y`).
+pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        let x = contiguous::<f32>(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .for_each(|(o, row)| {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for (o, &x) in o.iter_mut().zip(row) {
+                    *o = (x - max).exp();
+                    sum += *o;
+                }
+                o.iter_mut().for_each(|o| *o /= sum);
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        y: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let d = y.dim(candle_core::D::Minus1)?;
+        let mut dx = vec![0f32; y.elem_count()];
+        with_f32s(&[y, grad_res], self.name(), |s| {
+            dx.par_chunks_mut(d)
+                .zip(s[0].par_chunks(d).zip(s[1].par_chunks(d)))
+                .for_each(|(dx, (y, g))| {
+                    let dot = y.iter().zip(g).map(|(y, g)| y * g).sum::<f32>();
+                    for ((dx, y), g) in dx.iter_mut().zip(y).zip(g) {
+                        *dx = y * (g - dot);
+                    }
+                })
+        })?;
+        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{D, Device, Var};
+
+    #[test]
+    fn matches_log_softmax_and_gather_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (n, v) = (6, 37);
+        let data: Vec<f32> = (0..n * v)
+            .map(|i| ((i * 7919 % 113) as f32 / 9.0) - 6.0)
+            .collect();
+        let labels = Tensor::new(&[0u32, 36, 5, 5, 17, 2], &dev).unwrap();
+        // Per-row weights, one zero (a padded position).
+        let weights = Tensor::new(&[1.0f32, 0.5, 0.0, 2.0, -1.0, 0.25], &dev).unwrap();
+        let reference = Var::from_vec(data.clone(), (n, v), &dev).unwrap();
+        let picked = candle_nn::ops::log_softmax(reference.as_tensor(), D::Minus1)
+            .unwrap()
+            .gather(&labels.unsqueeze(1).unwrap(), 1)
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
+        let fused_var = Var::from_vec(data, (n, v), &dev).unwrap();
+        let fused = label_log_softmax(fused_var.as_tensor(), &labels).unwrap();
+        let diff = (&picked - &fused)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+
+        let grads_ref = (picked * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let grads = (fused * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_ref = grads_ref.get(reference.as_tensor()).unwrap();
+        let g = grads.get(fused_var.as_tensor()).unwrap();
+        let diff = (g_ref - g).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        // The padded row gets no gradient at all.
+        let row2 = g.get(2).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(row2.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    /// Max abs difference between the values and the gradients (of a weighted sum) of `f` and
+    /// a reference `g`, both applied to fresh variables holding `inputs`.
+    fn compare(
+        inputs: &[(Vec<f32>, Vec<usize>)],
+        f: impl Fn(&[Tensor]) -> Tensor,
+        g: impl Fn(&[Tensor]) -> Tensor,
+    ) -> f32 {
+        let dev = Device::Cpu;
+        let vars = |()| -> Vec<Var> {
+            inputs
+                .iter()
+                .map(|(data, shape)| Var::from_vec(data.clone(), shape.as_slice(), &dev).unwrap())
+                .collect()
+        };
+        let (a, b) = (vars(()), vars(()));
+        let ta: Vec<Tensor> = a.iter().map(|v| v.as_tensor().clone()).collect();
+        let tb: Vec<Tensor> = b.iter().map(|v| v.as_tensor().clone()).collect();
+        let (ya, yb) = (f(&ta), g(&tb));
+        let n = ya.elem_count();
+        let weights: Vec<f32> = (0..n).map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0).collect();
+        let weights = Tensor::from_vec(weights, ya.shape(), &dev).unwrap();
+        let max_diff = |x: &Tensor, y: &Tensor| -> f32 {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let mut worst = max_diff(&ya, &yb);
+        let ga = (ya * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (yb * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (x, y) in ta.iter().zip(&tb) {
+            worst = worst.max(max_diff(ga.get(x).unwrap(), gb.get(y).unwrap()));
+        }
+        worst
+    }
+
+    fn data(n: usize, salt: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + salt) * 7919 % 113) as f32 / 29.0) - 2.0)
+            .collect()
+    }
+
+    #[test]
+    fn rms_norm_matches_the_composed_norm_and_its_gradients() {
+        let inputs = [
+            (data(5 * 3 * 16, 1), vec![5, 3, 16]),
+            (data(16, 2), vec![16]),
+        ];
+        let diff = compare(
+            &inputs,
+            |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(),
+            |t| candle_nn::ops::rms_norm_slow(&t[0], &t[1], 1e-6).unwrap(),
+        );
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn batched_matmul_matches_candle_and_its_gradients() {
+        let inputs = [
+            (data(2 * 3 * 4 * 5, 4), vec![2, 3, 4, 5]),
+            (data(2 * 3 * 6 * 5, 5), vec![2, 3, 6, 5]),
+        ];
+        // The attention pattern: a @ b^T through a transposed (strided) view.
+        for parallel in [true, false] {
+            let diff = compare(
+                &inputs,
+                |t| batched_matmul(&t[0], &t[1].t().unwrap(), parallel).unwrap(),
+                |t| t[0].matmul(&t[1].t().unwrap()).unwrap(),
+            );
+            assert!(diff < 1e-5, "{diff}");
+        }
+        // A batch dimension broadcast with stride 0.
+        let inputs = [
+            (data(3 * 4 * 5, 6), vec![3, 4, 5]),
+            (data(5 * 2, 7), vec![1, 5, 2]),
+        ];
+        let diff = compare(
+            &inputs,
+            |t| batched_matmul(&t[0], &t[1].broadcast_as((3, 5, 2)).unwrap(), true).unwrap(),
+            |t| t[0].broadcast_matmul(&t[1]).unwrap(),
+        );
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn softmax_matches_the_composed_softmax_and_its_gradient() {
+        let inputs = [(data(4 * 6 * 9, 3), vec![4, 6, 9])];
+        let diff = compare(
+            &inputs,
+            |t| softmax_last_dim(&t[0]).unwrap(),
+            |t| candle_nn::ops::softmax(&t[0], D::Minus1).unwrap(),
+        );
+        assert!(diff < 1e-6, "{diff}");
+        // Through a transposed (non-contiguous) input too.
+        let diff = compare(
+            &inputs,
+            |t| softmax_last_dim(&t[0].transpose(1, 2).unwrap()).unwrap(),
+            |t| candle_nn::ops::softmax(&t[0].transpose(1, 2).unwrap(), D::Minus1).unwrap(),
+        );
+        assert!(diff < 1e-6, "{diff}");
+    }
+
+    #[test]
+    fn rejects_a_label_outside_the_logits() {
+        let dev = Device::Cpu;
+        let logits = Tensor::zeros((2, 4), candle_core::DType::F32, &dev).unwrap();
+        let labels = Tensor::new(&[1u32, 4], &dev).unwrap();
+        let err = label_log_softmax(&logits, &labels).unwrap_err().to_string();
+        assert!(err.contains("label 4 outside 4 logits"), "{err}");
+    }
+}
