@@ -1,6 +1,7 @@
 //! serve: genret over HTTP, with a dynamic batcher.
 //!
-//! `POST /search` takes `{"query", "k", "mode", "beam"}` (all but `query` optional) and answers
+//! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step"}` (all but `query`
+//! optional) and answers
 //! with the JSON of `genret search --json`; `GET /health` says the server is up; `GET /stats`
 //! reports the index, the model, uptime, request counts and latency percentiles.
 //!
@@ -60,6 +61,7 @@ pub struct ServeConfig {
     pub max_query_chars: usize,
     pub max_k: usize,
     pub max_beam: usize,
+    pub max_ngrams_per_step: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
     /// Options used where a request leaves them out.
@@ -76,6 +78,7 @@ impl Default for ServeConfig {
             max_query_chars: 1000,
             max_k: 1000,
             max_beam: 100,
+            max_ngrams_per_step: 1000,
             max_body_bytes: 16 * 1024,
             defaults: SearchOptions::default(),
         }
@@ -93,6 +96,9 @@ pub struct SearchRequest {
     pub mode: Option<String>,
     #[serde(default)]
     pub beam: Option<usize>,
+    /// SEAL: n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
+    #[serde(default)]
+    pub ngrams_per_step: Option<usize>,
 }
 
 /// A started server: the worker thread holds the model; [`Server::serve`] answers HTTP.
@@ -186,9 +192,15 @@ impl Server {
         model: T5ForConditionalGeneration,
         config: ServeConfig,
     ) -> Result<Server> {
-        if config.max_batch == 0 || config.queue == 0 || config.max_k == 0 || config.max_beam == 0 {
+        if config.max_batch == 0
+            || config.queue == 0
+            || config.max_k == 0
+            || config.max_beam == 0
+            || config.max_ngrams_per_step == 0
+        {
             return Err(Error::InvalidInput(
-                "max batch, queue, max k and max beam must be at least 1".into(),
+                "max batch, queue, max k, max beam and max n-grams per step must be at least 1"
+                    .into(),
             ));
         }
         let info = IndexInfo {
@@ -357,6 +369,15 @@ fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions)
             ));
         }
         options.beam = beam;
+    }
+    if let Some(n) = req.ngrams_per_step {
+        if n == 0 || n > config.max_ngrams_per_step {
+            return Err(format!(
+                "ngrams_per_step must be between 1 and {} (got {n})",
+                config.max_ngrams_per_step
+            ));
+        }
+        options.ngrams_per_step = n;
     }
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;

@@ -674,6 +674,26 @@ pub struct TrainReport {
     pub seconds: f64,
 }
 
+/// `checkpoint/state.json` in the checkpoint directory `ckpt`, or `None` if there is none.
+fn read_state(ckpt: &Path) -> Result<Option<CheckpointState>> {
+    let path = ckpt.join("state.json");
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Corrupt {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// The configuration of the index's latest training run (kept with its last checkpoint), or
+/// `None` if the index has no checkpoint.
+pub fn trained_with(index: &Index) -> Result<Option<TrainConfig>> {
+    Ok(read_state(&index.dir.path().join(CHECKPOINT_DIR))?.map(|s| s.config))
+}
+
 /// Trains a model on `index` (or resumes the run whose checkpoint is in the index), saving the
 /// final model into `INDEX/model` and registering it in the manifest.
 pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<TrainReport> {
@@ -684,18 +704,12 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     let log_path = dir.join(TRAIN_LOG);
 
     let (config, params, model_config, start_step, state_total) = if resume {
-        let state_path = ckpt.join("state.json");
-        let bytes = std::fs::read(&state_path).map_err(|_| {
+        let state = read_state(&ckpt)?.ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{}: no checkpoint to resume from; start a run without --resume",
                 dir.display()
             ))
         })?;
-        let state: CheckpointState =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-                path: state_path.clone(),
-                message: e.to_string(),
-            })?;
         let (model_config, params) = model::load(&ckpt, &device)?;
         let mut cfg = state.config.clone();
         cfg.halt_after = config.halt_after;

@@ -119,14 +119,16 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
 
     // Answers equal `genret search --json` for both modes (took_ms aside).
     let mut sent = (0, 0); // (ok, client errors)
-    for (query, mode, k, beam) in [
-        ("information retrieval systems", "seal", 5, 10),
-        ("indexing of documents", "dsi", 3, 4),
+    for (query, mode, k, beam, ngrams) in [
+        ("information retrieval systems", "seal", 5, 10, 50),
+        ("information retrieval systems", "seal", 5, 10, 3),
+        ("indexing of documents", "dsi", 3, 4, 50),
     ] {
         let (status, answer) = post(
             &http,
             &search_url,
-            &json!({"query": query, "mode": mode, "k": k, "beam": beam}).to_string(),
+            &json!({"query": query, "mode": mode, "k": k, "beam": beam, "ngrams_per_step": ngrams})
+                .to_string(),
         );
         assert_eq!(status, 200, "{answer}");
         sent.0 += 1;
@@ -140,6 +142,8 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             &k.to_string(),
             "--beam",
             &beam.to_string(),
+            "--ngrams-per-step",
+            &ngrams.to_string(),
             "--json",
         ]);
         let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
@@ -177,6 +181,11 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             r#"{"query": "x", "beam": 101}"#,
             400,
             "beam must be between 1 and 100",
+        ),
+        (
+            r#"{"query": "x", "ngrams_per_step": 0}"#,
+            400,
+            "ngrams_per_step must be between 1 and 1000",
         ),
         (
             r#"{"query": "x", "mode": "bm25"}"#,

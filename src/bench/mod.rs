@@ -80,6 +80,34 @@ pub struct BenchConfig {
     pub dense_model: String,
 }
 
+/// The training settings in which `had` (an existing model's run) differs from `asked`, as
+/// `"name had (asked asked)"`; logging settings and where the training queries were read from
+/// are not compared (only their split).
+fn training_differences(had: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
+    let fields = |c: &TrainConfig| {
+        let mut c = c.clone();
+        c.queries = c.queries.map(|(_, split)| (PathBuf::new(), split));
+        let serde_json::Value::Object(map) = serde_json::to_value(c).expect("config serializes")
+        else {
+            unreachable!("a struct serializes to an object")
+        };
+        map
+    };
+    let (had, asked) = (fields(had), fields(asked));
+    had.iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "checkpoint_every" | "log_every"))
+        .filter(|(k, v)| asked.get(*k) != Some(v))
+        .map(|(k, v)| {
+            let show = |v: Option<&serde_json::Value>| match v {
+                Some(serde_json::Value::Array(a)) if a.len() == 2 => a[1].to_string(),
+                Some(serde_json::Value::Null) | None => "none".into(),
+                Some(v) => v.to_string(),
+            };
+            format!("{k} {} (asked {})", show(Some(v)), show(asked.get(k)))
+        })
+        .collect()
+}
+
 impl BenchConfig {
     /// Defaults: split `test`, every method, `small` model for 600 steps, beam 10, depth 100,
     /// all-MiniLM-L6-v2.
@@ -251,6 +279,20 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         timings.train_s = report.seconds;
         save_timings(&timings)?;
         index = Index::open(&index_dir)?;
+    } else if generative && let Some(had) = crate::train::trained_with(&index)? {
+        let mut asked = config.train.clone();
+        asked.queries = train_split
+            .as_ref()
+            .map(|s| (config.collection.clone(), s.clone()));
+        let differences = training_differences(&had, &asked);
+        if !differences.is_empty() {
+            tracing::warn!(
+                "{}: reusing the model there, trained with {}; pass a new --out to train one \
+                 as this run asks",
+                index_dir.display(),
+                differences.join(", ")
+            );
+        }
     }
 
     // Loaded once for both generative methods (a Searcher borrows the index, which the
@@ -473,5 +515,38 @@ fn human_bytes(b: u64) -> String {
         b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b => format!("{:.1} KiB", b as f64 / 1024.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_differences_name_what_an_existing_model_was_trained_with() {
+        let asked = BenchConfig::new("c", "o").train;
+        assert!(training_differences(&asked, &asked).is_empty());
+        let had = TrainConfig {
+            steps: Some(400),
+            copy: false,
+            log_every: 1,
+            queries: Some(("elsewhere/squad".into(), "train".into())),
+            ..asked.clone()
+        };
+        let mut asked_train = asked.clone();
+        asked_train.queries = Some(("corpus/squad".into(), "train".into()));
+        // Logging and the queries' path do not count; the split does.
+        assert_eq!(
+            training_differences(&had, &asked_train),
+            ["copy false (asked true)", "steps 400 (asked 600)"]
+        );
+        assert_eq!(
+            training_differences(&had, &asked),
+            [
+                "copy false (asked true)",
+                "queries \"train\" (asked none)",
+                "steps 400 (asked 600)"
+            ]
+        );
     }
 }

@@ -10,8 +10,8 @@ use genret::serve::{ServeConfig, Server};
 
 /// Serve an index over HTTP (loopback by default).
 ///
-/// POST /search with {"query": "...", "k": 10, "mode": "seal", "beam": 10} (all but query
-/// optional) answers with the JSON of `genret search --json`; GET /health; GET /stats (index,
+/// POST /search with {"query": "...", "k": 10, "mode": "seal", "beam": 10,
+/// "ngrams_per_step": 50} (all but query optional) answers with the JSON of `genret search --json`; GET /health; GET /stats (index,
 /// model, uptime, requests, latency percentiles). Concurrent requests are decoded together:
 /// the search thread collects up to --max-batch requests, waiting at most --max-wait-ms for
 /// more once it holds one. Errors are JSON {"error": "..."} with a 4xx (bad request, limits)
@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Largest beam a request may ask for.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_beam: u32,
+    /// Largest ngrams_per_step a request may ask for (SEAL's n-grams kept per decoding step).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_ngrams_per_step: u32,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
@@ -65,6 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_query_chars: args.max_query_chars,
         max_k: args.max_k as usize,
         max_beam: args.max_beam as usize,
+        max_ngrams_per_step: args.max_ngrams_per_step as usize,
         max_body_bytes: args.max_body_bytes,
         ..ServeConfig::default()
     };
