@@ -531,8 +531,7 @@ const SMALL_ROWS: usize = 64;
 /// Whether an inference product should take the single-threaded path: candle parallelises
 /// every matmul, and for the decoder step's `(10, 256) x (256, 256)` products the thread
 /// hand-off costs 4-5x the arithmetic (measured: 185 us vs 35 us), which made the step
-/// overhead-bound. Large linear products (the vocabulary head, training) stay with candle;
-/// batched attention products go to [`kernels::batched_matmul`], threaded over batches.
+/// overhead-bound. Large products (the vocabulary head, training) stay with candle.
 fn single_threaded(mode: Mode, rows: usize, ts: &[&Tensor]) -> bool {
     mode == Mode::Infer
         && rows <= SMALL_ROWS
@@ -562,16 +561,47 @@ fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     Tensor::from_vec(out, dims, x.device())
 }
 
-/// Batched `a @ b` over equal leading dimensions (any strides): every batch's product on one
-/// thread, batches on the calling thread for a decoder step, else spread over rayon.
+/// Batched `a @ b` over equal leading dimensions (any strides); single-threaded per batch
+/// for the small attention products of a decoder step, else candle's matmul.
 fn matmul(a: &Tensor, b: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     let (ad, bd) = (a.dims(), b.dims());
     let r = ad.len();
-    let batched = r >= 3 && bd.len() == r && ad[..r - 2] == bd[..r - 2] && ad[r - 1] == bd[r - 2];
-    if !batched || !a.device().is_cpu() || a.dtype() != DType::F32 || b.dtype() != DType::F32 {
+    if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
         return a.matmul(b);
     }
-    kernels::batched_matmul(a, b, !single_threaded(mode, ad[r - 2], &[a, b]))
+    let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
+    if !single_threaded(mode, m, &[a, b]) {
+        return a.matmul(b);
+    }
+    let batch: usize = ad[..r - 2].iter().product();
+    let (sa, sb) = (a.stride(), b.stride());
+    // Offset of batch `i` in a tensor with these dims and strides.
+    let offset = |mut i: usize, strides: &[usize]| {
+        let mut off = 0;
+        for d in (0..r - 2).rev() {
+            off += (i % ad[d]) * strides[d];
+            i /= ad[d];
+        }
+        off
+    };
+    let mut out = vec![0f32; batch * m * n];
+    kernels::with_slice(a, |av| {
+        kernels::with_slice(b, |bv| {
+            for (i, dst) in out.chunks_mut(m * n).enumerate() {
+                kernels::small_gemm(
+                    dst,
+                    (m, n, k),
+                    &av[offset(i, sa)..],
+                    (sa[r - 2], sa[r - 1]),
+                    &bv[offset(i, sb)..],
+                    (sb[r - 2], sb[r - 1]),
+                );
+            }
+        })
+    })??;
+    let mut dims = ad.to_vec();
+    dims[r - 1] = n;
+    Tensor::from_vec(out, dims, a.device())
 }
 
 fn softmax(x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {

@@ -1023,3 +1023,55 @@ pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGene
     let (config, params) = model::load(&index.dir.file(MODEL_DIR), device)?;
     T5ForConditionalGeneration::new(&config, &params)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused update equals AdamW written with candle's tensor ops (the reference).
+    #[test]
+    fn fused_adam_step_matches_the_composed_update() {
+        let dev = Device::Cpu;
+        let n = 40_000; // more than one parallel chunk
+        let vals = |salt: usize, scale: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919 + salt) % 1013) as f32 / 1013.0 * scale - scale / 2.0)
+                .collect()
+        };
+        let (g, m, theta) = (vals(1, 2.0), vals(2, 0.2), vals(3, 1.0));
+        let v: Vec<f32> = vals(4, 0.02).iter().map(|x| x.abs()).collect();
+        let (b1, b2, t, eps, lr, wd, scale) = (0.9f64, 0.999f64, 3, 1e-8, 1e-3, 0.01, 0.5);
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        let h = AdamStep {
+            scale: scale as f32,
+            b1: b1 as f32,
+            b2: b2 as f32,
+            c1: c1 as f32,
+            c2: c2 as f32,
+            eps: eps as f32,
+            lr: lr as f32,
+            keep: (1.0 - lr * wd) as f32,
+        };
+        let (m2, v2, t2) = h.apply(&g, &m, &v, &theta);
+
+        let t_ = |x: &Vec<f32>| Tensor::from_slice(x, n, &dev).unwrap();
+        let reference = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+            let g = (t_(&g) * scale)?;
+            let m = ((t_(&m) * b1)? + (&g * (1.0 - b1))?)?;
+            let v = ((t_(&v) * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let step = ((&m / c1)? / ((&v / c2)?.sqrt()? + eps)?)?;
+            let new = ((t_(&theta) * (1.0 - lr * wd))? - (step * lr)?)?;
+            Ok((m, v, new))
+        };
+        let (rm, rv, rt) = reference().unwrap();
+        for (fused, reference) in [(m2, rm), (v2, rv), (t2, rt)] {
+            let reference = reference.to_vec1::<f32>().unwrap();
+            let worst = fused
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-6))
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "relative difference {worst}");
+        }
+    }
+}

@@ -1,6 +1,5 @@
 //! Hand-written CPU kernels: a single-threaded gemm for the decoder step's small products, and
-//! fused training ops with their backward passes (batched attention products, label
-//! log-probabilities, RMS norm, softmax).
+//! fused training ops with their backward passes (label log-probabilities, RMS norm, softmax).
 //!
 //! Written by hand because candle composes these from elementwise ops for training (its fused
 //! `rms_norm` and `softmax_last_dim` have no backward pass): every composed op is another pass
@@ -69,161 +68,6 @@ pub(super) fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_c
         candle_core::bail!("with_slice: not a CPU tensor");
     };
     Ok(f(&cpu.as_slice::<f32>()?[layout.start_offset()..]))
-}
-
-/// Batched `a @ b`: `a` `(..., m, k)` and `b` `(..., k, n)` with equal leading dimensions and
-/// any strides; returns `(..., m, n)`, differentiable in both. Each batch's product runs on one
-/// thread; with `parallel` the batches are spread over rayon, else they run on the calling
-/// thread (a decoder step's few rows, where a thread hand-off costs more than the arithmetic).
-///
-/// Why not candle's matmul: it calls gemm once per batch with its thread pool, and attention's
-/// `256 x (32, 32) @ (32, 32)` products then cost more in hand-offs than in arithmetic.
-pub(super) fn batched_matmul(
-    a: &Tensor,
-    b: &Tensor,
-    parallel: bool,
-) -> candle_core::Result<Tensor> {
-    a.apply_op2(b, BatchedMatmul { parallel })
-}
-
-struct BatchedMatmul {
-    parallel: bool,
-}
-
-/// A stack of matrices in a flat slice: matrix `i` (in row-major order over the leading
-/// `dims`) starts at `start + sum(index_d * strides_d)`, with row and column strides `rs`, `cs`.
-#[derive(Clone, Copy)]
-struct Matrices<'a> {
-    data: &'a [f32],
-    start: usize,
-    dims: &'a [usize],
-    strides: &'a [usize],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Matrices<'a> {
-    fn new(data: &'a [f32], l: &'a Layout) -> Self {
-        let (dims, strides) = (l.dims(), l.stride());
-        let r = dims.len();
-        Matrices {
-            data,
-            start: l.start_offset(),
-            dims: &dims[..r - 2],
-            strides: &strides[..r - 2],
-            rs: strides[r - 2],
-            cs: strides[r - 1],
-        }
-    }
-
-    fn matrix(&self, mut i: usize) -> &'a [f32] {
-        let mut off = self.start;
-        for d in (0..self.dims.len()).rev() {
-            off += (i % self.dims[d]) * self.strides[d];
-            i /= self.dims[d];
-        }
-        &self.data[off..]
-    }
-
-    fn t(self) -> Self {
-        Matrices {
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
-    }
-}
-
-/// `out[i] = lhs[i] @ rhs[i]` for every matrix `i`; `out` is contiguous `(batch, m, n)`.
-fn gemm_batches(
-    out: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    lhs: Matrices,
-    rhs: Matrices,
-    parallel: bool,
-) {
-    let one = |(i, dst): (usize, &mut [f32])| {
-        small_gemm(
-            dst,
-            (m, n, k),
-            lhs.matrix(i),
-            (lhs.rs, lhs.cs),
-            rhs.matrix(i),
-            (rhs.rs, rhs.cs),
-        )
-    };
-    if m * n == 0 {
-        return;
-    }
-    if parallel {
-        out.par_chunks_mut(m * n).enumerate().for_each(one);
-    } else {
-        out.chunks_mut(m * n).enumerate().for_each(one);
-    }
-}
-
-impl CustomOp2 for BatchedMatmul {
-    fn name(&self) -> &'static str {
-        "batched-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (ad, bd) = (l1.dims(), l2.dims());
-        let r = ad.len();
-        if r < 2 || bd.len() != r || ad[..r - 2] != bd[..r - 2] || ad[r - 1] != bd[r - 2] {
-            candle_core::bail!("batched-matmul: shapes {ad:?} and {bd:?} do not multiply");
-        }
-        let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
-        let batch: usize = ad[..r - 2].iter().product();
-        let mut out = vec![0f32; batch * m * n];
-        let lhs = Matrices::new(s1.as_slice::<f32>()?, l1);
-        let rhs = Matrices::new(s2.as_slice::<f32>()?, l2);
-        gemm_batches(&mut out, (m, n, k), lhs, rhs, self.parallel);
-        let mut dims = ad.to_vec();
-        dims[r - 1] = n;
-        Ok((CpuStorage::F32(out), Shape::from(dims)))
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (ad, bd) = (a.dims(), b.dims());
-        let r = ad.len();
-        let (m, k, n) = (ad[r - 2], ad[r - 1], bd[r - 1]);
-        let g = grad_res.contiguous()?;
-        let (mut da, mut db) = (vec![0f32; a.elem_count()], vec![0f32; b.elem_count()]);
-        let (sa, la) = a.storage_and_layout();
-        let (sb, lb) = b.storage_and_layout();
-        let (sg, lg) = g.storage_and_layout();
-        let (
-            candle_core::Storage::Cpu(sa),
-            candle_core::Storage::Cpu(sb),
-            candle_core::Storage::Cpu(sg),
-        ) = (&*sa, &*sb, &*sg)
-        else {
-            candle_core::bail!("batched-matmul: not CPU tensors");
-        };
-        let lhs = Matrices::new(sa.as_slice::<f32>()?, la);
-        let rhs = Matrices::new(sb.as_slice::<f32>()?, lb);
-        let grad = Matrices::new(sg.as_slice::<f32>()?, lg);
-        // da = g @ b^T, db = a^T @ g.
-        gemm_batches(&mut da, (m, k, n), grad, rhs.t(), self.parallel);
-        gemm_batches(&mut db, (k, n, m), lhs.t(), grad, self.parallel);
-        Ok((
-            Some(Tensor::from_vec(da, ad, a.device())?),
-            Some(Tensor::from_vec(db, bd, b.device())?),
-        ))
-    }
 }
 
 /// `log_softmax(logits)[i, labels[i]]` for every row `i`: `logits` `(n, v)` f32, `labels`
@@ -501,56 +345,9 @@ mod tests {
     use super::*;
     use candle_core::{D, Device, Var};
 
-    #[test]
-    fn matches_log_softmax_and_gather_forward_and_backward() {
-        let dev = Device::Cpu;
-        let (n, v) = (6, 37);
-        let data: Vec<f32> = (0..n * v)
-            .map(|i| ((i * 7919 % 113) as f32 / 9.0) - 6.0)
-            .collect();
-        let labels = Tensor::new(&[0u32, 36, 5, 5, 17, 2], &dev).unwrap();
-        // Per-row weights, one zero (a padded position).
-        let weights = Tensor::new(&[1.0f32, 0.5, 0.0, 2.0, -1.0, 0.25], &dev).unwrap();
-        let reference = Var::from_vec(data.clone(), (n, v), &dev).unwrap();
-        let picked = candle_nn::ops::log_softmax(reference.as_tensor(), D::Minus1)
-            .unwrap()
-            .gather(&labels.unsqueeze(1).unwrap(), 1)
-            .unwrap()
-            .squeeze(1)
-            .unwrap();
-        let fused_var = Var::from_vec(data, (n, v), &dev).unwrap();
-        let fused = label_log_softmax(fused_var.as_tensor(), &labels).unwrap();
-        let diff = (&picked - &fused)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-
-        let grads_ref = (picked * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let grads = (fused * &weights)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g_ref = grads_ref.get(reference.as_tensor()).unwrap();
-        let g = grads.get(fused_var.as_tensor()).unwrap();
-        let diff = (g_ref - g).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
-        // The padded row gets no gradient at all.
-        let row2 = g.get(2).unwrap().abs().unwrap().sum_all().unwrap();
-        assert_eq!(row2.to_scalar::<f32>().unwrap(), 0.0);
-    }
-
-    /// Max abs difference between the values and the gradients (of a weighted sum) of `f` and
-    /// a reference `g`, both applied to fresh variables holding `inputs`.
+    /// Max abs difference between the values and the gradients (of a weighted sum, whose
+    /// weights include zeros, as at padded positions) of `f` and a reference `g`, both applied
+    /// to fresh variables holding `inputs`.
     fn compare(
         inputs: &[(Vec<f32>, Vec<usize>)],
         f: impl Fn(&[Tensor]) -> Tensor,
@@ -606,6 +403,23 @@ mod tests {
     }
 
     #[test]
+    fn label_log_softmax_matches_log_softmax_and_gather_and_their_gradients() {
+        let labels = Tensor::new(&[0u32, 36, 5, 5, 17, 2], &Device::Cpu).unwrap();
+        let inputs = [(data(6 * 37, 8), vec![6, 37])];
+        let diff = compare(
+            &inputs,
+            |t| label_log_softmax(&t[0], &labels).unwrap(),
+            |t| {
+                candle_nn::ops::log_softmax(&t[0], D::Minus1)
+                    .and_then(|l| l.gather(&labels.unsqueeze(1)?, 1))
+                    .and_then(|p| p.squeeze(1))
+                    .unwrap()
+            },
+        );
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
     fn rms_norm_matches_the_composed_norm_and_its_gradients() {
         let inputs = [
             (data(5 * 3 * 16, 1), vec![5, 3, 16]),
@@ -615,34 +429,6 @@ mod tests {
             &inputs,
             |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(),
             |t| candle_nn::ops::rms_norm_slow(&t[0], &t[1], 1e-6).unwrap(),
-        );
-        assert!(diff < 1e-5, "{diff}");
-    }
-
-    #[test]
-    fn batched_matmul_matches_candle_and_its_gradients() {
-        let inputs = [
-            (data(2 * 3 * 4 * 5, 4), vec![2, 3, 4, 5]),
-            (data(2 * 3 * 6 * 5, 5), vec![2, 3, 6, 5]),
-        ];
-        // The attention pattern: a @ b^T through a transposed (strided) view.
-        for parallel in [true, false] {
-            let diff = compare(
-                &inputs,
-                |t| batched_matmul(&t[0], &t[1].t().unwrap(), parallel).unwrap(),
-                |t| t[0].matmul(&t[1].t().unwrap()).unwrap(),
-            );
-            assert!(diff < 1e-5, "{diff}");
-        }
-        // A batch dimension broadcast with stride 0.
-        let inputs = [
-            (data(3 * 4 * 5, 6), vec![3, 4, 5]),
-            (data(5 * 2, 7), vec![1, 5, 2]),
-        ];
-        let diff = compare(
-            &inputs,
-            |t| batched_matmul(&t[0], &t[1].broadcast_as((3, 5, 2)).unwrap(), true).unwrap(),
-            |t| t[0].broadcast_matmul(&t[1]).unwrap(),
         );
         assert!(diff < 1e-5, "{diff}");
     }
