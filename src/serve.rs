@@ -351,34 +351,23 @@ fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions)
             config.max_query_chars
         ));
     }
+    // A request's optional number, within 1..=max.
+    let bounded = |name: &str, value: Option<usize>, max: usize, default: usize| match value {
+        Some(v) if v == 0 || v > max => {
+            Err(format!("{name} must be between 1 and {max} (got {v})"))
+        }
+        Some(v) => Ok(v),
+        None => Ok(default),
+    };
     let mut options = config.defaults;
-    if let Some(k) = req.k {
-        if k == 0 || k > config.max_k {
-            return Err(format!(
-                "k must be between 1 and {} (got {k})",
-                config.max_k
-            ));
-        }
-        options.k = k;
-    }
-    if let Some(beam) = req.beam {
-        if beam == 0 || beam > config.max_beam {
-            return Err(format!(
-                "beam must be between 1 and {} (got {beam})",
-                config.max_beam
-            ));
-        }
-        options.beam = beam;
-    }
-    if let Some(n) = req.ngrams_per_step {
-        if n == 0 || n > config.max_ngrams_per_step {
-            return Err(format!(
-                "ngrams_per_step must be between 1 and {} (got {n})",
-                config.max_ngrams_per_step
-            ));
-        }
-        options.ngrams_per_step = n;
-    }
+    options.k = bounded("k", req.k, config.max_k, options.k)?;
+    options.beam = bounded("beam", req.beam, config.max_beam, options.beam)?;
+    options.ngrams_per_step = bounded(
+        "ngrams_per_step",
+        req.ngrams_per_step,
+        config.max_ngrams_per_step,
+        options.ngrams_per_step,
+    )?;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
     }
