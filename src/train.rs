@@ -518,10 +518,6 @@ impl AdamW {
         scale: f64,
     ) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let c1 = 1.0 - b1.powi(t);
-        let c2 = 1.0 - b2.powi(t);
         for (name, var) in params.iter().filter(|(n, _)| !model::is_frozen(n)) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
@@ -533,16 +529,14 @@ impl AdamW {
             } else {
                 0.0
             };
-            let h = AdamStep {
-                scale: scale as f32,
-                b1: b1 as f32,
-                b2: b2 as f32,
-                c1: c1 as f32,
-                c2: c2 as f32,
-                eps: self.eps as f32,
-                lr: lr as f32,
-                keep: (1.0 - lr * decay) as f32,
-            };
+            let h = AdamStep::new(
+                (self.beta1, self.beta2),
+                self.step,
+                self.eps,
+                lr,
+                decay,
+                scale,
+            );
             let run = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
                 let (m, v, new) = model::kernels::with_f32s(
                     &[g, &self.m[name], &self.v[name], theta],
@@ -609,6 +603,29 @@ struct AdamStep {
 }
 
 impl AdamStep {
+    /// The constants of update number `step` (1-based) with the given moment decays, epsilon,
+    /// learning rate, weight decay and gradient scale.
+    fn new(
+        (b1, b2): (f64, f64),
+        step: usize,
+        eps: f64,
+        lr: f64,
+        weight_decay: f64,
+        scale: f64,
+    ) -> AdamStep {
+        let t = step as i32;
+        AdamStep {
+            scale: scale as f32,
+            b1: b1 as f32,
+            b2: b2 as f32,
+            c1: (1.0 - b1.powi(t)) as f32,
+            c2: (1.0 - b2.powi(t)) as f32,
+            eps: eps as f32,
+            lr: lr as f32,
+            keep: (1.0 - lr * weight_decay) as f32,
+        }
+    }
+
     /// New `(m, v, theta)` from gradient `g`, moments `m`, `v` and parameter `theta` (equal
     /// lengths), in one parallel pass.
     fn apply(
@@ -1042,16 +1059,7 @@ mod tests {
         let v: Vec<f32> = vals(4, 0.02).iter().map(|x| x.abs()).collect();
         let (b1, b2, t, eps, lr, wd, scale) = (0.9f64, 0.999f64, 3, 1e-8, 1e-3, 0.01, 0.5);
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        let h = AdamStep {
-            scale: scale as f32,
-            b1: b1 as f32,
-            b2: b2 as f32,
-            c1: c1 as f32,
-            c2: c2 as f32,
-            eps: eps as f32,
-            lr: lr as f32,
-            keep: (1.0 - lr * wd) as f32,
-        };
+        let h = AdamStep::new((b1, b2), t as usize, eps, lr, wd, scale);
         let (m2, v2, t2) = h.apply(&g, &m, &v, &theta);
 
         let t_ = |x: &Vec<f32>| Tensor::from_slice(x, n, &dev).unwrap();
