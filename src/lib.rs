@@ -59,6 +59,7 @@ pub mod progress;
 pub mod score;
 pub mod search;
 pub mod serve;
+pub mod stem;
 pub mod tokenize;
 pub mod train;
 

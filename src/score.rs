@@ -34,6 +34,7 @@ use crate::decode::Hypothesis;
 use crate::docid::{DocIds, TrieState};
 use crate::error::Result;
 use crate::fmindex::{FmIndex, FmRange};
+use crate::stem::{Form, WordForms};
 
 /// SEAL scoring parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,6 +53,9 @@ pub struct SealParams {
     pub k1: f64,
     /// Length normalisation (0: none, 1: full).
     pub b: f64,
+    /// Count the corpus's n-grams that differ from a written one only in the forms of its
+    /// words ("flows" for "flow") as that n-gram ([`crate::stem`]).
+    pub stem: bool,
 }
 
 impl Default for SealParams {
@@ -64,6 +68,7 @@ impl Default for SealParams {
             rerank: 100,
             k1: 1.2,
             b: 0.75,
+            stem: true,
         }
     }
 }
@@ -85,53 +90,97 @@ pub struct WeightedNgram {
     pub log_prob: f32,
     pub range: FmRange,
     pub weight: f64,
+    /// Other forms of the n-gram counted as it (see [`crate::stem`]); empty when it is matched
+    /// exactly.
+    pub variants: Vec<Form>,
 }
 
-/// A scored document and the n-grams (indices into the query's n-gram list) it contains,
-/// strongest first.
+impl WeightedNgram {
+    /// The token ids and FM-index range of every form, the written one first.
+    pub fn forms(&self) -> impl Iterator<Item = (&[u32], FmRange)> {
+        std::iter::once((&self.tokens[..], self.range))
+            .chain(self.variants.iter().map(|f| (&f.tokens[..], f.range)))
+    }
+
+    /// Occurrences of all forms in the corpus.
+    pub fn count(&self) -> usize {
+        self.forms().map(|(_, r)| r.count()).sum()
+    }
+}
+
+/// A scored document and the n-grams it contains, strongest first, each as
+/// `(index into the query's n-gram list, index of the first of its forms the document
+/// holds)` ([`WeightedNgram::forms`]; 0: the written one).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredDoc {
     pub doc: u32,
     pub score: f64,
-    pub ngrams: Vec<usize>,
+    pub ngrams: Vec<(usize, usize)>,
 }
 
 /// Weights every decoded n-gram; keeps those with a positive weight, strongest first.
+///
+/// With `forms`, n-grams that differ only in the forms of their words count as one, as a
+/// stemmed term does in BM25 ([`WordForms::phrase`]): the model's probability of it is the sum
+/// over the forms it wrote, its corpus frequency the sum over all its forms, and a document
+/// containing any form matches it.
 pub fn weigh_ngrams(
     fm: &FmIndex,
     hyps: &[Hypothesis<FmRange>],
     params: &SealParams,
+    forms: Option<&WordForms>,
 ) -> Vec<WeightedNgram> {
-    let mut out: Vec<WeightedNgram> = hyps
+    let mut out: Vec<WeightedNgram> = Vec::new();
+    // Stems of an n-gram already in `out` -> its place.
+    let mut written: HashMap<Vec<usize>, usize> = HashMap::new();
+    for h in hyps
         .iter()
         .filter(|h| !h.tokens.is_empty() && !h.state.is_empty())
-        .map(|h| WeightedNgram {
+    {
+        let phrase = forms.and_then(|f| f.phrase(&h.tokens, fm));
+        if let Some(p) = &phrase
+            && let Some(&i) = written.get(&p.stems)
+        {
+            let n = &mut out[i];
+            n.log_prob = log_add(n.log_prob, h.score);
+            continue;
+        }
+        let variants = phrase.map_or_else(Vec::new, |p| {
+            written.insert(p.stems, out.len());
+            p.variants
+        });
+        out.push(WeightedNgram {
             tokens: h.tokens.clone(),
             log_prob: h.score,
             range: h.state,
-            weight: ngram_weight(
-                h.score as f64,
-                h.state.count(),
-                fm.tokens(),
-                params.smoothing,
-            ),
-        })
-        .filter(|n| n.weight > 0.0)
-        .collect();
+            weight: 0.0,
+            variants,
+        });
+    }
+    for n in &mut out {
+        n.weight = ngram_weight(n.log_prob as f64, n.count(), fm.tokens(), params.smoothing);
+    }
+    out.retain(|n| n.weight > 0.0);
     out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.tokens.cmp(&b.tokens)));
     out
 }
 
+/// `ln(e^a + e^b)` without overflow.
+fn log_add(a: f32, b: f32) -> f32 {
+    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+    hi + (lo - hi).exp().ln_1p()
+}
+
 /// The intersective score of a document with tokens `doc` given `ngrams` (strongest first),
-/// in a corpus whose mean document length is `avg_len`: the score and the indices of the
-/// n-grams it contains. O(|doc| + sum of n-gram lengths x occurrences of their first token in
+/// in a corpus whose mean document length is `avg_len`: the score and the n-grams it
+/// contains, as in [`ScoredDoc::ngrams`]. O(|doc| + sum of n-gram lengths x occurrences of their first token in
 /// the document).
 pub fn intersective_score(
     doc: &[u32],
     ngrams: &[WeightedNgram],
     params: &SealParams,
     avg_len: f64,
-) -> (f64, Vec<usize>) {
+) -> (f64, Vec<(usize, usize)>) {
     let norm = params.k1 * (1.0 - params.b + params.b * doc.len() as f64 / avg_len.max(1.0));
     let mut positions: HashMap<u32, Vec<usize>> = HashMap::new();
     for (i, &t) in doc.iter().enumerate() {
@@ -141,15 +190,28 @@ pub fn intersective_score(
     let mut score = 0.0;
     let mut matched = Vec::new();
     for (i, n) in ngrams.iter().enumerate() {
-        let tf = positions.get(&n.tokens[0]).map_or(0, |ps| {
-            ps.iter()
-                .filter(|&&p| doc.get(p..p + n.tokens.len()) == Some(&n.tokens[..]))
-                .count()
-        }) as f64;
-        if tf == 0.0 {
-            continue;
+        // Forms of one word may share a start (a form that is another's prefix): a position
+        // counts once.
+        let mut starts: Vec<usize> = Vec::new();
+        let mut distinct: Vec<u32> = Vec::new();
+        let mut first = None;
+        for (f, (tokens, _)) in n.forms().enumerate() {
+            let before = starts.len();
+            if let Some(ps) = positions.get(&tokens[0]) {
+                starts.extend(
+                    ps.iter()
+                        .filter(|&&p| doc.get(p..p + tokens.len()) == Some(tokens)),
+                );
+            }
+            if starts.len() > before {
+                distinct.extend_from_slice(tokens);
+                first.get_or_insert(f);
+            }
         }
-        let mut distinct: Vec<u32> = n.tokens.clone();
+        let Some(first) = first else { continue };
+        starts.sort_unstable();
+        starts.dedup();
+        let tf = starts.len() as f64;
         distinct.sort_unstable();
         distinct.dedup();
         let new = distinct.iter().filter(|t| !covered.contains(*t)).count();
@@ -157,7 +219,7 @@ pub fn intersective_score(
         let saturated = tf * (params.k1 + 1.0) / (tf + norm);
         score += n.weight.powf(params.alpha) * cover * saturated;
         covered.extend(distinct);
-        matched.push(i);
+        matched.push((i, first));
     }
     (score, matched)
 }
@@ -171,7 +233,11 @@ pub fn seal_rank(
     k: usize,
 ) -> Result<Vec<ScoredDoc>> {
     let nominate = |first: &mut HashMap<u32, f64>, n: &WeightedNgram, limit: usize| {
-        let mut docs: Vec<u32> = fm.locate(n.range, limit).iter().map(|o| o.doc).collect();
+        let mut docs: Vec<u32> = n
+            .forms()
+            .flat_map(|(_, range)| fm.locate(range, limit))
+            .map(|o| o.doc)
+            .collect();
         docs.sort_unstable();
         docs.dedup();
         for d in docs {
@@ -179,10 +245,7 @@ pub fn seal_rank(
         }
     };
     let mut first: HashMap<u32, f64> = HashMap::new();
-    for n in ngrams
-        .iter()
-        .filter(|n| n.range.count() <= params.max_ngram_freq)
-    {
+    for n in ngrams.iter().filter(|n| n.count() <= params.max_ngram_freq) {
         nominate(&mut first, n, usize::MAX);
     }
     if first.is_empty() {
@@ -217,6 +280,33 @@ pub fn dsi_rank(docids: &DocIds, finished: &[Hypothesis<TrieState>], k: usize) -
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     out.dedup_by_key(|x| x.0);
+    out.truncate(k);
+    out
+}
+
+/// Fuses ranked lists of `(doc, score)` from different retrievers: each list's scores are
+/// min-max normalised to `[0, 1]` (all 1 when they are equal) and summed per document, 0 where
+/// a list lacks it; the best `k`, best first, ties by document number. Parameter-free (equal
+/// weights), so nothing is tuned to a collection. O(total hits log).
+pub fn fuse_min_max(lists: &[&[(u32, f64)]], k: usize) -> Vec<(u32, f64)> {
+    let mut fused: HashMap<u32, f64> = HashMap::new();
+    for list in lists {
+        let (lo, hi) = list
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), h| {
+                (lo.min(h.1), hi.max(h.1))
+            });
+        for &(doc, score) in *list {
+            let norm = if hi > lo {
+                (score - lo) / (hi - lo)
+            } else {
+                1.0
+            };
+            *fused.entry(doc).or_default() += norm;
+        }
+    }
+    let mut out: Vec<(u32, f64)> = fused.into_iter().collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     out.truncate(k);
     out
 }

@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::T5ForConditionalGeneration;
 use crate::score::{SealParams, dsi_rank, seal_rank, weigh_ngrams};
+use crate::stem::WordForms;
 
 /// What the model writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -127,6 +129,8 @@ pub struct SearchTimes {
 pub struct Searcher<'a> {
     index: &'a Index,
     model: T5ForConditionalGeneration,
+    /// Built on the first search that matches word forms.
+    forms: OnceLock<WordForms>,
 }
 
 impl<'a> Searcher<'a> {
@@ -146,7 +150,11 @@ impl<'a> Searcher<'a> {
                 model.config.vocab_size
             )));
         }
-        Ok(Searcher { index, model })
+        Ok(Searcher {
+            index,
+            model,
+            forms: OnceLock::new(),
+        })
     }
 
     pub fn index(&self) -> &Index {
@@ -223,10 +231,14 @@ impl<'a> Searcher<'a> {
                 )?;
                 times.decode += t;
                 let clock = Instant::now();
+                let forms = match options.seal.stem {
+                    true => Some(self.word_forms()?),
+                    false => None,
+                };
                 let hits = decoded
                     .iter()
                     .map(|d| {
-                        let ngrams = weigh_ngrams(fm, &d.history, &options.seal);
+                        let ngrams = weigh_ngrams(fm, &d.history, &options.seal, forms);
                         let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
                         ranked
                             .into_iter()
@@ -235,7 +247,8 @@ impl<'a> Searcher<'a> {
                                     .ngrams
                                     .iter()
                                     .take(10)
-                                    .map(|&i| ngrams[i].tokens.clone())
+                                    .filter_map(|&(i, f)| ngrams[i].forms().nth(f))
+                                    .map(|(tokens, _)| tokens.to_vec())
                                     .collect();
                                 let texts = tokens
                                     .iter()
@@ -284,6 +297,16 @@ impl<'a> Searcher<'a> {
                 Ok(hits)
             }
         }
+    }
+
+    /// The corpus's word forms, built on first use (one pass over the documents).
+    pub fn word_forms(&self) -> Result<&WordForms> {
+        if let Some(f) = self.forms.get() {
+            return Ok(f);
+        }
+        let index = self.index;
+        let built = WordForms::build(&index.docs, &index.tokenizer, &index.fm)?;
+        Ok(self.forms.get_or_init(|| built))
     }
 
     fn hit(&self, doc: u32, score: f64, ngrams: Vec<String>, tokens: Vec<Vec<u32>>) -> Hit {

@@ -221,6 +221,7 @@ impl Server {
         let stats = Arc::new(Mutex::new(Counters::default()));
         let (worker_stats, max_batch, max_wait) =
             (Arc::clone(&stats), config.max_batch, config.max_wait);
+        let stem = config.defaults.seal.stem;
         let state = Arc::new(Shared {
             config,
             jobs,
@@ -234,6 +235,11 @@ impl Server {
                 // The searcher borrows the index, so both live on this thread.
                 let searcher =
                     Searcher::with_model(&index, model).expect("checked before the thread started");
+                // Built now so that the first request does not wait for it; a failure shows
+                // in the answers (each search builds it again).
+                if stem {
+                    searcher.word_forms().ok();
+                }
                 worker(&searcher, &queue, max_batch, max_wait, &worker_stats);
             })
             .map_err(|e| Error::InvalidInput(format!("cannot start the search thread: {e}")))?;

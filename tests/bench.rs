@@ -21,7 +21,7 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     let dense =
         genret::baseline::dense::DenseEncoder::load(genret::baseline::dense::DEFAULT_MODEL).is_ok();
     let methods = if dense {
-        "seal,dsi,bm25,dense"
+        "seal,dsi,bm25,dense,seal+dense,bm25+dense"
     } else {
         "seal,dsi,bm25"
     };
@@ -86,6 +86,13 @@ fn bench_on_adi_writes_results_runs_and_chart() {
             assert!((v.as_f64().unwrap() - want).abs() < 1e-9, "{name} {m}");
         }
     }
+    // A fused method answers after both of its parts: its latency is at least theirs.
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name);
+    if let Some(fused) = row("seal+dense") {
+        let p50 = |r: &serde_json::Value| r["p50_ms"].as_f64().unwrap();
+        assert!(p50(fused) >= p50(row("seal").unwrap()));
+        assert!(p50(fused) >= p50(row("dense").unwrap()));
+    }
     // BM25 is a real baseline: on ADI it finds something for most queries.
     let bm25 = rows.iter().find(|r| r["name"] == "bm25").unwrap();
     assert!(bm25["metrics"]["recall@100"].as_f64().unwrap() > 0.5);
@@ -108,6 +115,14 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     let o = genret(&["bench", corpus.to_str().unwrap(), "--methods", "bm26"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bm26"));
+    let o = genret(&[
+        "bench",
+        corpus.to_str().unwrap(),
+        "--methods",
+        "seal,seal+dense",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add dense to --methods"));
     let o = genret(&[
         "bench",
         corpus.to_str().unwrap(),

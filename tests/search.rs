@@ -10,7 +10,9 @@ use genret::docid::{DocIds, Scheme};
 use genret::fmindex::{BuildOptions, FmIndex};
 use genret::index::{BuildConfig, Index, TokenizerSource, build};
 use genret::model::Preset;
-use genret::score::{SealParams, WeightedNgram, intersective_score, ngram_weight, seal_rank};
+use genret::score::{
+    SealParams, WeightedNgram, fuse_min_max, intersective_score, ngram_weight, seal_rank,
+};
 use genret::search::{Mode, SearchOptions, Searcher};
 use genret::tokenize::TrainConfig as TokenizerConfig;
 use genret::train::{TaskMix, TrainConfig, train};
@@ -55,6 +57,7 @@ fn ngram(tokens: &[u32], weight: f64) -> WeightedNgram {
             len: tokens.len(),
         },
         weight,
+        variants: Vec::new(),
     }
 }
 
@@ -76,7 +79,7 @@ fn intersective_score_matches_hand_computation() {
     // 1^2 * 0.6 = 0.6. [9] is absent. [5]: new, 0.25. Total 4.85.
     let (score, matched) = intersective_score(&doc, &ngrams, &params, 5.0);
     assert!((score - 4.85).abs() < 1e-12, "{score}");
-    assert_eq!(matched, vec![0, 1, 3]);
+    assert_eq!(matched, vec![(0, 0), (1, 0), (3, 0)]);
     // Without the coverage penalty [3 4] counts fully.
     let flat = SealParams {
         beta: 0.0,
@@ -100,6 +103,41 @@ fn intersective_score_matches_hand_computation() {
 }
 
 #[test]
+fn a_word_with_variants_counts_each_position_once() {
+    // [5] with the forms [8] and [5, 6] (which starts where [5] does) in a document that holds
+    // them at 3 positions scores as an exact n-gram found 3 times in a document as long.
+    let doc = vec![5, 6, 7, 5, 8];
+    let form = |tokens: &[u32]| genret::stem::Form {
+        tokens: tokens.to_vec(),
+        range: ngram(tokens, 0.0).range,
+    };
+    let word = WeightedNgram {
+        variants: vec![form(&[8]), form(&[5, 6])],
+        ..ngram(&[5], 2.0)
+    };
+    let params = SealParams::default();
+    let (score, matched) = intersective_score(&doc, &[word], &params, 4.0);
+    let (exact, _) = intersective_score(&[1, 1, 1, 0, 0], &[ngram(&[1], 2.0)], &params, 4.0);
+    assert_eq!(matched, vec![(0, 0)], "the written form occurs first");
+    assert!((score - exact).abs() < 1e-12, "{score} vs {exact}");
+    let (twice, _) = intersective_score(&[1, 1, 0, 0, 0], &[ngram(&[1], 2.0)], &params, 4.0);
+    assert!(score > twice);
+}
+
+#[test]
+fn min_max_fusion_normalises_each_list_and_sums() {
+    let a = [(1, 10.0), (2, 5.0), (3, 0.0)];
+    let b = [(3, 0.9), (4, 0.1)];
+    let fused = fuse_min_max(&[&a, &b], 10);
+    // 1: 1 + 0; 3: 0 + 1; 2: 0.5; 4: 0 + 0. Ties by document number.
+    assert_eq!(fused, vec![(1, 1.0), (3, 1.0), (2, 0.5), (4, 0.0)]);
+    // A list of equal scores counts 1 for each of its documents; k truncates.
+    let flat = [(7, 3.0), (2, 3.0)];
+    assert_eq!(fuse_min_max(&[&flat, &b], 2), vec![(2, 1.0), (3, 1.0)]);
+    assert!(fuse_min_max(&[], 5).is_empty());
+}
+
+#[test]
 fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
     let docs = vec![vec![5, 6, 7], vec![5, 6, 8, 9], vec![9, 9], vec![7, 7, 7]];
     let fm = FmIndex::build(&docs, 12, BuildOptions::default()).unwrap();
@@ -117,7 +155,7 @@ fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
     // doc 1: 9 + 4 = 13; doc 0: 9 + 1 = 10; doc 3: 1; doc 2 has none.
     assert_eq!(order, vec![1, 0, 3]);
     assert!((ranked[0].score - 13.0).abs() < 1e-12);
-    assert_eq!(ranked[0].ngrams, vec![0, 1]);
+    assert_eq!(ranked[0].ngrams, vec![(0, 0), (1, 0)]);
 }
 
 #[test]

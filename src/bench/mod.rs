@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Metric, Run, evaluate, write_run};
 use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
+use crate::score::{SealParams, fuse_min_max};
 use crate::search::{Mode, SearchOptions, Searcher};
 use crate::train::{TrainConfig, train};
 
@@ -35,6 +36,12 @@ pub enum Method {
     Dsi,
     Bm25,
     Dense,
+    /// SEAL and dense retrieval fused ([`fuse_min_max`]); needs both in the same run.
+    #[serde(rename = "seal+dense")]
+    SealDense,
+    /// BM25 and dense retrieval fused the same way: the hybrid to beat.
+    #[serde(rename = "bm25+dense")]
+    Bm25Dense,
 }
 
 impl Method {
@@ -44,6 +51,22 @@ impl Method {
             Method::Dsi => "dsi",
             Method::Bm25 => "bm25",
             Method::Dense => "dense",
+            Method::SealDense => "seal+dense",
+            Method::Bm25Dense => "bm25+dense",
+        }
+    }
+
+    /// Whether answering with this method runs `other` (itself, or a part of a fusion).
+    pub fn uses(self, other: Method) -> bool {
+        self == other || self.parts().is_some_and(|p| p.contains(&other))
+    }
+
+    /// The methods a fused method combines.
+    pub fn parts(self) -> Option<[Method; 2]> {
+        match self {
+            Method::SealDense => Some([Method::Seal, Method::Dense]),
+            Method::Bm25Dense => Some([Method::Bm25, Method::Dense]),
+            _ => None,
         }
     }
 }
@@ -56,8 +79,10 @@ impl std::str::FromStr for Method {
             "dsi" => Ok(Method::Dsi),
             "bm25" => Ok(Method::Bm25),
             "dense" => Ok(Method::Dense),
+            "seal+dense" => Ok(Method::SealDense),
+            "bm25+dense" => Ok(Method::Bm25Dense),
             other => Err(Error::InvalidInput(format!(
-                "unknown method {other:?}: use seal, dsi, bm25 or dense"
+                "unknown method {other:?}: use seal, dsi, bm25, dense, seal+dense or bm25+dense"
             ))),
         }
     }
@@ -75,6 +100,8 @@ pub struct BenchConfig {
     pub beam: usize,
     /// SEAL's n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
     pub ngrams_per_step: usize,
+    /// SEAL matches other forms of a one-word n-gram ([`crate::score::SealParams::stem`]).
+    pub stem: bool,
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
     pub dense_model: String,
@@ -115,7 +142,14 @@ impl BenchConfig {
         BenchConfig {
             collection: collection.into(),
             split: "test".into(),
-            methods: vec![Method::Seal, Method::Dsi, Method::Bm25, Method::Dense],
+            methods: vec![
+                Method::Seal,
+                Method::Dsi,
+                Method::Bm25,
+                Method::Dense,
+                Method::SealDense,
+                Method::Bm25Dense,
+            ],
             out: out.into(),
             train: TrainConfig {
                 preset: Preset::Small,
@@ -124,6 +158,7 @@ impl BenchConfig {
             },
             beam: 10,
             ngrams_per_step: SearchOptions::default().ngrams_per_step,
+            stem: SealParams::default().stem,
             depth: 100,
             dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
         }
@@ -187,6 +222,19 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Runs the comparison (see the module docs). Long steps show progress bars.
 pub fn run(config: &BenchConfig) -> Result<BenchResults> {
+    for m in &config.methods {
+        if let Some(parts) = m.parts()
+            && let Some(missing) = parts.iter().find(|p| !config.methods.contains(p))
+        {
+            return Err(Error::InvalidInput(format!(
+                "{} fuses this run's {} and {} results: add {} to --methods",
+                m.name(),
+                parts[0].name(),
+                parts[1].name(),
+                missing.name()
+            )));
+        }
+    }
     let collection = Collection::open(&config.collection, false)?;
     let qrels = collection.split(&config.split)?.clone();
     let texts: BTreeMap<&str, &str> = collection
@@ -305,7 +353,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let query_ids: Vec<&str> = judged.iter().map(|(q, _)| q.as_str()).collect();
     let query_texts: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
     let mut results = Vec::new();
-    for &method in &config.methods {
+    // A fused method fuses runs of this one, so it comes after them.
+    let mut methods = config.methods.clone();
+    methods.sort_by_key(|m| m.parts().is_some());
+    let mut runs: BTreeMap<&str, PerQuery> = BTreeMap::new();
+    for &method in &methods {
         let (per_query, ms) = match method {
             Method::Seal | Method::Dsi => {
                 let model = model.clone().expect("loaded for generative methods");
@@ -320,6 +372,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     beam: config.beam,
                     ngrams_per_step: config.ngrams_per_step,
                     batch: 1,
+                    seal: SealParams {
+                        stem: config.stem,
+                        ..SealParams::default()
+                    },
                     ..SearchOptions::default()
                 };
                 timed(method, &query_texts, |q| {
@@ -363,7 +419,24 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                         .collect())
                 })?
             }
+            Method::SealDense | Method::Bm25Dense => {
+                let [a, b] = method.parts().expect("a fused method");
+                let ((a, a_ms), (b, b_ms)) = (&runs[a.name()], &runs[b.name()]);
+                let fused = a
+                    .iter()
+                    .zip(b)
+                    .map(|(x, y)| fuse_min_max(&[x, y], config.depth))
+                    .collect();
+                let ms = a_ms.iter().zip(b_ms).map(|(x, y)| x + y).collect();
+                (fused, ms)
+            }
         };
+        if methods
+            .iter()
+            .any(|m| m.parts().is_some_and(|p| p.contains(&method)))
+        {
+            runs.insert(method.name(), (per_query.clone(), ms.clone()));
+        }
         let run: Run = query_ids
             .iter()
             .zip(&per_query)
@@ -393,7 +466,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                 .get(name)
                 .map_or(0, |p| dir_bytes(&index.dir.file(&p.file)))
         };
-        let (index_bytes, model_bytes, build_s) = match method {
+        let cost = |method: Method| match method {
             Method::Seal => (
                 part("fmindex"),
                 part("model"),
@@ -406,7 +479,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             ),
             Method::Bm25 => (dir_bytes(&index.dir.file(BM25_DIR)), 0, timings.bm25_s),
             Method::Dense => (part("dense"), 0, timings.dense_s),
+            Method::SealDense | Method::Bm25Dense => (0, 0, 0.0),
         };
+        let (index_bytes, model_bytes, build_s) = method.parts().map_or(cost(method), |p| {
+            let (a, b) = (cost(p[0]), cost(p[1]));
+            (a.0 + b.0, a.1 + b.1, a.2 + b.2)
+        });
         results.push(MethodResult {
             name: method.name().into(),
             metrics: eval.mean,
@@ -442,14 +520,16 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     Ok(out)
 }
 
+/// Every query's hits `(doc, score)`, best first, and its milliseconds.
+type PerQuery = (Vec<Vec<(u32, f64)>>, Vec<f64>);
+
 /// Answers every query with `f`, one at a time, under a progress bar; returns the hits and
 /// each query's milliseconds.
-#[allow(clippy::type_complexity)]
 fn timed(
     method: Method,
     queries: &[&str],
     f: impl Fn(&str) -> Result<Vec<(u32, f64)>>,
-) -> Result<(Vec<Vec<(u32, f64)>>, Vec<f64>)> {
+) -> Result<PerQuery> {
     let pb = crate::progress::bar(queries.len() as u64, &format!("{} queries", method.name()));
     let mut hits = Vec::with_capacity(queries.len());
     let mut ms = Vec::with_capacity(queries.len());
@@ -477,7 +557,7 @@ pub fn table(results: &BenchResults) -> String {
         }
     );
     s.push_str(&format!(
-        "{:<7} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>9}\n",
+        "{:<10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>9}\n",
         "method",
         "nDCG@10",
         "MRR@10",
@@ -493,7 +573,7 @@ pub fn table(results: &BenchResults) -> String {
     for m in &results.methods {
         let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
         s.push_str(&format!(
-            "{:<7} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>9.1}\n",
+            "{:<10} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>9.1}\n",
             m.name,
             g("ndcg@10"),
             g("mrr@10"),

@@ -22,8 +22,14 @@ pub struct BenchArgs {
     /// Qrels split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Methods to compare, comma-separated: seal, dsi, bm25, dense.
-    #[arg(long, value_delimiter = ',', default_value = "seal,dsi,bm25,dense")]
+    /// Methods to compare, comma-separated: seal, dsi, bm25, dense, and the fusions
+    /// seal+dense and bm25+dense (each part's scores min-max normalised per query and summed;
+    /// both parts must be listed too).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "seal,dsi,bm25,dense,seal+dense,bm25+dense"
+    )]
     pub methods: Vec<String>,
     /// Output directory (default: bench/<collection name>).
     #[arg(long)]
@@ -41,6 +47,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = genret::search::SearchOptions::default().ngrams_per_step as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ngrams_per_step: u32,
+    /// Match SEAL's n-grams exactly, without other forms of a word (see `genret search
+    /// --help`).
+    #[arg(long)]
+    pub exact_ngrams: bool,
     /// Dense model: a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
     pub dense_model: String,
@@ -91,6 +101,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     config.train.copy = !args.no_copy;
     config.beam = args.beam as usize;
     config.ngrams_per_step = args.ngrams_per_step as usize;
+    config.stem = !args.exact_ngrams;
     config.dense_model = args.dense_model.clone();
     let results = run(&config)?;
     if args.json {

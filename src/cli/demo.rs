@@ -53,7 +53,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = BenchConfig::new(&args.collection, &args.out);
     config.train.steps = Some(args.steps);
     if args.no_dense {
-        config.methods.retain(|m| *m != Method::Dense);
+        config.methods.retain(|m| !m.uses(Method::Dense));
     } else if genret::model::resolve_model_dir(DEFAULT_MODEL).is_err() {
         say(&format!(
             "genret demo: the dense baseline's model ({DEFAULT_MODEL}) is not in the Hugging Face \
@@ -61,7 +61,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         ));
         if let Err(e) = install_minilm() {
             tracing::warn!("{e:#}; comparing without the dense baseline");
-            config.methods.retain(|m| *m != Method::Dense);
+            config.methods.retain(|m| !m.uses(Method::Dense));
         }
     }
     say(&format!(

@@ -6,6 +6,7 @@ use clap::Args;
 use genret::corpus::read_queries;
 use genret::eval::{Run, write_run};
 use genret::index::Index;
+use genret::score::SealParams;
 use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
 
 /// Search an index with its trained model: the model writes corpus n-grams (seal, the
@@ -49,6 +50,11 @@ pub struct SearchArgs {
     /// Longest n-gram in tokens (seal).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_ngram_len: u32,
+    /// Match the model's n-grams exactly (seal). By default a one-word n-gram also matches
+    /// the corpus's other forms of the word ("flow" finds "flows"), grouped by the Snowball
+    /// English stemmer, as BM25's analyzer does; use this for a corpus not in English.
+    #[arg(long)]
+    pub exact_ngrams: bool,
     /// Queries decoded together (batch search).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
@@ -80,6 +86,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         max_ngram_len: args.max_ngram_len as usize,
         ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
+        seal: SealParams {
+            stem: !args.exact_ngrams,
+            ..SealParams::default()
+        },
         ..SearchOptions::default()
     };
     if let Some(query) = &args.query {
