@@ -34,7 +34,9 @@ fn main() -> genret::Result<()> {
                 for t in &hit.tokens {
                     ngrams += 1;
                     let ok = match mode {
-                        Mode::Seal => tokens.windows(t.len()).any(|w| w == &t[..]),
+                        Mode::Seal | Mode::SealDense => {
+                            tokens.windows(t.len()).any(|w| w == &t[..])
+                        }
                         Mode::Dsi => index.docids.lookup(t) == Some(doc),
                     };
                     if !ok {

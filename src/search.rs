@@ -25,11 +25,12 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
+use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::decode::{BeamOptions, DecodeTimes, FmConstraint, TrieConstraint, beam_search};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::T5ForConditionalGeneration;
-use crate::score::{SealParams, dsi_rank, seal_rank, weigh_ngrams};
+use crate::score::{SealParams, dsi_rank, fuse_min_max, seal_rank, weigh_ngrams};
 use crate::stem::WordForms;
 
 /// What the model writes.
@@ -41,7 +42,15 @@ pub enum Mode {
     Seal,
     /// Document identifiers, trie constrained, ranked by log-prob.
     Dsi,
+    /// SEAL fused with dense retrieval: the best [`FUSION_DEPTH`] of each, min-max
+    /// normalised and summed ([`crate::score::fuse_min_max`]); needs
+    /// [`Searcher::with_dense`].
+    #[serde(rename = "seal+dense")]
+    SealDense,
 }
+
+/// Documents taken from each retriever before fusing.
+pub const FUSION_DEPTH: usize = 100;
 
 impl std::str::FromStr for Mode {
     type Err = Error;
@@ -49,8 +58,9 @@ impl std::str::FromStr for Mode {
         match s {
             "seal" => Ok(Mode::Seal),
             "dsi" => Ok(Mode::Dsi),
+            "seal+dense" => Ok(Mode::SealDense),
             _ => Err(Error::InvalidInput(format!(
-                "unknown search mode {s:?}: use seal or dsi"
+                "unknown search mode {s:?}: use seal, dsi or seal+dense"
             ))),
         }
     }
@@ -121,7 +131,8 @@ pub struct SearchResult {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SearchTimes {
     pub decode: DecodeTimes,
-    /// Ranking documents from decoded strings.
+    /// Ranking documents from decoded strings (and for seal+dense, dense retrieval and
+    /// fusion).
     pub scoring: std::time::Duration,
 }
 
@@ -131,6 +142,7 @@ pub struct Searcher<'a> {
     model: T5ForConditionalGeneration,
     /// Built on the first search that matches word forms.
     forms: OnceLock<WordForms>,
+    dense: Option<(DenseEncoder, DenseIndex)>,
 }
 
 impl<'a> Searcher<'a> {
@@ -154,7 +166,15 @@ impl<'a> Searcher<'a> {
             index,
             model,
             forms: OnceLock::new(),
+            dense: None,
         })
+    }
+
+    /// Adds dense retrieval over the same documents, for [`Mode::SealDense`]
+    /// ([`DenseIndex::open_or_build`] makes `dense` for this index).
+    pub fn with_dense(mut self, encoder: DenseEncoder, dense: DenseIndex) -> Searcher<'a> {
+        self.dense = Some((encoder, dense));
+        self
     }
 
     pub fn index(&self) -> &Index {
@@ -210,6 +230,7 @@ impl<'a> Searcher<'a> {
             })
             .collect::<Result<Vec<_>>>()?;
         match options.mode {
+            Mode::SealDense => self.search_fused(queries, options, times),
             Mode::Seal => {
                 let fm = &self.index.fm;
                 let banned = vec![
@@ -297,6 +318,54 @@ impl<'a> Searcher<'a> {
                 Ok(hits)
             }
         }
+    }
+
+    /// SEAL's and dense retrieval's best [`FUSION_DEPTH`] fused; a hit keeps the n-grams
+    /// SEAL found it by (none when only dense retrieval found it).
+    fn search_fused(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Vec<Hit>>> {
+        let Some((encoder, dense)) = &self.dense else {
+            return Err(Error::InvalidInput(
+                "mode seal+dense needs dense retrieval: this searcher was made without it \
+                 (genret search loads it with --mode seal+dense)"
+                    .into(),
+            ));
+        };
+        let seal = SearchOptions {
+            mode: Mode::Seal,
+            k: FUSION_DEPTH.max(options.k),
+            ..*options
+        };
+        let seal = self.search_batch(queries, &seal, times)?;
+        let clock = Instant::now();
+        let embedded = encoder.embed(queries, &|_| {})?;
+        let dense = dense.search(&embedded, FUSION_DEPTH.max(options.k))?;
+        let fused = seal
+            .into_iter()
+            .zip(dense)
+            .map(|(mut seal, dense)| {
+                let s: Vec<(u32, f64)> = seal.iter().map(|h| (h.doc, h.score)).collect();
+                let d: Vec<(u32, f64)> = dense.iter().map(|&(doc, c)| (doc, c as f64)).collect();
+                fuse_min_max(&[&s, &d], options.k)
+                    .into_iter()
+                    .map(
+                        |(doc, score)| match seal.iter().position(|h| h.doc == doc) {
+                            Some(i) => Hit {
+                                score,
+                                ..seal.swap_remove(i)
+                            },
+                            None => self.hit(doc, score, Vec::new(), Vec::new()),
+                        },
+                    )
+                    .collect()
+            })
+            .collect();
+        times.scoring += clock.elapsed();
+        Ok(fused)
     }
 
     /// The corpus's word forms, built on first use (one pass over the documents).

@@ -376,6 +376,13 @@ fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions)
     )?;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
+        if options.mode == Mode::SealDense {
+            return Err(
+                "mode seal+dense is not served (the server has no dense retrieval); \
+                        use seal or dsi"
+                    .into(),
+            );
+        }
     }
     Ok((query.to_string(), options))
 }

@@ -92,6 +92,37 @@ fn bench_on_adi_writes_results_runs_and_chart() {
         let p50 = |r: &serde_json::Value| r["p50_ms"].as_f64().unwrap();
         assert!(p50(fused) >= p50(row("seal").unwrap()));
         assert!(p50(fused) >= p50(row("dense").unwrap()));
+        // `genret search --mode seal+dense` ranks as the bench's fusion of its two runs.
+        let searched = dir.path().join("searched.trec");
+        let o = genret(&[
+            "-q",
+            "search",
+            out.join("index").to_str().unwrap(),
+            "--queries",
+            corpus.to_str().unwrap(),
+            "--out",
+            searched.to_str().unwrap(),
+            "--mode",
+            "seal+dense",
+            "-k",
+            "100",
+            "--beam",
+            "3",
+            "--batch",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let docs = |run: &genret::eval::Run| -> std::collections::BTreeMap<String, Vec<String>> {
+            run.iter()
+                .map(|(q, hits)| (q.clone(), hits.iter().map(|h| h.0.clone()).collect()))
+                .collect()
+        };
+        let benched = genret::eval::read_run(&out.join("seal+dense.trec")).unwrap();
+        let searched = genret::eval::read_run(&searched).unwrap();
+        let searched = docs(&searched);
+        for (q, want) in docs(&benched) {
+            assert_eq!(searched[&q], want, "query {q}");
+        }
     }
     // BM25 is a real baseline: on ADI it finds something for most queries.
     let bm25 = rows.iter().find(|r| r["name"] == "bm25").unwrap();

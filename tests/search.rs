@@ -359,7 +359,7 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
             "--out",
         ])
         .arg(&run)
-        .args(["--mode", "dsi", "-k", "4", "--beam", "4"])
+        .args(["--mode", "dsi", "-k", "4", "--beam", "4", "--json"])
         .output()
         .unwrap();
     assert!(
@@ -367,6 +367,11 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let printed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed.len(), 225, "one JSON line per query");
     let parsed = genret::eval::read_run(&run).unwrap();
     assert_eq!(parsed.len(), 225);
     assert!(

@@ -193,6 +193,11 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             "unknown search mode",
         ),
         (
+            r#"{"query": "x", "mode": "seal+dense"}"#,
+            400,
+            "seal+dense is not served",
+        ),
+        (
             &format!(r#"{{"query": "{long}"}}"#),
             400,
             "the limit is 200",

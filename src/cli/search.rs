@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use genret::baseline::dense::{DenseEncoder, DenseIndex};
 use genret::corpus::read_queries;
 use genret::eval::{Run, write_run};
 use genret::index::Index;
@@ -19,6 +20,7 @@ use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
 #[command(
     after_help = "Examples:\n  genret search cranfield.idx \"boundary layer transition\"\n  \
     genret search cranfield.idx \"heat transfer\" --mode dsi -k 5 --json\n  \
+    genret search cranfield.idx \"heat transfer\" --mode seal+dense\n  \
     genret search cranfield.idx --queries corpus/cranfield/queries.jsonl --out seal.trec"
 )]
 pub struct SearchArgs {
@@ -36,9 +38,14 @@ pub struct SearchArgs {
     /// Documents per query.
     #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub k: u32,
-    /// What the model writes: seal (n-grams) or dsi (docids).
+    /// What the model writes: seal (n-grams) or dsi (docids); seal+dense fuses SEAL's best
+    /// 100 with dense retrieval's (min-max normalised scores summed; the first use embeds
+    /// every document and keeps the embeddings in the index).
     #[arg(long, value_enum, default_value_t = ModeArg::Seal)]
     pub mode: ModeArg,
+    /// Dense model for seal+dense: a directory, or a name in the Hugging Face cache.
+    #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
+    pub dense_model: String,
     /// Beam size.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub beam: u32,
@@ -71,15 +78,29 @@ pub struct SearchArgs {
 pub enum ModeArg {
     Seal,
     Dsi,
+    #[value(name = "seal+dense")]
+    SealDense,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
-    let index = Index::open(&args.index)?;
-    let searcher = Searcher::new(&index)?;
+    let mut index = Index::open(&args.index)?;
+    let dense = match args.mode {
+        ModeArg::SealDense => {
+            let encoder = DenseEncoder::load(&args.dense_model)?;
+            let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
+            Some((encoder, dense))
+        }
+        _ => None,
+    };
+    let mut searcher = Searcher::new(&index)?;
+    if let Some((encoder, dense)) = dense {
+        searcher = searcher.with_dense(encoder, dense);
+    }
     let options = SearchOptions {
         mode: match args.mode {
             ModeArg::Seal => Mode::Seal,
             ModeArg::Dsi => Mode::Dsi,
+            ModeArg::SealDense => Mode::SealDense,
         },
         k: args.k as usize,
         beam: args.beam as usize,
