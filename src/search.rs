@@ -259,7 +259,13 @@ impl<'a> Searcher<'a> {
                 let hits = decoded
                     .iter()
                     .map(|d| {
-                        let ngrams = weigh_ngrams(fm, &d.history, &options.seal, forms);
+                        let mut ngrams = weigh_ngrams(fm, &d.history, &options.seal, forms);
+                        if options.seal.words_only {
+                            ngrams.retain(|n| {
+                                tok.decode(&n.tokens, false)
+                                    .is_ok_and(|t| t.chars().any(char::is_alphanumeric))
+                            });
+                        }
                         let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
                         ranked
                             .into_iter()

@@ -283,8 +283,36 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
                     hit.doc_id
                 );
             }
+            // Punctuation is not a term (SealParams::words_only).
+            assert!(
+                hit.ngrams
+                    .iter()
+                    .all(|n| n.chars().any(char::is_alphanumeric)),
+                "{:?}",
+                hit.ngrams
+            );
         }
     }
+    // Without the filter the model's punctuation n-grams count too.
+    let with_punctuation = searcher
+        .search(
+            &texts[..20],
+            &SearchOptions {
+                seal: SealParams {
+                    words_only: false,
+                    ..SealParams::default()
+                },
+                ..options
+            },
+        )
+        .unwrap();
+    assert!(
+        with_punctuation
+            .iter()
+            .flat_map(|r| &r.results)
+            .flat_map(|h| &h.ngrams)
+            .any(|n| !n.chars().any(char::is_alphanumeric))
+    );
     // The same queries one at a time give the same rankings as in batches.
     let single = searcher
         .search(
