@@ -252,9 +252,10 @@ impl<'a> Searcher<'a> {
                 )?;
                 times.decode += t;
                 let clock = Instant::now();
-                let forms = match options.seal.stem {
-                    true => Some(self.word_forms()?),
-                    false => None,
+                let forms = if options.seal.stem {
+                    Some(self.word_forms()?)
+                } else {
+                    None
                 };
                 let hits = decoded
                     .iter()

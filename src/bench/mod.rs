@@ -100,7 +100,7 @@ pub struct BenchConfig {
     pub beam: usize,
     /// SEAL's n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
     pub ngrams_per_step: usize,
-    /// SEAL matches other forms of a one-word n-gram ([`crate::score::SealParams::stem`]).
+    /// SEAL counts the other forms of an n-gram's words as it ([`SealParams::stem`]).
     pub stem: bool,
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
