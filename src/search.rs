@@ -218,6 +218,9 @@ impl<'a> Searcher<'a> {
         options: &SearchOptions,
         times: &mut SearchTimes,
     ) -> Result<Vec<Vec<Hit>>> {
+        if options.mode == Mode::SealDense {
+            return self.search_fused(queries, options, times);
+        }
         let tok = &self.index.tokenizer;
         let sp = tok.specials();
         let sources = queries
@@ -230,7 +233,7 @@ impl<'a> Searcher<'a> {
             })
             .collect::<Result<Vec<_>>>()?;
         match options.mode {
-            Mode::SealDense => self.search_fused(queries, options, times),
+            Mode::SealDense => unreachable!("answered above"),
             Mode::Seal => {
                 let fm = &self.index.fm;
                 let banned = vec![
