@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::T5ForConditionalGeneration;
 use crate::score::{SealParams, dsi_rank, fuse_min_max, seal_rank, weigh_ngrams};
-use crate::stem::WordForms;
+use crate::stem::{WordForms, content_ngrams};
 
 /// What the model writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
@@ -263,13 +263,14 @@ impl<'a> Searcher<'a> {
                 let hits = decoded
                     .iter()
                     .map(|d| {
-                        let mut ngrams = weigh_ngrams(fm, &d.history, &options.seal, forms);
-                        if options.seal.words_only {
-                            ngrams.retain(|n| {
-                                tok.decode(&n.tokens, false)
-                                    .is_ok_and(|t| t.chars().any(char::is_alphanumeric))
-                            });
-                        }
+                        let content;
+                        let history = if options.seal.content {
+                            content = content_ngrams(&d.history, tok, fm)?;
+                            &content
+                        } else {
+                            &d.history
+                        };
+                        let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
                         let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
                         ranked
                             .into_iter()

@@ -15,12 +15,17 @@
 //!
 //! Only whole words are read: an n-gram is split into the token ids of corpus words, so one
 //! that starts or ends inside a word, or holds punctuation, is matched exactly.
+//!
+//! Before that, [`content_ngrams`] reads each n-gram as its content words, as BM25 reads a
+//! query as its words: "of the super bowl," is the term "super bowl".
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use rayon::prelude::*;
 use rust_stemmers::{Algorithm, Stemmer};
 
+use crate::decode::Hypothesis;
 use crate::error::Result;
 use crate::fmindex::{FmIndex, FmRange};
 use crate::index::DocEntry;
@@ -45,6 +50,16 @@ pub struct Phrase {
     pub variants: Vec<Form>,
 }
 
+/// Whether `word` (lowercase) is an English stop word: NLTK's list (198 words, from the
+/// `stop-words` crate), which holds the question words ("what", "how", "did") that queries
+/// are full of. Lucene's shorter list (33 words, as tantivy has it) left those as content and
+/// scored below it (Cranfield nDCG@10 0.333 vs 0.346; docs/BENCHMARKS.md).
+pub fn is_stop_word(word: &str) -> bool {
+    static STOP: LazyLock<HashSet<&str>> =
+        LazyLock::new(|| stop_words::get("en").iter().copied().collect());
+    STOP.contains(word)
+}
+
 /// The corpus's words, grouped by stem.
 pub struct WordForms {
     forms: Vec<Form>,
@@ -54,6 +69,8 @@ pub struct WordForms {
     stems: Vec<Vec<usize>>,
     /// A form's token ids -> the form.
     form_of: HashMap<Vec<u32>, usize>,
+    /// Whether a form is the spelling glued to punctuation.
+    glued: Vec<bool>,
 }
 
 impl WordForms {
@@ -84,31 +101,33 @@ impl WordForms {
                     Some(rest) if !glue.is_empty() && rest != spaced => Some(rest.to_vec()),
                     _ => None,
                 };
-                Ok(std::iter::once(spaced)
-                    .chain(glued)
-                    .map(|tokens| {
+                Ok(std::iter::once((spaced, false))
+                    .chain(glued.map(|g| (g, true)))
+                    .map(|(tokens, glued)| {
                         let range = fm.range(&tokens);
-                        (stem.clone(), tokens, range)
+                        (stem.clone(), tokens, range, glued)
                     })
                     .collect::<Vec<_>>())
             })
             .collect::<Result<Vec<_>>>()?
             .concat();
         // Words that differ only where the tokenizer normalises (case) are one form.
-        encoded.retain(|(_, tokens, range)| !tokens.is_empty() && !range.is_empty());
+        encoded.retain(|(_, tokens, range, _)| !tokens.is_empty() && !range.is_empty());
         encoded.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         encoded.dedup_by(|a, b| a.1 == b.1);
         let mut forms = Vec::with_capacity(encoded.len());
         let mut stem_of = Vec::with_capacity(encoded.len());
+        let mut glued = Vec::with_capacity(encoded.len());
         let mut stems: Vec<Vec<usize>> = Vec::new();
         let mut last_stem = None;
-        for (stem, tokens, range) in encoded {
+        for (stem, tokens, range, is_glued) in encoded {
             if last_stem.as_ref() != Some(&stem) {
                 stems.push(Vec::new());
                 last_stem = Some(stem);
             }
             stems.last_mut().expect("pushed").push(forms.len());
             stem_of.push(stems.len() - 1);
+            glued.push(is_glued);
             forms.push(Form { tokens, range });
         }
         let form_of = forms
@@ -121,11 +140,14 @@ impl WordForms {
             stem_of,
             stems,
             form_of,
+            glued,
         })
     }
 
     /// Splits `tokens` into corpus words, fewest words first; None when it is not a sequence
-    /// of whole words. O(n^2) lookups for n tokens.
+    /// of whole words. A spelling glued to punctuation only starts the n-gram: after another
+    /// word it would be the rest of that word ("ap" + "p" is no split of "app"). O(n^2)
+    /// lookups for n tokens.
     fn words(&self, tokens: &[u32]) -> Option<Vec<usize>> {
         let n = tokens.len();
         // best[i]: the fewest words covering tokens[..i], as (words, last form, start).
@@ -138,6 +160,9 @@ impl WordForms {
                 else {
                     continue;
                 };
+                if start > 0 && self.glued[form] {
+                    continue;
+                }
                 if best[end].is_none_or(|(w, _, _)| words + 1 < w) {
                     best[end] = Some((words + 1, form, start));
                 }
@@ -196,6 +221,73 @@ impl WordForms {
         };
         (!variants.is_empty()).then_some(Phrase { stems, variants })
     }
+}
+
+/// The n-grams the model wrote, each read as its content: its text without stop words
+/// ([`is_stop_word`]) and punctuation at either end ("of the super bowl," counts as "super
+/// bowl"), re-encoded as the corpus spells it after a space; one of stop words and
+/// punctuation alone is dropped. An n-gram whose content the corpus lacks in that spelling
+/// is kept whole. The probabilities stay, so n-grams with one content add up in
+/// [`crate::score::weigh_ngrams`].
+///
+/// Why: a small model spreads its probability over the contexts a query's words take in the
+/// corpus ("the super", "of super", ", super"); each such n-gram is rare, so SEAL's weight
+/// rewards it, and their sum drowns the query's discriminative words. Read as content they
+/// are one term, as the words are to BM25 (SQuAD dev Hits@1 +0.033, Cranfield nDCG@10
+/// +0.020, CISI +0.007; docs/BENCHMARKS.md). Cost: one decode per n-gram, and one encode
+/// and backward search per trimmed one.
+pub fn content_ngrams(
+    hyps: &[Hypothesis<FmRange>],
+    tokenizer: &GenretTokenizer,
+    fm: &FmIndex,
+) -> Result<Vec<Hypothesis<FmRange>>> {
+    let mut out = Vec::with_capacity(hyps.len());
+    for h in hyps {
+        let text = tokenizer.decode(&h.tokens, false)?;
+        let Some((start, end)) = content_span(&text) else {
+            continue;
+        };
+        if text[..start].trim().is_empty() && text[end..].trim().is_empty() {
+            out.push(h.clone());
+            continue;
+        }
+        let tokens = tokenizer.encode(&text[start..end])?;
+        let state = fm.range(&tokens);
+        out.push(if state.is_empty() {
+            h.clone()
+        } else {
+            Hypothesis {
+                tokens,
+                score: h.score,
+                state,
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The byte span of `text` from its first content word to the end of its last; None when it
+/// has none.
+fn content_span(text: &str) -> Option<(usize, usize)> {
+    let mut span: Option<(usize, usize)> = None;
+    let mut word_start = None;
+    // A sentinel non-word char at the end closes the last word.
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        match (c.is_alphanumeric(), word_start) {
+            (true, None) => word_start = Some(i),
+            (false, Some(s)) => {
+                word_start = None;
+                if !is_stop_word(&text[s..i].to_lowercase()) {
+                    span = Some(span.map_or((s, i), |(first, _)| (first, i)));
+                }
+            }
+            _ => {}
+        }
+    }
+    span
 }
 
 #[cfg(test)]
@@ -281,6 +373,15 @@ mod tests {
         );
         assert_eq!(phrase("over wings"), None, "\"over wing\" does not occur");
         assert_eq!(phrase("flow,"), None, "punctuation is matched exactly");
+        // A glued spelling starts an n-gram ("/flow wing"), never continues a word.
+        let wing = tok.encode("wing").unwrap();
+        assert_eq!(
+            forms
+                .words(&[&glued[..], &wing[..]].concat())
+                .map(|w| w.len()),
+            Some(2)
+        );
+        assert_eq!(forms.words(&[&wing[..], &glued[..]].concat()), None);
     }
 
     #[test]
@@ -317,5 +418,52 @@ mod tests {
         assert_eq!(flow.variants.len(), 3);
         let want = ngram_weight(0.9f32.ln() as f64, all, fm.tokens(), params.smoothing);
         assert!((flow.weight - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ngrams_count_as_their_content() {
+        let (_, tok, fm) = corpus();
+        let hyp = |w: &str| {
+            let tokens = tok.encode(w).unwrap();
+            let state = fm.range(&tokens);
+            assert!(!state.is_empty(), "{w:?} occurs");
+            Hypothesis {
+                tokens,
+                score: -1.0,
+                state,
+            }
+        };
+        let hyps = [
+            hyp("of flow,"),
+            hyp("the flows"),
+            hyp("and a"),
+            hyp("wing and a model"),
+            hyp("flow separates."),
+            hyp("a high-flow"),
+            hyp("stream; the"),
+        ];
+        let read = content_ngrams(&hyps, &tok, &fm).unwrap();
+        let texts: Vec<String> = read
+            .iter()
+            .map(|h| tok.decode(&h.tokens, false).unwrap())
+            .collect();
+        // Stop words inside an n-gram stay; one of stop words and punctuation is dropped.
+        assert_eq!(
+            texts,
+            [
+                "flow",
+                "flows",
+                "wing and a model",
+                "flow separates",
+                "high-flow",
+                "stream"
+            ]
+        );
+        for (h, w) in read.iter().zip(&texts) {
+            assert_eq!(h.state, fm.range(&h.tokens), "{w}");
+            assert_eq!(h.score, -1.0);
+        }
+        // "wing and a model" is its own content: the very hypothesis comes back.
+        assert_eq!(read[2], hyps[3]);
     }
 }

@@ -100,7 +100,8 @@ pub struct BenchConfig {
     pub beam: usize,
     /// SEAL's n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
     pub ngrams_per_step: usize,
-    /// SEAL counts the other forms of an n-gram's words as it ([`SealParams::stem`]).
+    /// SEAL reads its n-grams as English words: their content, and the other forms of their
+    /// words ([`SealParams::content`], [`SealParams::stem`]).
     pub stem: bool,
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
@@ -374,6 +375,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     batch: 1,
                     seal: SealParams {
                         stem: config.stem,
+                        content: config.stem,
                         ..SealParams::default()
                     },
                     ..SearchOptions::default()

@@ -47,8 +47,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = genret::search::SearchOptions::default().ngrams_per_step as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ngrams_per_step: u32,
-    /// Match SEAL's n-grams exactly, without other forms of a word (see `genret search
-    /// --help`).
+    /// Match SEAL's n-grams exactly, not read as English words (see `genret search --help`).
     #[arg(long)]
     pub exact_ngrams: bool,
     /// Dense model: a directory, or a name in the Hugging Face cache.

@@ -57,9 +57,11 @@ pub struct SearchArgs {
     /// Longest n-gram in tokens (seal).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_ngram_len: u32,
-    /// Match the model's n-grams exactly (seal). By default a one-word n-gram also matches
-    /// the corpus's other forms of the word ("flow" finds "flows"), grouped by the Snowball
-    /// English stemmer, as BM25's analyzer does; use this for a corpus not in English.
+    /// Match the model's n-grams exactly (seal). By default they are read as English words,
+    /// as BM25's analyzer reads text: an n-gram counts as its content, without stop words and
+    /// punctuation at either end ("of the flow," is "flow"), and also matches the corpus's
+    /// other forms of its words ("flow" finds "flows"), grouped by the Snowball English
+    /// stemmer. Use this for a corpus not in English.
     #[arg(long)]
     pub exact_ngrams: bool,
     /// Queries decoded together (batch search).
@@ -109,6 +111,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         batch: args.batch as usize,
         seal: SealParams {
             stem: !args.exact_ngrams,
+            content: !args.exact_ngrams,
             ..SealParams::default()
         },
         ..SearchOptions::default()
