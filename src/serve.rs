@@ -41,6 +41,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::T5ForConditionalGeneration;
@@ -111,6 +112,8 @@ struct Shared {
     jobs: SyncSender<Job>,
     started: Instant,
     info: IndexInfo,
+    /// Whether the worker has dense retrieval (mode seal+dense).
+    dense: bool,
     // Shared with the worker, which must not hold `Shared`: its queue sender would keep the
     // worker alive after the server is gone.
     stats: Arc<Mutex<Counters>>,
@@ -192,6 +195,28 @@ impl Server {
         model: T5ForConditionalGeneration,
         config: ServeConfig,
     ) -> Result<Server> {
+        Server::spawn(index, model, None, config)
+    }
+
+    /// [`with_model`](Self::with_model) that also serves mode `seal+dense`, fusing SEAL with
+    /// dense retrieval by `encoder` over the index's document embeddings `dense` (e.g. from
+    /// [`DenseIndex::open_or_build`]).
+    pub fn with_dense(
+        index: Index,
+        model: T5ForConditionalGeneration,
+        encoder: DenseEncoder,
+        dense: DenseIndex,
+        config: ServeConfig,
+    ) -> Result<Server> {
+        Server::spawn(index, model, Some((encoder, dense)), config)
+    }
+
+    fn spawn(
+        index: Index,
+        model: T5ForConditionalGeneration,
+        dense: Option<(DenseEncoder, DenseIndex)>,
+        config: ServeConfig,
+    ) -> Result<Server> {
         if config.max_batch == 0
             || config.queue == 0
             || config.max_k == 0
@@ -227,14 +252,18 @@ impl Server {
             jobs,
             started: Instant::now(),
             info,
+            dense: dense.is_some(),
             stats,
         });
         std::thread::Builder::new()
             .name("genret-search".into())
             .spawn(move || {
                 // The searcher borrows the index, so both live on this thread.
-                let searcher =
+                let mut searcher =
                     Searcher::with_model(&index, model).expect("checked before the thread started");
+                if let Some((encoder, dense)) = dense {
+                    searcher = searcher.with_dense(encoder, dense);
+                }
                 // Built now so that the first request does not wait for it; a failure shows
                 // in the answers (each search builds it again).
                 if stem {
@@ -339,7 +368,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Checks a request against the limits and fills in defaults.
-fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions), String> {
+fn validate(
+    body: &[u8],
+    config: &ServeConfig,
+    dense: bool,
+) -> Result<(String, SearchOptions), String> {
     let req: SearchRequest = serde_json::from_slice(body).map_err(|e| {
         format!(
             "invalid request body: {e}; expected JSON like \
@@ -376,10 +409,10 @@ fn validate(body: &[u8], config: &ServeConfig) -> Result<(String, SearchOptions)
     )?;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
-        if options.mode == Mode::SealDense {
+        if options.mode == Mode::SealDense && !dense {
             return Err(
-                "mode seal+dense is not served (the server has no dense retrieval); \
-                        use seal or dsi"
+                "mode seal+dense is not served: start the server with --dense-model \
+                 (e.g. sentence-transformers/all-MiniLM-L6-v2), or use seal or dsi"
                     .into(),
             );
         }
@@ -423,7 +456,7 @@ async fn answer(state: &Shared, body: Result<Bytes, BytesRejection>) -> Response
             );
         }
     };
-    let (query, options) = match validate(&body, &state.config) {
+    let (query, options) = match validate(&body, &state.config, state.dense) {
         Ok(v) => v,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };

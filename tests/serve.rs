@@ -105,6 +105,42 @@ fn trained_adi(dir: &Path) -> std::path::PathBuf {
     idx
 }
 
+/// With --dense-model, mode seal+dense answers as `genret search --mode seal+dense` does.
+/// Needs all-MiniLM-L6-v2 installed (`scripts/install_minilm.sh`; CI installs it).
+#[test]
+fn serve_fuses_seal_with_dense_retrieval_when_given_a_dense_model() {
+    use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder};
+    if let Err(e) = DenseEncoder::load(DEFAULT_MODEL) {
+        eprintln!("all-MiniLM-L6-v2 not installed, seal+dense serving not checked: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let idx = trained_adi(dir.path());
+    let idx_s = idx.to_str().unwrap();
+    let server = serve(&idx, &["--dense-model", DEFAULT_MODEL]);
+    let http = agent();
+    let query = "information retrieval systems";
+    let (status, answer) = post(
+        &http,
+        &format!("{}/search", server.base),
+        &json!({"query": query, "mode": "seal+dense", "k": 5}).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let cli = genret(&[
+        "search",
+        idx_s,
+        query,
+        "--mode",
+        "seal+dense",
+        "-k",
+        "5",
+        "--json",
+    ]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(answer["results"].as_array().unwrap().len(), 5, "{answer}");
+    assert_eq!(answer["results"], cli["results"]);
+}
+
 #[test]
 fn serve_answers_like_search_and_rejects_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
@@ -195,7 +231,7 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
         (
             r#"{"query": "x", "mode": "seal+dense"}"#,
             400,
-            "seal+dense is not served",
+            "start the server with --dense-model",
         ),
         (
             &format!(r#"{{"query": "{long}"}}"#),

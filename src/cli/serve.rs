@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::Args;
+use genret::baseline::dense::{DenseEncoder, DenseIndex};
 use genret::index::Index;
 use genret::serve::{ServeConfig, Server};
 
@@ -20,10 +22,17 @@ use genret::serve::{ServeConfig, Server};
 #[command(after_help = "Examples:\n  genret serve cranfield.idx\n  \
     curl -s localhost:8080/search -d '{\"query\": \"boundary layer transition\", \"k\": 5}'\n  \
     curl -s localhost:8080/stats\n  \
+    genret serve cranfield.idx --dense-model sentence-transformers/all-MiniLM-L6-v2\n  \
     genret serve cranfield.idx --addr 0.0.0.0:9000 --max-batch 32 --max-wait-ms 10")]
 pub struct ServeArgs {
     /// Index directory (with a model from `genret train`).
     pub index: PathBuf,
+    /// Also serve mode seal+dense, fusing SEAL with this dense model's retrieval: a
+    /// directory, or a name in the Hugging Face cache (e.g.
+    /// sentence-transformers/all-MiniLM-L6-v2). Loaded at start; the first use embeds every
+    /// document and keeps the embeddings in the index.
+    #[arg(long)]
+    pub dense_model: Option<String>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -72,9 +81,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         ..ServeConfig::default()
     };
-    let index = Index::open(&args.index)?;
+    let mut index = Index::open(&args.index)?;
     let docs = index.docs.len();
-    let server = Server::start(index, config)?;
+    let server = match &args.dense_model {
+        Some(name) => {
+            let encoder = DenseEncoder::load(name)?;
+            let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
+            let model = genret::train::load_model(&index, &Device::Cpu)?;
+            Server::with_dense(index, model, encoder, dense, config)?
+        }
+        None => Server::start(index, config)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads as usize)
         .enable_all()
