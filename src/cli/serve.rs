@@ -29,8 +29,8 @@ pub struct ServeArgs {
     pub index: PathBuf,
     /// Also serve mode seal+dense, fusing SEAL with this dense model's retrieval: a
     /// directory, or a name in the Hugging Face cache (e.g.
-    /// sentence-transformers/all-MiniLM-L6-v2). Loaded at start; the first use embeds every
-    /// document and keeps the embeddings in the index.
+    /// sentence-transformers/all-MiniLM-L6-v2). Loaded at start with the documents'
+    /// embeddings (computed the first time and kept in the index).
     #[arg(long)]
     pub dense_model: Option<String>,
     /// Address to listen on; port 0 picks a free port (printed at start).
