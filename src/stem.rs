@@ -324,6 +324,18 @@ mod tests {
         (docs, tok, fm)
     }
 
+    /// `text` as the model would have written it, with log-prob `score`.
+    fn written(tok: &GenretTokenizer, fm: &FmIndex, text: &str, score: f32) -> Hypothesis<FmRange> {
+        let tokens = tok.encode(text).unwrap();
+        let state = fm.range(&tokens);
+        assert!(!state.is_empty(), "{text:?} occurs");
+        Hypothesis {
+            tokens,
+            score,
+            state,
+        }
+    }
+
     #[test]
     fn finds_the_forms_the_corpus_holds() {
         let (docs, tok, fm) = corpus();
@@ -386,19 +398,10 @@ mod tests {
 
     #[test]
     fn forms_the_model_wrote_weigh_as_one_word() {
-        use crate::decode::Hypothesis;
         use crate::score::{SealParams, ngram_weight, weigh_ngrams};
         let (docs, tok, fm) = corpus();
         let forms = WordForms::build(&docs, &tok, &fm).unwrap();
-        let hyp = |w: &str, p: f32| {
-            let tokens = tok.encode(w).unwrap();
-            let state = fm.range(&tokens);
-            Hypothesis {
-                tokens,
-                score: p.ln(),
-                state,
-            }
-        };
+        let hyp = |w: &str, p: f32| written(&tok, &fm, w, p.ln());
         let hyps = [hyp("flow", 0.6), hyp("wing", 0.8), hyp("flows", 0.3)];
         let params = SealParams::default();
         let exact = weigh_ngrams(&fm, &hyps, &params, None);
@@ -423,16 +426,7 @@ mod tests {
     #[test]
     fn ngrams_count_as_their_content() {
         let (_, tok, fm) = corpus();
-        let hyp = |w: &str| {
-            let tokens = tok.encode(w).unwrap();
-            let state = fm.range(&tokens);
-            assert!(!state.is_empty(), "{w:?} occurs");
-            Hypothesis {
-                tokens,
-                score: -1.0,
-                state,
-            }
-        };
+        let hyp = |w: &str| written(&tok, &fm, w, -1.0);
         let hyps = [
             hyp("of flow,"),
             hyp("the flows"),
