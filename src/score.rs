@@ -39,6 +39,7 @@
 //! 0.995; the best 10 unchanged), at ~3% more search time.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use crate::decode::Hypothesis;
 use crate::docid::{DocIds, TrieState};
@@ -70,6 +71,18 @@ pub struct SealParams {
     /// either end ([`crate::stem::content_ngrams`]; applied by [`crate::search::Searcher`],
     /// which has the tokenizer); n-grams of stop words and punctuation alone are no term.
     pub content: bool,
+}
+
+impl SealParams {
+    /// The defaults, with n-grams matched exactly as written when `exact` (no content reading,
+    /// no word forms: for a corpus not in English).
+    pub fn exact_ngrams(exact: bool) -> SealParams {
+        SealParams {
+            stem: !exact,
+            content: !exact,
+            ..SealParams::default()
+        }
+    }
 }
 
 impl Default for SealParams {
@@ -147,39 +160,41 @@ pub fn weigh_ngrams(
     params: &SealParams,
     forms: Option<&WordForms>,
 ) -> Vec<WeightedNgram> {
+    /// What an n-gram counts as: its words' stems where the corpus has other forms of it,
+    /// else its tokens.
+    #[derive(PartialEq, Eq, Hash)]
+    enum Term {
+        Stems(Vec<usize>),
+        Tokens(Vec<u32>),
+    }
     let mut out: Vec<WeightedNgram> = Vec::new();
-    // Stems of an n-gram already in `out` -> its place.
-    let mut written: HashMap<Vec<usize>, usize> = HashMap::new();
-    let mut exact: HashMap<Vec<u32>, usize> = HashMap::new();
+    // A term already in `out` -> its place.
+    let mut terms: HashMap<Term, usize> = HashMap::new();
     for h in hyps
         .iter()
         .filter(|h| !h.tokens.is_empty() && !h.state.is_empty())
     {
         let phrase = forms.and_then(|f| f.phrase(&h.tokens, fm));
-        if let Some(p) = &phrase
-            && let Some(&i) = written.get(&p.stems)
-        {
-            let n = &mut out[i];
-            n.log_prob = log_add(n.log_prob, h.score);
-            continue;
+        let term = match &phrase {
+            Some(p) => Term::Stems(p.stems.clone()),
+            None => Term::Tokens(h.tokens.clone()),
+        };
+        match terms.entry(term) {
+            Entry::Occupied(e) => {
+                let n = &mut out[*e.get()];
+                n.log_prob = log_add(n.log_prob, h.score);
+            }
+            Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push(WeightedNgram {
+                    tokens: h.tokens.clone(),
+                    log_prob: h.score,
+                    range: h.state,
+                    weight: 0.0,
+                    variants: phrase.map_or_else(Vec::new, |p| p.variants),
+                });
+            }
         }
-        if let Some(&i) = exact.get(&h.tokens) {
-            let n = &mut out[i];
-            n.log_prob = log_add(n.log_prob, h.score);
-            continue;
-        }
-        exact.insert(h.tokens.clone(), out.len());
-        let variants = phrase.map_or_else(Vec::new, |p| {
-            written.insert(p.stems, out.len());
-            p.variants
-        });
-        out.push(WeightedNgram {
-            tokens: h.tokens.clone(),
-            log_prob: h.score,
-            range: h.state,
-            weight: 0.0,
-            variants,
-        });
     }
     for n in &mut out {
         n.weight = ngram_weight(n.log_prob as f64, n.count(), fm.tokens(), params.smoothing);

@@ -373,11 +373,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     beam: config.beam,
                     ngrams_per_step: config.ngrams_per_step,
                     batch: 1,
-                    seal: SealParams {
-                        stem: config.stem,
-                        content: config.stem,
-                        ..SealParams::default()
-                    },
+                    seal: SealParams::exact_ngrams(!config.stem),
                     ..SearchOptions::default()
                 };
                 timed(method, &query_texts, |q| {

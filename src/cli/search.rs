@@ -109,11 +109,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         max_ngram_len: args.max_ngram_len as usize,
         ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
-        seal: SealParams {
-            stem: !args.exact_ngrams,
-            content: !args.exact_ngrams,
-            ..SealParams::default()
-        },
+        seal: SealParams::exact_ngrams(args.exact_ngrams),
         ..SearchOptions::default()
     };
     if let Some(query) = &args.query {
