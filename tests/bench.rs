@@ -86,8 +86,35 @@ fn bench_on_adi_writes_results_runs_and_chart() {
             assert!((v.as_f64().unwrap() - want).abs() < 1e-9, "{name} {m}");
         }
     }
-    // A fused method answers after both of its parts: its latency is at least theirs.
     let row = |name: &str| rows.iter().find(|r| r["name"] == name);
+    // Every other method is compared with each baseline that ran, on every metric.
+    let baselines = if dense { 2 } else { 1 };
+    let tests = file["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), (rows.len() - baselines) * baselines);
+    for pair in tests {
+        let (m, b) = (
+            pair["method"].as_str().unwrap(),
+            pair["baseline"].as_str().unwrap(),
+        );
+        assert!(b == "bm25" || b == "dense", "{b}");
+        let metric = |name: &str, k: &str| row(name).unwrap()["metrics"][k].as_f64().unwrap();
+        let t = pair["tests"].as_array().unwrap();
+        assert_eq!(t.len(), 7);
+        for t in t {
+            let k = t["metric"].as_str().unwrap();
+            let diff = t["diff"].as_f64().unwrap();
+            assert!(
+                (diff - (metric(m, k) - metric(b, k))).abs() < 1e-9,
+                "{m} vs {b} {k}"
+            );
+            let p = t["p_value"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0, "{m} vs {b} {k}: p = {p}");
+            let changed = t["wins"].as_u64().unwrap() + t["losses"].as_u64().unwrap();
+            assert!(changed <= 35);
+            assert!(changed > 0 || (diff == 0.0 && p == 1.0));
+        }
+    }
+    // A fused method answers after both of its parts: its latency is at least theirs.
     if let Some(fused) = row("seal+dense") {
         let p50 = |r: &serde_json::Value| r["p50_ms"].as_f64().unwrap();
         assert!(p50(fused) >= p50(row("seal").unwrap()));

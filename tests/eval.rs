@@ -81,3 +81,77 @@ fn run_files_round_trip_and_reject_bad_lines() {
     let spaced = vec![("q 1".to_string(), vec![("d1".to_string(), 1.0)])];
     assert!(write_run(&dir.path().join("x.trec"), &spaced, "r").is_err());
 }
+
+#[test]
+fn compare_reports_paired_differences_and_their_p_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // The baseline: every query's ranking reversed.
+    let run = read_run(&data("run.trec")).unwrap();
+    let reversed: genret::eval::Run = run
+        .iter()
+        .map(|(q, docs)| {
+            (
+                q.clone(),
+                docs.iter().map(|(d, s)| (d.clone(), -s)).collect(),
+            )
+        })
+        .collect();
+    let baseline = dir.path().join("reversed.trec");
+    write_run(&baseline, &reversed, "reversed").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["eval", data("run.trec").to_str().unwrap()])
+        .arg(data("qrels.tsv"))
+        .args(["--compare", baseline.to_str().unwrap(), "--json"])
+        .args(["--metrics", "ndcg@10,mrr@10,hits@1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let qrels = read_qrels(data("qrels.tsv"), None, false).unwrap();
+    let metrics: Vec<Metric> = ["ndcg@10", "mrr@10", "hits@1"]
+        .iter()
+        .map(|m| m.parse().unwrap())
+        .collect();
+    let a = evaluate(&run, &qrels, &metrics, true);
+    let b = evaluate(&reversed, &qrels, &metrics, true);
+    let tests = out["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 3);
+    for t in tests {
+        let m = t["metric"].as_str().unwrap();
+        assert_eq!(out["run"]["mean"][m].as_f64().unwrap(), a.mean[m]);
+        assert_eq!(out["baseline"]["mean"][m].as_f64().unwrap(), b.mean[m]);
+        let diffs: Vec<f64> = a
+            .per_query
+            .iter()
+            .map(|(q, row)| row[m] - b.per_query[q][m])
+            .collect();
+        assert!((t["diff"].as_f64().unwrap() - (a.mean[m] - b.mean[m])).abs() < 1e-12);
+        let count = |f: fn(f64) -> bool| diffs.iter().filter(|&&x| f(x)).count() as u64;
+        assert_eq!(t["wins"].as_u64().unwrap(), count(|x| x > 0.0));
+        assert_eq!(t["losses"].as_u64().unwrap(), count(|x| x < 0.0));
+        // Naive reference: all 2^5 sign assignments of the five queries' differences.
+        let observed = diffs.iter().sum::<f64>().abs();
+        let extreme = (0..1u32 << diffs.len())
+            .filter(|s| {
+                let sum: f64 = diffs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| if s >> i & 1 == 1 { -x } else { *x })
+                    .sum();
+                sum.abs() >= observed - 1e-9
+            })
+            .count();
+        let want = extreme as f64 / (1u64 << diffs.len()) as f64;
+        assert_eq!(t["p_value"].as_f64().unwrap(), want, "{m}");
+    }
+    assert!(
+        tests.iter().any(|t| t["diff"].as_f64().unwrap() != 0.0),
+        "the fixture's reversed run should differ"
+    );
+    // A run against itself: no difference, p = 1.
+    let same = genret::eval::compare(&a, &a, &metrics);
+    assert!(
+        same.iter()
+            .all(|t| t.diff == 0.0 && t.wins + t.losses == 0 && t.p_value == 1.0)
+    );
+}

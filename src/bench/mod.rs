@@ -21,7 +21,7 @@ use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::corpus::{Collection, Qrels};
 use crate::docid::SemanticOptions;
 use crate::error::{Error, Result};
-use crate::eval::{Metric, Run, evaluate, write_run};
+use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, write_run};
 use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
 use crate::score::{SealParams, fuse_min_max};
@@ -191,6 +191,18 @@ pub struct BenchResults {
     /// Whether the generative model also trained on the collection's train split.
     pub trained_on_queries: bool,
     pub methods: Vec<MethodResult>,
+    /// Every other method compared with each baseline (BM25, dense) that ran, query by query.
+    #[serde(default)]
+    pub tests: Vec<BaselineTests>,
+}
+
+/// One method against one baseline: every standard metric's difference and paired
+/// randomization test ([`crate::eval::compare`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BaselineTests {
+    pub method: String,
+    pub baseline: String,
+    pub tests: Vec<PairedTest>,
 }
 
 /// Build times recorded in `OUT/timings.json`, so a rerun that reuses an index still reports
@@ -354,6 +366,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let query_ids: Vec<&str> = judged.iter().map(|(q, _)| q.as_str()).collect();
     let query_texts: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
     let mut results = Vec::new();
+    let mut evals: Vec<(Method, Evaluation)> = Vec::new();
     // A fused method fuses runs of this one, so it comes after them.
     let mut methods = config.methods.clone();
     methods.sort_by_key(|m| m.parts().is_some());
@@ -452,7 +465,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             &run,
             method.name(),
         )?;
-        let eval = evaluate(&run, &qrels, &Metric::standard(), false);
+        let eval = evaluate(&run, &qrels, &Metric::standard(), true);
         let mut sorted = ms.clone();
         sorted.sort_by(f64::total_cmp);
         let total_s: f64 = ms.iter().sum::<f64>() / 1e3;
@@ -485,7 +498,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         });
         results.push(MethodResult {
             name: method.name().into(),
-            metrics: eval.mean,
+            metrics: eval.mean.clone(),
             p50_ms: percentile(&sorted, 0.5),
             p95_ms: percentile(&sorted, 0.95),
             qps: if total_s > 0.0 {
@@ -497,7 +510,23 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             model_bytes,
             build_s,
         });
+        evals.push((method, eval));
     }
+    let baselines = [Method::Bm25, Method::Dense];
+    let tests = evals
+        .iter()
+        .filter(|(m, _)| !baselines.contains(m))
+        .flat_map(|(m, e)| {
+            evals
+                .iter()
+                .filter(|(b, _)| baselines.contains(b))
+                .map(|(b, base)| BaselineTests {
+                    method: m.name().into(),
+                    baseline: b.name().into(),
+                    tests: compare(e, base, &Metric::standard()),
+                })
+        })
+        .collect();
     let name = config
         .collection
         .file_name()
@@ -509,6 +538,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         queries: judged.len(),
         trained_on_queries: generative && train_split.is_some(),
         methods: results,
+        tests,
     };
     crate::index::write_atomic(
         &config.out.join("results.json"),
@@ -584,6 +614,31 @@ pub fn table(results: &BenchResults) -> String {
             human_bytes(m.index_bytes),
             m.build_s
         ));
+    }
+    if !results.tests.is_empty() {
+        s.push_str(
+            "\nagainst the baselines: difference (two-sided p, paired randomization test)\n",
+        );
+        s.push_str(&format!(
+            "{:<10} {:<9} {:>18} {:>18} {:>18}\n",
+            "method", "baseline", "nDCG@10", "MRR@10", "Hits@1"
+        ));
+        for b in &results.tests {
+            let cell = |metric: &str| {
+                b.tests
+                    .iter()
+                    .find(|t| t.metric == metric)
+                    .map_or_else(String::new, |t| format!("{:+.4} ({})", t.diff, t.p_text()))
+            };
+            s.push_str(&format!(
+                "{:<10} {:<9} {:>18} {:>18} {:>18}\n",
+                b.method,
+                b.baseline,
+                cell("ndcg@10"),
+                cell("mrr@10"),
+                cell("hits@1")
+            ));
+        }
     }
     s
 }
