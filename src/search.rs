@@ -84,6 +84,8 @@ pub struct SearchOptions {
     /// Queries decoded together.
     pub batch: usize,
     pub seal: SealParams,
+    /// Also return each query's weighted n-grams ([`SearchResult::terms`]; SEAL modes).
+    pub explain: bool,
 }
 
 impl Default for SearchOptions {
@@ -97,6 +99,7 @@ impl Default for SearchOptions {
             max_query_len: 64,
             batch: 16,
             seal: SealParams::default(),
+            explain: false,
         }
     }
 }
@@ -125,7 +128,30 @@ pub struct SearchResult {
     /// Wall time of the query's batch divided by the batch size.
     pub took_ms: f64,
     pub results: Vec<Hit>,
+    /// With [`SearchOptions::explain`] (SEAL modes): the terms the query was scored with,
+    /// strongest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<Term>,
 }
+
+/// One of a query's SEAL terms: what the model wrote, as documents are scored by it
+/// ([`crate::score`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Term {
+    /// The n-gram as written (its other forms and the n-grams with the same content count
+    /// as it).
+    pub ngram: String,
+    /// `P(n|q)`: the model's probability, summed over the n-grams counted as this one (so a
+    /// sum over overlapping events, clamped below 1 when weighed).
+    pub prob: f64,
+    /// Occurrences in the corpus, every form counted.
+    pub count: usize,
+    /// Its weight `w(n, q)`; a document's score sums `w^alpha` over the terms it holds.
+    pub weight: f64,
+}
+
+/// One query's hits and, when explained, its terms.
+type Answer = (Vec<Hit>, Vec<Term>);
 
 /// Time split of a [`Searcher::search`] call.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -203,11 +229,17 @@ impl<'a> Searcher<'a> {
             let started = Instant::now();
             let hits = self.search_batch(chunk, options, &mut times)?;
             let took_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
-            results.extend(chunk.iter().zip(hits).map(|(q, hits)| SearchResult {
-                query: q.to_string(),
-                took_ms,
-                results: hits,
-            }));
+            results.extend(
+                chunk
+                    .iter()
+                    .zip(hits)
+                    .map(|(q, (hits, terms))| SearchResult {
+                        query: q.to_string(),
+                        took_ms,
+                        results: hits,
+                        terms,
+                    }),
+            );
         }
         Ok((results, times))
     }
@@ -217,7 +249,7 @@ impl<'a> Searcher<'a> {
         queries: &[&str],
         options: &SearchOptions,
         times: &mut SearchTimes,
-    ) -> Result<Vec<Vec<Hit>>> {
+    ) -> Result<Vec<Answer>> {
         if options.mode == Mode::SealDense {
             return self.search_fused(queries, options, times);
         }
@@ -272,7 +304,22 @@ impl<'a> Searcher<'a> {
                         };
                         let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
                         let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
-                        ranked
+                        let terms = if options.explain {
+                            ngrams
+                                .iter()
+                                .map(|n| {
+                                    Ok(Term {
+                                        ngram: tok.decode(&n.tokens, true)?,
+                                        prob: (n.log_prob as f64).exp(),
+                                        count: n.count(),
+                                        weight: n.weight,
+                                    })
+                                })
+                                .collect::<Result<_>>()?
+                        } else {
+                            Vec::new()
+                        };
+                        let hits = ranked
                             .into_iter()
                             .map(|r| {
                                 let tokens: Vec<Vec<u32>> = r
@@ -288,7 +335,8 @@ impl<'a> Searcher<'a> {
                                     .collect::<Result<_>>()?;
                                 Ok(self.hit(r.doc, r.score, texts, tokens))
                             })
-                            .collect::<Result<Vec<_>>>()
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok((hits, terms))
                     })
                     .collect::<Result<Vec<_>>>()?;
                 times.scoring += clock.elapsed();
@@ -315,14 +363,15 @@ impl<'a> Searcher<'a> {
                 let hits = decoded
                     .iter()
                     .map(|d| {
-                        dsi_rank(docids, &d.finished, options.k)
+                        let hits = dsi_rank(docids, &d.finished, options.k)
                             .into_iter()
                             .map(|(doc, score)| {
                                 let id = self.docid_text(doc);
                                 let tokens = vec![docids.tokens(doc)];
                                 self.hit(doc, score as f64, vec![id], tokens)
                             })
-                            .collect()
+                            .collect();
+                        (hits, Vec::new())
                     })
                     .collect();
                 times.scoring += clock.elapsed();
@@ -338,7 +387,7 @@ impl<'a> Searcher<'a> {
         queries: &[&str],
         options: &SearchOptions,
         times: &mut SearchTimes,
-    ) -> Result<Vec<Vec<Hit>>> {
+    ) -> Result<Vec<Answer>> {
         let Some((encoder, dense)) = &self.dense else {
             return Err(Error::InvalidInput(
                 "mode seal+dense needs dense retrieval: this searcher was made without it \
@@ -358,10 +407,10 @@ impl<'a> Searcher<'a> {
         let fused = seal
             .into_iter()
             .zip(dense)
-            .map(|(mut seal, dense)| {
+            .map(|((mut seal, terms), dense)| {
                 let s: Vec<(u32, f64)> = seal.iter().map(|h| (h.doc, h.score)).collect();
                 let d: Vec<(u32, f64)> = dense.iter().map(|&(doc, c)| (doc, c as f64)).collect();
-                fuse_min_max(&[&s, &d], options.k)
+                let hits = fuse_min_max(&[&s, &d], options.k)
                     .into_iter()
                     .map(
                         |(doc, score)| match seal.iter().position(|h| h.doc == doc) {
@@ -372,7 +421,8 @@ impl<'a> Searcher<'a> {
                             None => self.hit(doc, score, Vec::new(), Vec::new()),
                         },
                     )
-                    .collect()
+                    .collect();
+                (hits, terms)
             })
             .collect();
         times.scoring += clock.elapsed();

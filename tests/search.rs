@@ -347,6 +347,31 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
         };
         assert_eq!(ids(a), ids(b));
     }
+    // Explained: the same rankings, plus the query's terms, strongest first, each weighed by
+    // SEAL's formula from its probability and corpus count.
+    let explained = searcher
+        .search(
+            &texts[..5],
+            &SearchOptions {
+                explain: true,
+                ..options
+            },
+        )
+        .unwrap();
+    for (e, r) in explained.iter().zip(&results) {
+        assert!(r.terms.is_empty(), "terms only when asked");
+        let docs =
+            |r: &genret::search::SearchResult| r.results.iter().map(|h| h.doc).collect::<Vec<_>>();
+        assert_eq!(docs(e), docs(r));
+        assert!(!e.terms.is_empty());
+        assert!(e.terms.windows(2).all(|w| w[0].weight >= w[1].weight));
+        for t in &e.terms {
+            assert!(t.prob > 0.0 && t.count > 0, "{t:?}");
+            let smoothing = SealParams::default().smoothing;
+            let w = ngram_weight(t.prob.ln(), t.count, index.fm.tokens(), smoothing);
+            assert!((w - t.weight).abs() < 1e-6 * w.max(1.0), "{t:?}: {w}");
+        }
+    }
 
     let dsi = SearchOptions {
         mode: Mode::Dsi,
@@ -372,6 +397,7 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
             idx.to_str().unwrap(),
             "boundary layer",
             "--json",
+            "--explain",
             "-k",
             "3",
         ])
@@ -390,6 +416,12 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
     for h in hits {
         assert!(h["doc_id"].is_string() && h["score"].is_number() && h["title"].is_string());
         assert!(!h["ngrams"].as_array().unwrap().is_empty());
+    }
+    let terms = v["terms"].as_array().unwrap();
+    assert!(!terms.is_empty());
+    for t in terms {
+        assert!(t["ngram"].is_string() && t["count"].as_u64().unwrap() > 0);
+        assert!(t["prob"].as_f64().unwrap() > 0.0 && t["weight"].as_f64().unwrap() > 0.0);
     }
     let run = dir.path().join("run.trec");
     let out = Command::new(bin)

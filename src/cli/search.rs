@@ -21,6 +21,7 @@ use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
     after_help = "Examples:\n  genret search cranfield.idx \"boundary layer transition\"\n  \
     genret search cranfield.idx \"heat transfer\" --mode dsi -k 5 --json\n  \
     genret search cranfield.idx \"heat transfer\" --mode seal+dense\n  \
+    genret search cranfield.idx \"heat transfer\" --explain\n  \
     genret search cranfield.idx --queries corpus/cranfield/queries.jsonl --out seal.trec"
 )]
 pub struct SearchArgs {
@@ -74,6 +75,11 @@ pub struct SearchArgs {
     /// {"query", "took_ms", "results": [{"doc_id", "score", "title", "ngrams"}]}.
     #[arg(long)]
     pub json: bool,
+    /// Also print the query's terms (seal, seal+dense): every n-gram the model wrote, as it
+    /// was weighed (the model's probability, the corpus count, the weight), strongest first;
+    /// in JSON, "terms": [{"ngram", "prob", "count", "weight"}].
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -110,6 +116,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
         seal: SealParams::exact_ngrams(args.exact_ngrams),
+        explain: args.explain,
         ..SearchOptions::default()
     };
     if let Some(query) = &args.query {
@@ -165,6 +172,19 @@ pub(crate) fn print_results(results: &[SearchResult], json: bool) -> anyhow::Res
             continue;
         }
         writeln!(out, "query: {}  ({:.1} ms)", r.query, r.took_ms)?;
+        if !r.terms.is_empty() {
+            writeln!(out, "  terms (probability, corpus count, weight):")?;
+            for t in &r.terms {
+                writeln!(
+                    out,
+                    "    {:<30} {:>8.5} {:>8} {:>7.3}",
+                    format!("{:?}", t.ngram),
+                    t.prob,
+                    t.count,
+                    t.weight
+                )?;
+            }
+        }
         if r.results.is_empty() {
             writeln!(out, "  no results")?;
         }
