@@ -294,10 +294,11 @@ impl<'a> Searcher<'a> {
                 };
                 let hits = decoded
                     .iter()
-                    .map(|d| {
+                    .zip(queries)
+                    .map(|(d, query)| {
                         let content;
                         let history = if options.seal.content {
-                            content = content_ngrams(&d.history, tok, fm)?;
+                            content = content_ngrams(&d.history, query, tok, fm)?;
                             &content
                         } else {
                             &d.history

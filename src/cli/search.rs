@@ -60,9 +60,10 @@ pub struct SearchArgs {
     pub max_ngram_len: u32,
     /// Match the model's n-grams exactly (seal). By default they are read as English words,
     /// as BM25's analyzer reads text: an n-gram counts as its content, without stop words and
-    /// punctuation at either end ("of the flow," is "flow"), and also matches the corpus's
-    /// other forms of its words ("flow" finds "flows"), grouped by the Snowball English
-    /// stemmer. Use this for a corpus not in English.
+    /// punctuation at either end ("of the flow," is "flow"; a piece of a query word, "ow" of
+    /// "flow", is the word), and also matches the corpus's other forms of its words ("flow"
+    /// finds "flows"), grouped by the Snowball English stemmer. Use this for a corpus not in
+    /// English.
     #[arg(long)]
     pub exact_ngrams: bool,
     /// Queries decoded together (batch search).
