@@ -1,8 +1,7 @@
 //! serve: genret over HTTP, with a dynamic batcher.
 //!
-//! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step"}` (all but `query`
-//! optional) and answers
-//! with the JSON of `genret search --json`; `GET /health` says the server is up; `GET /stats`
+//! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step", "explain"}` (all
+//! but `query` optional) and answers with the JSON of `genret search --json` (`--explain`); `GET /health` says the server is up; `GET /stats`
 //! reports the index, the model, uptime, request counts and latency percentiles.
 //!
 //! One worker thread owns the model. Requests go through a bounded queue; the worker takes
@@ -100,6 +99,9 @@ pub struct SearchRequest {
     /// SEAL: n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
     #[serde(default)]
     pub ngrams_per_step: Option<usize>,
+    /// SEAL: also answer the query's weighted terms ([`SearchOptions::explain`]).
+    #[serde(default)]
+    pub explain: bool,
 }
 
 /// A started server: the worker thread holds the model; [`Server::serve`] answers HTTP.
@@ -407,6 +409,7 @@ fn validate(
         config.max_ngrams_per_step,
         options.ngrams_per_step,
     )?;
+    options.explain = req.explain;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
         if options.mode == Mode::SealDense && !dense {

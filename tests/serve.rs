@@ -189,10 +189,25 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
         assert!(!results.is_empty() && results.len() <= k, "{answer}");
         assert_eq!(answer["results"], cli["results"], "{mode}");
     }
+    // Explained: the query's terms as `genret search --explain --json` gives them.
+    let query = "information retrieval systems";
+    let (status, answer) = post(
+        &http,
+        &search_url,
+        &json!({"query": query, "explain": true}).to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    sent.0 += 1;
+    let cli = genret(&["search", idx_s, query, "--explain", "--json"]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert!(!answer["terms"].as_array().unwrap().is_empty(), "{answer}");
+    assert_eq!(answer["terms"], cli["terms"]);
+    assert_eq!(answer["results"], cli["results"]);
     // Defaults fill what a request leaves out.
     let (status, answer) = post(&http, &search_url, r#"{"query": "library catalog"}"#);
     assert_eq!(status, 200);
     assert!(answer["results"].as_array().unwrap().len() <= 10);
+    assert!(answer.get("terms").is_none(), "terms only when asked");
     sent.0 += 1;
 
     // Bad requests: 4xx with a message that names the problem.

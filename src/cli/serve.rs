@@ -13,7 +13,8 @@ use genret::serve::{ServeConfig, Server};
 /// Serve an index over HTTP (loopback by default).
 ///
 /// POST /search with {"query": "...", "k": 10, "mode": "seal", "beam": 10,
-/// "ngrams_per_step": 50} (all but query optional) answers with the JSON of `genret search --json`; GET /health; GET /stats (index,
+/// "ngrams_per_step": 50, "explain": false} (all but query optional) answers with the JSON of
+/// `genret search --json` (with "explain": true, `--explain`); GET /health; GET /stats (index,
 /// model, uptime, requests, latency percentiles). Concurrent requests are decoded together:
 /// the search thread collects up to --max-batch requests, waiting at most --max-wait-ms for
 /// more once it holds one. Errors are JSON {"error": "..."} with a 4xx (bad request, limits)
