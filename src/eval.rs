@@ -354,15 +354,13 @@ pub fn compare(run: &Evaluation, baseline: &Evaluation, metrics: &[Metric]) -> V
                     .copied()
                     .unwrap_or(0.0)
             };
-            let diffs: Vec<f64> = run
+            let queries: std::collections::BTreeSet<&String> = run
                 .per_query
                 .keys()
-                .chain(
-                    baseline
-                        .per_query
-                        .keys()
-                        .filter(|q| !run.per_query.contains_key(*q)),
-                )
+                .chain(baseline.per_query.keys())
+                .collect();
+            let diffs: Vec<f64> = queries
+                .into_iter()
                 .map(|q| value(run, q) - value(baseline, q))
                 .collect();
             let mean = |e: &Evaluation| e.mean.get(&name).copied().unwrap_or(0.0);
