@@ -1,7 +1,8 @@
 //! serve: genret over HTTP, with a dynamic batcher.
 //!
 //! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step", "explain"}` (all
-//! but `query` optional) and answers with the JSON of `genret search --json` (`--explain`); `GET /health` says the server is up; `GET /stats`
+//! but `query` optional) and answers with the JSON of `genret search --json` (`--explain`);
+//! `GET /health` says the server is up; `GET /stats`
 //! reports the index, the model, uptime, request counts and latency percentiles.
 //!
 //! One worker thread owns the model. Requests go through a bounded queue; the worker takes

@@ -253,7 +253,8 @@ pub fn content_ngrams(
     for h in hyps {
         let text = tokenizer.decode(&h.tokens, false)?;
         if let Some(words) = query_words(&text, &query)
-            && let Some(read) = respelled(words, h.score, tokenizer, fm)?
+            && let Some((start, end)) = content_span(words)
+            && let Some(read) = respelled(&words[start..end], h.score, tokenizer, fm)?
         {
             out.push(read);
             continue;
@@ -265,23 +266,21 @@ pub fn content_ngrams(
             out.push(h.clone());
             continue;
         }
-        out.push(respelled(&text, h.score, tokenizer, fm)?.unwrap_or_else(|| h.clone()));
+        let read = respelled(&text[start..end], h.score, tokenizer, fm)?;
+        out.push(read.unwrap_or_else(|| h.clone()));
     }
     Ok(out)
 }
 
-/// `text`'s content re-encoded as the corpus spells it after a space, with probability
-/// `score`; None when it has no content or the corpus lacks that spelling.
+/// `content` re-encoded as the corpus spells it after a space, with probability `score`; None
+/// when the corpus lacks that spelling.
 fn respelled(
-    text: &str,
+    content: &str,
     score: f32,
     tokenizer: &GenretTokenizer,
     fm: &FmIndex,
 ) -> Result<Option<Hypothesis<FmRange>>> {
-    let Some((start, end)) = content_span(text) else {
-        return Ok(None);
-    };
-    let tokens = tokenizer.encode(&text[start..end])?;
+    let tokens = tokenizer.encode(content)?;
     let state = fm.range(&tokens);
     Ok((!state.is_empty()).then_some(Hypothesis {
         tokens,
