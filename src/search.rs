@@ -146,6 +146,9 @@ pub struct Term {
     pub prob: f64,
     /// Occurrences in the corpus, every form counted.
     pub count: usize,
+    /// Documents holding a form (estimated from a sample when `count` is above
+    /// [`SealParams::max_ngram_freq`]); what the weight counts.
+    pub docs: usize,
     /// Its weight `w(n, q)`; a document's score sums `w^alpha` over the terms it holds.
     pub weight: f64,
 }
@@ -313,6 +316,7 @@ impl<'a> Searcher<'a> {
                                         ngram: tok.decode(&n.tokens, true)?,
                                         prob: (n.log_prob as f64).exp(),
                                         count: n.count(),
+                                        docs: n.doc_freq.round() as usize,
                                         weight: n.weight,
                                     })
                                 })

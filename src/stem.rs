@@ -20,6 +20,7 @@
 //! query as its words: "of the super bowl," is the term "super bowl", and a piece of a query
 //! word the model copied (`ound` of "shock-sound") is the word.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
@@ -61,6 +62,14 @@ pub fn is_stop_word(word: &str) -> bool {
     STOP.contains(word)
 }
 
+/// The alphabetic words of a document's title and text.
+fn words_of(d: &DocEntry) -> impl Iterator<Item = &str> {
+    [d.title.as_str(), d.text.as_str()]
+        .into_iter()
+        .flat_map(|t| t.split(|c: char| !c.is_alphabetic()))
+        .filter(|w| !w.is_empty())
+}
+
 /// The corpus's words, grouped by stem.
 pub struct WordForms {
     forms: Vec<Form>,
@@ -72,30 +81,32 @@ pub struct WordForms {
     form_of: HashMap<Vec<u32>, usize>,
     /// Whether a form is the spelling glued to punctuation.
     glued: Vec<bool>,
+    /// The documents holding some form of each stem.
+    doc_freq: Vec<u32>,
 }
 
 impl WordForms {
     /// Collects the alphabetic words of `docs` (titles and texts), encodes each as it reads
-    /// after a space and glued to punctuation, and keeps the forms that occur in `fm`. Cost: one pass over the text,
-    /// one tokenizer call and one backward search per distinct word (parallel); Cranfield's
-    /// ~10k distinct words take well under a second.
+    /// after a space and glued to punctuation, keeps the forms that occur in `fm`, and counts
+    /// the documents holding each stem. Cost: two passes over the text, one stemmer call, one
+    /// tokenizer call and one backward search per distinct word (parallel); Cranfield's ~10k
+    /// distinct words take well under a second.
     pub fn build(docs: &[DocEntry], tokenizer: &GenretTokenizer, fm: &FmIndex) -> Result<Self> {
-        let words: HashSet<&str> = docs
-            .iter()
-            .flat_map(|d| [d.title.as_str(), d.text.as_str()])
-            .flat_map(|t| t.split(|c: char| !c.is_alphabetic()))
-            .filter(|w| !w.is_empty())
-            .collect();
+        let words: HashSet<&str> = docs.iter().flat_map(words_of).collect();
         let mut words: Vec<&str> = words.into_iter().collect();
         words.sort_unstable();
         let stemmer = Stemmer::create(Algorithm::English);
+        let stem_of_word: HashMap<&str, String> = words
+            .par_iter()
+            .map(|&w| (w, stemmer.stem(&w.to_lowercase()).into_owned()))
+            .collect();
         // A word glued to punctuation ("/slip", "shock-sound") has other token ids than after
         // a space in a byte-level tokenizer, and a query copies whichever its text has.
         let glue = tokenizer.encode("-")?;
         let mut encoded = words
             .par_iter()
             .map(|w| {
-                let stem = stemmer.stem(&w.to_lowercase()).into_owned();
+                let stem = stem_of_word[w].clone();
                 let spaced = tokenizer.encode(w)?;
                 let glued = tokenizer.encode(&format!("-{w}"))?;
                 let glued = match glued.strip_prefix(&glue[..]) {
@@ -120,29 +131,57 @@ impl WordForms {
         let mut stem_of = Vec::with_capacity(encoded.len());
         let mut glued = Vec::with_capacity(encoded.len());
         let mut stems: Vec<Vec<usize>> = Vec::new();
-        let mut last_stem = None;
+        // A stem -> its number.
+        let mut stem_number: HashMap<String, usize> = HashMap::new();
         for (stem, tokens, range, is_glued) in encoded {
-            if last_stem.as_ref() != Some(&stem) {
+            if let Entry::Vacant(e) = stem_number.entry(stem) {
+                e.insert(stems.len());
                 stems.push(Vec::new());
-                last_stem = Some(stem);
             }
             stems.last_mut().expect("pushed").push(forms.len());
             stem_of.push(stems.len() - 1);
             glued.push(is_glued);
             forms.push(Form { tokens, range });
         }
-        let form_of = forms
+        let form_of: HashMap<Vec<u32>, usize> = forms
             .iter()
             .enumerate()
             .map(|(i, f)| (f.tokens.clone(), i))
             .collect();
+        let doc_freq = docs
+            .par_iter()
+            .fold(
+                || vec![0u32; stems.len()],
+                |mut counts, d| {
+                    let mut held: Vec<usize> = words_of(d)
+                        .filter_map(|w| stem_number.get(&stem_of_word[w]).copied())
+                        .collect();
+                    held.sort_unstable();
+                    held.dedup();
+                    held.into_iter().for_each(|s| counts[s] += 1);
+                    counts
+                },
+            )
+            .reduce(
+                || vec![0u32; stems.len()],
+                |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect(),
+            );
         Ok(WordForms {
             forms,
             stem_of,
             stems,
             form_of,
             glued,
+            doc_freq,
         })
+    }
+
+    /// The documents holding some form of the word whose token ids are `tokens` (in either
+    /// spelling), as BM25's document frequency of a stemmed term; None when `tokens` is not
+    /// one corpus word. O(|tokens|).
+    pub fn doc_freq(&self, tokens: &[u32]) -> Option<usize> {
+        let form = self.form_of.get(tokens)?;
+        Some(self.doc_freq[self.stem_of[*form]] as usize)
     }
 
     /// Splits `tokens` into corpus words, fewest words first; None when it is not a sequence
@@ -457,6 +496,27 @@ mod tests {
     }
 
     #[test]
+    fn counts_the_documents_holding_each_word_in_any_form() {
+        let (docs, tok, fm) = corpus();
+        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
+        let stemmer = Stemmer::create(Algorithm::English);
+        let stem = |w: &str| stemmer.stem(&w.to_lowercase()).into_owned();
+        for word in ["flow", "flows", "wing", "model", "stream", "rate", "slip"] {
+            let want = docs
+                .iter()
+                .filter(|d| words_of(d).any(|w| stem(w) == stem(word)))
+                .count();
+            let got = forms.doc_freq(&tok.encode(word).unwrap());
+            assert_eq!(got, Some(want), "{word}");
+        }
+        // "flow" in 4 documents (one only as "high-flow", "slip/flow"), "flowing" too.
+        assert_eq!(forms.doc_freq(&tok.encode("flowing").unwrap()), Some(4));
+        // Not one word: no count.
+        assert_eq!(forms.doc_freq(&tok.encode("the flow").unwrap()), None);
+        assert_eq!(forms.doc_freq(&tok.encode("zebra").unwrap()), None);
+    }
+
+    #[test]
     fn forms_the_model_wrote_weigh_as_one_word() {
         use crate::score::{SealParams, ngram_weight, weigh_ngrams};
         let (docs, tok, fm) = corpus();
@@ -479,8 +539,38 @@ mod tests {
         let all = count("flow") + count("flows") + count("flowing") + glued;
         assert_eq!(flow.count(), all);
         assert_eq!(flow.variants.len(), 3);
-        let want = ngram_weight(0.9f32.ln() as f64, all, fm.tokens(), params.smoothing);
+        // Weighed by the documents holding a form, each counted once.
+        let mut docs: Vec<u32> = flow.forms().flat_map(|(_, r)| fm.docs_of(r)).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        assert!(docs.len() < all, "some document repeats a form");
+        assert_eq!(flow.docs, docs);
+        assert_eq!(flow.doc_freq, docs.len() as f64);
+        let want = ngram_weight(
+            0.9f32.ln() as f64,
+            flow.doc_freq,
+            fm.tokens(),
+            params.smoothing,
+        );
         assert!((flow.weight - want).abs() < 1e-6);
+        // SEAL's weight counts the occurrences: lower.
+        let seal = SealParams {
+            doc_freq: false,
+            ..params
+        };
+        let by_occurrences = weigh_ngrams(&fm, &hyps, &seal, Some(&forms));
+        let by_occurrences = by_occurrences
+            .iter()
+            .find(|n| n.tokens == flow.tokens)
+            .unwrap();
+        let want = ngram_weight(
+            0.9f32.ln() as f64,
+            all as f64,
+            fm.tokens(),
+            params.smoothing,
+        );
+        assert!((by_occurrences.weight - want).abs() < 1e-6);
+        assert!(by_occurrences.weight < flow.weight);
     }
 
     #[test]

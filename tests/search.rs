@@ -36,14 +36,14 @@ fn index_of(name: &str, dir: &Path, docids: Scheme) -> Index {
 
 #[test]
 fn ngram_weight_matches_hand_computation() {
-    // P(n|q) = 0.5; F = 15, N = 995, s = 5: P(n) = 20 / 1000 = 0.02.
+    // P(n|q) = 0.5; DF = 15, N = 995, s = 5: P(n) = 20 / 1000 = 0.02.
     // w = ln(0.5 * 0.98) - ln(0.02 * 0.5) = ln(49).
-    let w = ngram_weight(0.5f64.ln(), 15, 995, 5.0);
+    let w = ngram_weight(0.5f64.ln(), 15.0, 995, 5.0);
     assert!((w - 49f64.ln()).abs() < 1e-9, "{w}");
     // An n-gram the model likes less than the corpus predicts weighs nothing.
-    assert_eq!(ngram_weight(0.001f64.ln(), 500, 995, 5.0), 0.0);
+    assert_eq!(ngram_weight(0.001f64.ln(), 500.0, 995, 5.0), 0.0);
     // A certain n-gram gets a large finite weight.
-    let certain = ngram_weight(0.0, 0, 995, 5.0);
+    let certain = ngram_weight(0.0, 0.0, 995, 5.0);
     assert!(certain.is_finite() && certain > 20.0);
 }
 
@@ -58,6 +58,8 @@ fn ngram(tokens: &[u32], weight: f64) -> WeightedNgram {
         },
         weight,
         variants: Vec::new(),
+        docs: Vec::new(),
+        doc_freq: 0.0,
     }
 }
 
@@ -141,9 +143,13 @@ fn min_max_fusion_normalises_each_list_and_sums() {
 fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
     let docs = vec![vec![5, 6, 7], vec![5, 6, 8, 9], vec![9, 9], vec![7, 7, 7]];
     let fm = FmIndex::build(&docs, 12, BuildOptions::default()).unwrap();
-    let mk = |t: &[u32], w: f64| WeightedNgram {
-        range: fm.range(t),
-        ..ngram(t, w)
+    let mk = |t: &[u32], w: f64| {
+        let mut n = WeightedNgram {
+            range: fm.range(t),
+            ..ngram(t, w)
+        };
+        n.locate_docs(&fm, 1000);
+        n
     };
     let ngrams = vec![mk(&[5, 6], 3.0), mk(&[8], 2.0), mk(&[7], 1.0)];
     let seal = SealParams {
@@ -156,6 +162,60 @@ fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
     assert_eq!(order, vec![1, 0, 3]);
     assert!((ranked[0].score - 13.0).abs() < 1e-12);
     assert_eq!(ranked[0].ngrams, vec![(0, 0), (1, 0)]);
+}
+
+#[test]
+fn document_frequency_is_exact_up_to_the_limit_and_estimated_beyond() {
+    use rand::{Rng, SeedableRng};
+    // Token 1 once in each of 300 documents, token 2 ten times in each of 30: 300 occurrences
+    // each. Random fillers (seeded) put their occurrences in suffix-array order by the text
+    // after them, as real text does.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut filler = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(3..40)).collect() };
+    let mut docs: Vec<Vec<u32>> = (0..300)
+        .map(|_| [filler(5), vec![1], filler(5)].concat())
+        .collect();
+    for _ in 0..30 {
+        docs.push(
+            (0..10)
+                .flat_map(|_| [vec![2], filler(3)].concat())
+                .collect(),
+        );
+    }
+    let fm = FmIndex::build(&docs, 40, BuildOptions::default()).unwrap();
+    let located = |t: u32, limit: usize| {
+        let mut n = WeightedNgram {
+            range: fm.range(&[t]),
+            ..ngram(&[t], 1.0)
+        };
+        n.doc_freq = n.locate_docs(&fm, limit);
+        n
+    };
+    // Up to the limit: exact, against a scan of the documents.
+    for t in [1, 2, 5] {
+        let n = located(t, 1000);
+        let want: Vec<u32> = (0..docs.len() as u32)
+            .filter(|&d| docs[d as usize].contains(&t))
+            .collect();
+        assert_eq!(n.docs, want, "token {t}");
+        assert_eq!(n.doc_freq, want.len() as f64);
+    }
+    // Beyond it, from a sample of 100 occurrences: the once-per-document word is estimated at
+    // (nearly) its 300 documents, the repeated one near its 30, where scaling the documents
+    // seen by the sampled fraction would say ~300 for both.
+    let once = located(1, 100);
+    let repeated = located(2, 100);
+    assert!(once.docs.len() <= 100 && repeated.docs.len() <= 30);
+    assert!(
+        once.doc_freq >= 250.0 && once.doc_freq <= 300.0,
+        "{}",
+        once.doc_freq
+    );
+    assert!(
+        repeated.doc_freq >= 30.0 && repeated.doc_freq <= 45.0,
+        "{}",
+        repeated.doc_freq
+    );
 }
 
 #[test]
@@ -366,10 +426,15 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
         assert!(!e.terms.is_empty());
         assert!(e.terms.windows(2).all(|w| w[0].weight >= w[1].weight));
         for t in &e.terms {
-            assert!(t.prob > 0.0 && t.count > 0, "{t:?}");
+            assert!(t.prob > 0.0 && t.docs > 0 && t.docs <= t.count, "{t:?}");
+            // Weighed by its documents, reported rounded (an estimate may be fractional).
             let smoothing = SealParams::default().smoothing;
-            let w = ngram_weight(t.prob.ln(), t.count, index.fm.tokens(), smoothing);
-            assert!((w - t.weight).abs() < 1e-6 * w.max(1.0), "{t:?}: {w}");
+            let w = |docs: f64| ngram_weight(t.prob.ln(), docs, index.fm.tokens(), smoothing);
+            let (lo, hi) = (w(t.docs as f64 + 0.5), w(t.docs as f64 - 0.5));
+            assert!(
+                lo - 1e-9 <= t.weight && t.weight <= hi + 1e-9,
+                "{t:?}: {lo}..{hi}"
+            );
         }
     }
 
@@ -421,6 +486,7 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
     assert!(!terms.is_empty());
     for t in terms {
         assert!(t["ngram"].is_string() && t["count"].as_u64().unwrap() > 0);
+        assert!(t["docs"].as_u64().unwrap() > 0);
         assert!(t["prob"].as_f64().unwrap() > 0.0 && t["weight"].as_f64().unwrap() > 0.0);
     }
     let run = dir.path().join("run.trec");

@@ -77,8 +77,9 @@ pub struct SearchArgs {
     #[arg(long)]
     pub json: bool,
     /// Also print the query's terms (seal, seal+dense): every n-gram the model wrote, as it
-    /// was weighed (the model's probability, the corpus count, the weight), strongest first;
-    /// in JSON, "terms": [{"ngram", "prob", "count", "weight"}].
+    /// was weighed (the model's probability, its occurrences and documents in the corpus, the
+    /// weight), strongest first; in JSON, "terms": [{"ngram", "prob", "count", "docs",
+    /// "weight"}].
     #[arg(long)]
     pub explain: bool,
 }
@@ -174,14 +175,18 @@ pub(crate) fn print_results(results: &[SearchResult], json: bool) -> anyhow::Res
         }
         writeln!(out, "query: {}  ({:.1} ms)", r.query, r.took_ms)?;
         if !r.terms.is_empty() {
-            writeln!(out, "  terms (probability, corpus count, weight):")?;
+            writeln!(
+                out,
+                "  terms (probability, occurrences, documents, weight):"
+            )?;
             for t in &r.terms {
                 writeln!(
                     out,
-                    "    {:<30} {:>8.5} {:>8} {:>7.3}",
+                    "    {:<30} {:>8.5} {:>8} {:>8} {:>7.3}",
                     format!("{:?}", t.ngram),
                     t.prob,
                     t.count,
+                    t.docs,
                     t.weight
                 )?;
             }
