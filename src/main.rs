@@ -18,6 +18,14 @@ fn main() -> ExitCode {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
+    #[cfg(unix)]
+    if !matches!(args.command, cli::Command::Serve(_)) {
+        // `genret search ... | head` closes the pipe early, and Rust ignores SIGPIPE, so the
+        // next print would panic; the default action ends the process quietly, as other Unix
+        // tools end. Not for `serve`, whose clients may close their sockets mid-answer.
+        // SAFETY: no other thread exists yet.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     cli::init_logging(&args.global);
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -301,7 +301,7 @@ impl<'a> Searcher<'a> {
                     .map(|(d, query)| {
                         let content;
                         let history = if options.seal.content {
-                            content = content_ngrams(&d.history, query, tok, fm)?;
+                            content = content_ngrams(&d.history, query, tok, fm, forms)?;
                             &content
                         } else {
                             &d.history

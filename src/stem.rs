@@ -83,6 +83,8 @@ pub struct WordForms {
     glued: Vec<bool>,
     /// The documents holding some form of each stem.
     doc_freq: Vec<u32>,
+    /// A stem -> its number.
+    stem_number: HashMap<String, usize>,
 }
 
 impl WordForms {
@@ -131,7 +133,6 @@ impl WordForms {
         let mut stem_of = Vec::with_capacity(encoded.len());
         let mut glued = Vec::with_capacity(encoded.len());
         let mut stems: Vec<Vec<usize>> = Vec::new();
-        // A stem -> its number.
         let mut stem_number: HashMap<String, usize> = HashMap::new();
         for (stem, tokens, range, is_glued) in encoded {
             if let Entry::Vacant(e) = stem_number.entry(stem) {
@@ -173,7 +174,22 @@ impl WordForms {
             form_of,
             glued,
             doc_freq,
+            stem_number,
         })
+    }
+
+    /// The corpus's commonest form of `word`'s stem, spelled after a space ("panthers" for a
+    /// query's "Panther" the corpus never has); None when the corpus holds no word of that
+    /// stem. One stemmer call.
+    pub fn stem_form(&self, word: &str) -> Option<&Form> {
+        let stem = Stemmer::create(Algorithm::English)
+            .stem(&word.to_lowercase())
+            .into_owned();
+        self.stems[*self.stem_number.get(&stem)?]
+            .iter()
+            .filter(|&&f| !self.glued[f])
+            .map(|&f| &self.forms[f])
+            .max_by_key(|f| f.range.count())
     }
 
     /// The documents holding some form of the word whose token ids are `tokens` (in either
@@ -267,8 +283,11 @@ impl WordForms {
 /// words ([`is_stop_word`]) and punctuation at either end ("of the super bowl," counts as
 /// "super bowl"), re-encoded as the corpus spells it after a space; one of stop words and
 /// punctuation alone is dropped. An n-gram that cuts a word of the query (`ound` of
-/// "shock-sound", `os` of "Osweiler") is first widened to the whole word. An n-gram whose
-/// content the corpus lacks in that spelling is kept as written. The probabilities stay, so
+/// "shock-sound", `os` of "Osweiler") is first widened to the whole word, and with `forms` a
+/// word the corpus lacks in that form is read as the corpus's form of its stem (the query's
+/// "Panther", whose pieces `pant` `her` the model copied, as "panthers", as BM25's stemmer
+/// reads it). Any other n-gram whose content the corpus lacks in that spelling is kept as
+/// written. The probabilities stay, so
 /// n-grams with one content add up in [`crate::score::weigh_ngrams`].
 ///
 /// Why: a small model spreads its probability over the contexts a query's words take in the
@@ -285,6 +304,7 @@ pub fn content_ngrams(
     query: &str,
     tokenizer: &GenretTokenizer,
     fm: &FmIndex,
+    forms: Option<&WordForms>,
 ) -> Result<Vec<Hypothesis<FmRange>>> {
     // The query as the model reads it (normalised as the tokenizer normalises).
     let query = tokenizer.decode(&tokenizer.encode(query)?, false)?;
@@ -293,7 +313,7 @@ pub fn content_ngrams(
         let text = tokenizer.decode(&h.tokens, false)?;
         if let Some(words) = query_words(&text, &query)
             && let Some((start, end)) = content_span(words)
-            && let Some(read) = respelled(&words[start..end], h.score, tokenizer, fm)?
+            && let Some(read) = respelled(&words[start..end], h.score, tokenizer, fm, forms)?
         {
             out.push(read);
             continue;
@@ -305,27 +325,40 @@ pub fn content_ngrams(
             out.push(h.clone());
             continue;
         }
-        let read = respelled(&text[start..end], h.score, tokenizer, fm)?;
+        let read = respelled(&text[start..end], h.score, tokenizer, fm, forms)?;
         out.push(read.unwrap_or_else(|| h.clone()));
     }
     Ok(out)
 }
 
-/// `content` re-encoded as the corpus spells it after a space, with probability `score`; None
-/// when the corpus lacks that spelling.
+/// `content` re-encoded as the corpus spells it after a space, with probability `score`; a
+/// single word the corpus lacks in that form as the corpus's commonest form of its stem (with
+/// `forms`; [`WordForms::stem_form`]); None when the corpus has neither.
 fn respelled(
     content: &str,
     score: f32,
     tokenizer: &GenretTokenizer,
     fm: &FmIndex,
+    forms: Option<&WordForms>,
 ) -> Result<Option<Hypothesis<FmRange>>> {
     let tokens = tokenizer.encode(content)?;
     let state = fm.range(&tokens);
-    Ok((!state.is_empty()).then_some(Hypothesis {
-        tokens,
-        score,
-        state,
-    }))
+    if !state.is_empty() {
+        return Ok(Some(Hypothesis {
+            tokens,
+            score,
+            state,
+        }));
+    }
+    let word = content.chars().all(char::is_alphabetic);
+    Ok(forms
+        .filter(|_| word)
+        .and_then(|f| f.stem_form(content))
+        .map(|f| Hypothesis {
+            tokens: f.tokens.clone(),
+            score,
+            state: f.range,
+        }))
 }
 
 /// `piece` widened to the whole words of `query` it cuts: where the model copied part of a
@@ -517,6 +550,35 @@ mod tests {
     }
 
     #[test]
+    fn a_query_word_the_corpus_lacks_is_read_as_its_stems_form() {
+        let (docs, tok, fm) = corpus();
+        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
+        // "separated" is no corpus word; "separates" is.
+        assert!(fm.range(&tok.encode("separated").unwrap()).is_empty());
+        let form = forms.stem_form("Separated").unwrap();
+        assert_eq!(form.tokens, tok.encode("separates").unwrap());
+        assert_eq!(form.range, fm.range(&form.tokens));
+        assert!(forms.stem_form("zebra").is_none());
+        // The model copied the first piece of the query's "separated": read as "separates".
+        let first = tok.encode("separated").unwrap()[..1].to_vec();
+        let piece = Hypothesis {
+            state: fm.range(&first),
+            tokens: first,
+            score: -1.0,
+        };
+        assert!(!piece.state.is_empty());
+        let query = "separated flows";
+        let one = std::slice::from_ref(&piece);
+        let read = content_ngrams(one, query, &tok, &fm, Some(&forms)).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].tokens, form.tokens);
+        assert_eq!(read[0].score, -1.0);
+        // Without the word table it is not.
+        let plain = content_ngrams(one, query, &tok, &fm, None).unwrap();
+        assert!(plain.iter().all(|h| h.tokens != form.tokens));
+    }
+
+    #[test]
     fn forms_the_model_wrote_weigh_as_one_word() {
         use crate::score::{SealParams, ngram_weight, weigh_ngrams};
         let (docs, tok, fm) = corpus();
@@ -586,7 +648,7 @@ mod tests {
             hyp("a high-flow"),
             hyp("stream; the"),
         ];
-        let read = content_ngrams(&hyps, "", &tok, &fm).unwrap();
+        let read = content_ngrams(&hyps, "", &tok, &fm, None).unwrap();
         let texts: Vec<String> = read
             .iter()
             .map(|h| tok.decode(&h.tokens, false).unwrap())
@@ -637,13 +699,19 @@ mod tests {
             score: -1.0,
         };
         assert!(!piece.state.is_empty());
-        let read =
-            content_ngrams(std::slice::from_ref(&piece), "modelling flows", &tok, &fm).unwrap();
+        let read = content_ngrams(
+            std::slice::from_ref(&piece),
+            "modelling flows",
+            &tok,
+            &fm,
+            None,
+        )
+        .unwrap();
         assert_eq!(read.len(), 1);
         assert_eq!(tok.decode(&read[0].tokens, false).unwrap(), "modelling");
         assert_eq!(read[0].state, fm.range(&read[0].tokens));
         // Without the word in the query, the piece stays as written.
-        let read = content_ngrams(std::slice::from_ref(&piece), "flows", &tok, &fm).unwrap();
+        let read = content_ngrams(std::slice::from_ref(&piece), "flows", &tok, &fm, None).unwrap();
         assert_eq!(read[0], piece);
     }
 }

@@ -1,4 +1,5 @@
-//! The `genret` binary end to end: index, count, extract, help, and exit codes on bad input.
+//! The `genret` binary end to end: index, count, extract, help, exit codes on bad input, and a
+//! closed pipe.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -77,6 +78,19 @@ fn index_count_extract_on_adi() {
     let out = genret(&["extract", idx, "no-such-doc"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-doc"));
+
+    // A reader that stops early (`genret count ... | head`): a quiet end, no panic.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["count", idx, "information retrieval"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
 
 #[test]
