@@ -62,6 +62,13 @@ pub fn is_stop_word(word: &str) -> bool {
     STOP.contains(word)
 }
 
+/// The Snowball English stem of `word`, lowercased first.
+fn stem(word: &str) -> String {
+    Stemmer::create(Algorithm::English)
+        .stem(&word.to_lowercase())
+        .into_owned()
+}
+
 /// The alphabetic words of a document's title and text.
 fn words_of(d: &DocEntry) -> impl Iterator<Item = &str> {
     [d.title.as_str(), d.text.as_str()]
@@ -97,11 +104,7 @@ impl WordForms {
         let words: HashSet<&str> = docs.iter().flat_map(words_of).collect();
         let mut words: Vec<&str> = words.into_iter().collect();
         words.sort_unstable();
-        let stemmer = Stemmer::create(Algorithm::English);
-        let stem_of_word: HashMap<&str, String> = words
-            .par_iter()
-            .map(|&w| (w, stemmer.stem(&w.to_lowercase()).into_owned()))
-            .collect();
+        let stem_of_word: HashMap<&str, String> = words.par_iter().map(|&w| (w, stem(w))).collect();
         // A word glued to punctuation ("/slip", "shock-sound") has other token ids than after
         // a space in a byte-level tokenizer, and a query copies whichever its text has.
         let glue = tokenizer.encode("-")?;
@@ -149,13 +152,17 @@ impl WordForms {
             .enumerate()
             .map(|(i, f)| (f.tokens.clone(), i))
             .collect();
+        let number_of_word: HashMap<&str, usize> = stem_of_word
+            .iter()
+            .filter_map(|(&w, s)| Some((w, *stem_number.get(s)?)))
+            .collect();
         let doc_freq = docs
             .par_iter()
             .fold(
                 || vec![0u32; stems.len()],
                 |mut counts, d| {
                     let mut held: Vec<usize> = words_of(d)
-                        .filter_map(|w| stem_number.get(&stem_of_word[w]).copied())
+                        .filter_map(|w| number_of_word.get(w).copied())
                         .collect();
                     held.sort_unstable();
                     held.dedup();
@@ -182,10 +189,7 @@ impl WordForms {
     /// query's "Panther" the corpus never has); None when the corpus holds no word of that
     /// stem. One stemmer call.
     pub fn stem_form(&self, word: &str) -> Option<&Form> {
-        let stem = Stemmer::create(Algorithm::English)
-            .stem(&word.to_lowercase())
-            .into_owned();
-        self.stems[*self.stem_number.get(&stem)?]
+        self.stems[*self.stem_number.get(&stem(word))?]
             .iter()
             .filter(|&&f| !self.glued[f])
             .map(|&f| &self.forms[f])
@@ -532,8 +536,6 @@ mod tests {
     fn counts_the_documents_holding_each_word_in_any_form() {
         let (docs, tok, fm) = corpus();
         let forms = WordForms::build(&docs, &tok, &fm).unwrap();
-        let stemmer = Stemmer::create(Algorithm::English);
-        let stem = |w: &str| stemmer.stem(&w.to_lowercase()).into_owned();
         for word in ["flow", "flows", "wing", "model", "stream", "rate", "slip"] {
             let want = docs
                 .iter()
