@@ -199,15 +199,14 @@ impl WeightedNgram {
             }
         }
         let d = seen.len() as f64;
-        let times = |k| seen.values().filter(|&&v| v == k).count() as f64;
-        let (f1, f2) = (times(1), times(2));
+        let estimate = (count > limit).then(|| {
+            let times = |k| seen.values().filter(|&&v| v == k).count() as f64;
+            let (f1, f2) = (times(1), times(2));
+            (d + f1 * (f1 - 1.0) / (2.0 * (f2 + 1.0))).clamp(d, count as f64)
+        });
         self.docs = seen.into_keys().collect();
         self.docs.sort_unstable();
-        if count <= limit {
-            d
-        } else {
-            (d + f1 * (f1 - 1.0) / (2.0 * (f2 + 1.0))).clamp(d, count as f64)
-        }
+        estimate.unwrap_or(d)
     }
 }
 
