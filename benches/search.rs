@@ -3,8 +3,9 @@
 //! constraint (FM-index / trie lookups and beam bookkeeping) and document scoring.
 //!
 //! Run: `cargo bench --bench search` on the demo index given by `GENRET_BENCH_INDEX` (an index
-//! directory with a trained model, e.g. the README's demo), or, without it, on a fresh
-//! Cranfield index with an untrained `small` model (the same amount of work per step).
+//! directory with trained models, e.g. the README's demo: SEAL rows if it has SEAL's model, DSI
+//! rows if it has DSI's), or, without it, on a fresh Cranfield index with an untrained `small`
+//! model (SEAL only: the same amount of work per step).
 //! `GENRET_BENCH_QUERIES` limits the number of Cranfield queries (default 100).
 //!
 //! Latency is measured one query at a time (batch 1); throughput with batches of 16.
@@ -21,40 +22,44 @@ use genret::search::{Mode, SearchOptions, Searcher};
 fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
-    let (index, model) = match std::env::var("GENRET_BENCH_INDEX") {
-        Ok(path) => {
-            let index = Index::open(&path).expect("GENRET_BENCH_INDEX must be an index");
-            let model = genret::train::load_model(&index, &Device::Cpu).expect("trained model");
-            (index, model)
-        }
+    let index = match std::env::var("GENRET_BENCH_INDEX") {
+        Ok(path) => Index::open(&path).expect("GENRET_BENCH_INDEX must be an index"),
         Err(_) => {
             let corpus = read_corpus(format!("{root}/corpus/cranfield")).unwrap();
-            let index = build(
+            build(
                 &corpus,
                 &tmp.path().join("cran.idx"),
                 &BuildConfig::default(),
             )
-            .unwrap();
-            let mut config = Config::preset(Preset::Small, index.docids.model_vocab() as usize);
-            let sp = index.tokenizer.specials();
-            config.pad_token_id = sp.pad;
-            config.eos_token_id = sp.eos;
-            config.decoder_start_token_id = sp.pad;
-            let params = init_params(&config, 1, &Device::Cpu).unwrap();
-            (
-                index,
-                T5ForConditionalGeneration::new(&config, &params).unwrap(),
-            )
+            .unwrap()
         }
     };
+    let parts = &index.dir.manifest.parts;
+    let mut modes = Vec::new();
+    let searcher = if parts.contains_key("model") || parts.contains_key(genret::dsi::DSI_DIR) {
+        if parts.contains_key("model") {
+            modes.push(Mode::Seal);
+        }
+        if parts.contains_key(genret::dsi::DSI_DIR) {
+            modes.push(Mode::Dsi);
+        }
+        Searcher::new(&index).expect("the index's models load")
+    } else {
+        let mut config = Config::preset(Preset::Small, index.docids.model_vocab() as usize);
+        let sp = index.tokenizer.specials();
+        config.pad_token_id = sp.pad;
+        config.eos_token_id = sp.eos;
+        config.decoder_start_token_id = sp.pad;
+        let params = init_params(&config, 1, &Device::Cpu).unwrap();
+        let model = T5ForConditionalGeneration::new(&config, &params).unwrap();
+        modes.push(Mode::Seal);
+        Searcher::with_model(&index, model).unwrap()
+    };
     println!(
-        "index: {} documents, {} tokens; model: {} parameters, vocabulary {}",
+        "index: {} documents, {} tokens; modes: {modes:?}",
         index.docs.len(),
         index.fm.tokens(),
-        model.config.num_params(),
-        model.config.vocab_size
     );
-    let searcher = Searcher::with_model(&index, model).unwrap();
     let limit: usize = std::env::var("GENRET_BENCH_QUERIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -65,16 +70,20 @@ fn main() {
         .take(limit)
         .map(|q| q.text.as_str())
         .collect();
-    // Warm-up: page in the model and the index.
-    searcher
-        .search(&texts[..4], &SearchOptions::default())
-        .unwrap();
+    // Warm-up: page in the models and the index.
+    for &mode in &modes {
+        let options = SearchOptions {
+            mode,
+            ..SearchOptions::default()
+        };
+        searcher.search(&texts[..4], &options).unwrap();
+    }
 
     println!(
         "\n| mode | beam | p50 ms | p95 ms | model % | constraint % | scoring % | queries/s (batch 1) | queries/s (batch 16) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for mode in [Mode::Seal, Mode::Dsi] {
+    for &mode in &modes {
         for beam in [5, 10, 15] {
             let one = SearchOptions {
                 mode,

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use crate::docid::{DocIds, TrieState};
 use crate::error::{Error, Result};
 use crate::fmindex::{FmIndex, FmRange};
-use crate::model::T5ForConditionalGeneration;
+use crate::model::{Encoded, T5ForConditionalGeneration};
 
 /// The set of valid output strings, walked one token at a time.
 pub trait Constraint: Sync {
@@ -174,8 +174,32 @@ pub fn beam_search<C: Constraint>(
     start: &C::State,
     options: &BeamOptions,
 ) -> Result<(Vec<Decoded<C::State>>, DecodeTimes)> {
+    if sources.is_empty() {
+        return Ok((Vec::new(), DecodeTimes::default()));
+    }
+    let clock = Instant::now();
+    let (ids, mask) = model.pad_batch(sources)?;
+    let encoded = model.encode(&ids, &mask)?;
+    let encoding = clock.elapsed();
+    let (decoded, mut times) =
+        beam_search_encoded(model, &encoded, prefix, constraint, start, options)?;
+    times.model += encoding;
+    Ok((decoded, times))
+}
+
+/// [`beam_search`] over an encoder output computed beforehand (one row per query): what
+/// decoding a frozen encoder's cached states needs.
+pub fn beam_search_encoded<C: Constraint>(
+    model: &T5ForConditionalGeneration,
+    encoded: &Encoded,
+    prefix: &[u32],
+    constraint: &C,
+    start: &C::State,
+    options: &BeamOptions,
+) -> Result<(Vec<Decoded<C::State>>, DecodeTimes)> {
     let mut times = DecodeTimes::default();
-    let queries = sources.len();
+    let cerr = |e: candle_core::Error| Error::Model(e.to_string());
+    let queries = encoded.states.dim(0).map_err(cerr)?;
     if queries == 0 {
         return Ok((Vec::new(), times));
     }
@@ -186,12 +210,9 @@ pub fn beam_search<C: Constraint>(
     let rows = queries * b;
     let eos = model.config.eos_token_id;
     let pad = model.config.pad_token_id;
-    let cerr = |e: candle_core::Error| Error::Model(e.to_string());
 
     let clock = Instant::now();
-    let (ids, mask) = model.pad_batch(sources)?;
-    let encoded = model.encode(&ids, &mask)?;
-    let mut cache = model.start(&encoded, b)?;
+    let mut cache = model.start(encoded, b)?;
     let mut logp = model.step(&vec![model.config.decoder_start_token_id; rows], &mut cache)?;
     for &t in prefix {
         logp = model.step(&vec![t; rows], &mut cache)?;

@@ -50,6 +50,7 @@ pub mod bench;
 pub mod corpus;
 pub mod decode;
 pub mod docid;
+pub mod dsi;
 pub mod error;
 pub mod eval;
 pub mod fmindex;

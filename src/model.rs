@@ -82,6 +82,20 @@ pub struct Config {
     /// head; its tensors are `copy.*`. Absent from plain T5 configs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copy_attention: bool,
+    /// genret, with a frozen BERT encoder: a trainable vector per encoder token
+    /// (`encoder.lexical.weight`, zero at the start) added, times `sqrt(d_model)`, to the
+    /// encoder's output at that token, so training can give the decoder a token's identity
+    /// where the frozen contextual states blur it (DSI: a rare word that names a document).
+    /// The factor lets AdamW's steps (about the learning rate per coordinate) move it at the
+    /// scale of the states (about 1 per coordinate after BERT's LayerNorm). Absent from plain
+    /// T5 configs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lexical_memory: bool,
+    /// genret: the encoder tokens that have a [`lexical_memory`](Self::lexical_memory)
+    /// vector (sorted, distinct; the table's rows in order); absent: every token. Other
+    /// tokens add nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical_tokens: Option<Vec<u32>>,
 }
 
 fn default_buckets() -> usize {
@@ -147,6 +161,8 @@ impl Config {
             bert_encoder: None,
             output_tokens: None,
             copy_attention: false,
+            lexical_memory: false,
+            lexical_tokens: None,
         }
     }
 
@@ -304,6 +320,14 @@ pub fn param_specs(c: &Config) -> Vec<ParamSpec> {
         add("copy.gate.weight".into(), vec![1, d], dm);
     }
     if let Some(b) = &c.bert_encoder {
+        if c.lexical_memory {
+            let rows = c.lexical_tokens.as_ref().map_or(b.vocab_size, Vec::len);
+            specs.push(ParamSpec {
+                name: "encoder.lexical.weight".into(),
+                shape: vec![rows, d],
+                init: Init::Zeros,
+            });
+        }
         for (name, shape) in bert::tensor_shapes(b) {
             let init = if name.ends_with("LayerNorm.weight") {
                 Init::Ones
@@ -374,47 +398,33 @@ pub fn params_from_tensors(
     Ok(params)
 }
 
-/// genret's warm start: `config`'s decoder (its depth, heads and feed-forward size, at the
-/// encoder's width) under the frozen BERT-family encoder in `dir` (`config.json` +
-/// `model.safetensors`). The decoder's embeddings (tied to its output layer) start as the
-/// encoder's word embeddings, rescaled to T5's unit variance, so that writing a token the
-/// query contains starts close to copying it; rows past the encoder's vocabulary (genret's
-/// special and docid tokens) stay random.
-pub fn bert_warm_start(
-    mut config: Config,
-    dir: &Path,
-    seed: u64,
-    device: &Device,
-) -> Result<(Config, Params)> {
+/// The BERT config (`config.json`) of an encoder directory.
+pub(crate) fn read_bert_config(dir: &Path) -> Result<BertConfig> {
     let config_path = dir.join(CONFIG_FILE);
-    let bert_config: BertConfig = serde_json::from_slice(
-        &std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?,
-    )
-    .map_err(|e| Error::Corrupt {
-        path: config_path.clone(),
-        message: format!("not a BERT config: {e}"),
-    })?;
-    let h = bert_config.hidden_size;
-    if !h.is_multiple_of(config.num_heads) || bert_config.vocab_size > config.vocab_size {
-        return Err(Error::InvalidInput(format!(
-            "{}: hidden size {h} / vocabulary {} do not fit a decoder with {} heads and vocabulary {}",
-            dir.display(),
-            bert_config.vocab_size,
-            config.num_heads,
-            config.vocab_size
-        )));
-    }
-    config.d_model = h;
-    config.d_kv = h / config.num_heads;
-    config.num_decoder_layers = Some(config.decoder_layers());
-    config.num_layers = 0;
-    config.bert_encoder = Some(bert_config.clone());
-    let params = init_params(&config, seed, device)?;
+    serde_json::from_slice(&std::fs::read(&config_path).map_err(|e| Error::io(&config_path, e))?)
+        .map_err(|e| Error::Corrupt {
+            path: config_path.clone(),
+            message: format!("not a BERT config: {e}"),
+        })
+}
+
+/// Sets the `bert.` parameters of `params` from the encoder checkpoint in `dir`; every
+/// tensor of `bert_config` must be there with its shape.
+pub(crate) fn load_bert_weights(
+    params: &Params,
+    dir: &Path,
+    bert_config: &BertConfig,
+) -> Result<()> {
     let weights = dir.join(WEIGHTS_FILE);
-    let tensors = candle_core::safetensors::load(&weights, device).map_err(|e| Error::Corrupt {
-        path: weights.clone(),
-        message: e.to_string(),
-    })?;
+    let device = params
+        .values()
+        .next()
+        .map_or(Device::Cpu, |v| v.device().clone());
+    let tensors =
+        candle_core::safetensors::load(&weights, &device).map_err(|e| Error::Corrupt {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
     let mut loaded = 0;
     for (name, t) in tensors {
         let name = format!("bert.{}", name.strip_prefix("bert.").unwrap_or(&name));
@@ -432,13 +442,46 @@ pub fn bert_warm_start(
             loaded += 1;
         }
     }
-    let expected = bert::tensor_shapes(&bert_config).len();
+    let expected = bert::tensor_shapes(bert_config).len();
     if loaded != expected {
         return Err(Error::Model(format!(
             "{}: {loaded} of the encoder's {expected} tensors found",
             weights.display()
         )));
     }
+    Ok(())
+}
+
+/// genret's warm start: `config`'s decoder (its depth, heads and feed-forward size, at the
+/// encoder's width) under the frozen BERT-family encoder in `dir` (`config.json` +
+/// `model.safetensors`). The decoder's embeddings (tied to its output layer) start as the
+/// encoder's word embeddings, rescaled to T5's unit variance, so that writing a token the
+/// query contains starts close to copying it; rows past the encoder's vocabulary (genret's
+/// special and docid tokens) stay random.
+pub fn bert_warm_start(
+    mut config: Config,
+    dir: &Path,
+    seed: u64,
+    device: &Device,
+) -> Result<(Config, Params)> {
+    let bert_config = read_bert_config(dir)?;
+    let h = bert_config.hidden_size;
+    if !h.is_multiple_of(config.num_heads) || bert_config.vocab_size > config.vocab_size {
+        return Err(Error::InvalidInput(format!(
+            "{}: hidden size {h} / vocabulary {} do not fit a decoder with {} heads and vocabulary {}",
+            dir.display(),
+            bert_config.vocab_size,
+            config.num_heads,
+            config.vocab_size
+        )));
+    }
+    config.d_model = h;
+    config.d_kv = h / config.num_heads;
+    config.num_decoder_layers = Some(config.decoder_layers());
+    config.num_layers = 0;
+    config.bert_encoder = Some(bert_config.clone());
+    let params = init_params(&config, seed, device)?;
+    load_bert_weights(&params, dir, &bert_config)?;
     let run = || -> candle_core::Result<()> {
         let words = params["bert.embeddings.word_embeddings.weight"].as_tensor();
         let std = words
@@ -831,6 +874,23 @@ pub struct Encoded {
     copy: Option<CopySource>,
 }
 
+impl Encoded {
+    /// An encoder output computed elsewhere: `states` `(batch, src_len, d_model)` with the
+    /// `(batch, src_len)` 0/1 `mask` of real tokens. For models without a copy head (whose
+    /// view of the source needs the token ids).
+    pub fn from_states(states: Tensor, mask: &Tensor) -> Result<Encoded> {
+        let run = || -> candle_core::Result<Tensor> {
+            let (b, s) = mask.dims2()?;
+            (mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9
+        };
+        Ok(Encoded {
+            states,
+            mask_bias: run().map_err(cerr)?,
+            copy: None,
+        })
+    }
+}
+
 /// What the copy head needs of a source batch.
 #[derive(Debug, Clone)]
 struct CopySource {
@@ -1031,8 +1091,23 @@ impl OutputVocab {
 /// T5's own encoder, or a frozen BERT-family one (genret's warm start).
 #[derive(Debug, Clone)]
 enum Encoder {
-    T5 { blocks: Vec<T5Block>, norm: Tensor },
-    Bert(BertModel),
+    T5 {
+        blocks: Vec<T5Block>,
+        norm: Tensor,
+    },
+    Bert {
+        bert: BertModel,
+        /// [`Config::lexical_memory`].
+        lexical: Option<LexicalMemory>,
+    },
+}
+
+/// [`Config::lexical_memory`]: the trainable table and, when it has rows for some tokens
+/// only, each encoder token's row (`u32::MAX`: none).
+#[derive(Debug, Clone)]
+struct LexicalMemory {
+    table: Tensor,
+    row_of: Option<Vec<u32>>,
 }
 
 /// BERT's input ids for genret's: ids past BERT's vocabulary (genret's added special tokens,
@@ -1076,7 +1151,25 @@ impl T5ForConditionalGeneration {
                     .filter(|(name, _)| is_frozen(name))
                     .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
                     .collect();
-                Encoder::Bert(BertModel::from_tensors(b.clone(), tensors, &device)?)
+                let lexical = if config.lexical_memory {
+                    let table = p.get("encoder.lexical.weight")?;
+                    let row_of = config.lexical_tokens.as_ref().map(|tokens| {
+                        let mut row_of = vec![u32::MAX; b.vocab_size];
+                        for (row, &t) in tokens.iter().enumerate() {
+                            if let Some(slot) = row_of.get_mut(t as usize) {
+                                *slot = row as u32;
+                            }
+                        }
+                        row_of
+                    });
+                    Some(LexicalMemory { table, row_of })
+                } else {
+                    None
+                };
+                Encoder::Bert {
+                    bert: BertModel::from_tensors(b.clone(), tensors, &device)?,
+                    lexical,
+                }
             }
             None => Encoder::T5 {
                 blocks: (0..config.num_layers)
@@ -1158,10 +1251,14 @@ impl T5ForConditionalGeneration {
                 }
                 rms_norm(&x, norm, self.config.layer_norm_epsilon, mode)?
             }
-            Encoder::Bert(bert) => {
+            Encoder::Bert { bert, lexical } => {
                 // Frozen: detached, so backward never walks into it.
                 let ids = bert_ids(ids, bert.config.vocab_size)?;
-                bert.forward_inner(&ids, mask)?.detach()
+                let states = bert.forward_inner(&ids, mask)?.detach();
+                match lexical {
+                    Some(table) => (states + self.lexical_rows(table, &ids)?)?,
+                    None => states,
+                }
             }
         };
         let copy = match &self.copy {
@@ -1231,6 +1328,76 @@ impl T5ForConditionalGeneration {
         Ok((attn, gate))
     }
 
+    /// The encoder output of a batch whose frozen encoder states were computed beforehand
+    /// (`states` `(batch, len, d_model)` of the padded `ids` with `mask`, as
+    /// [`frozen_states`](Self::frozen_states) gives them): what the encoder would give,
+    /// with the trainable [`Config::lexical_memory`] added. Models without a copy head.
+    pub fn encoded_from_states(
+        &self,
+        states: Tensor,
+        ids: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Encoded> {
+        let states = match &self.encoder {
+            Encoder::Bert {
+                bert,
+                lexical: Some(table),
+            } => {
+                let run = || -> candle_core::Result<Tensor> {
+                    let ids = bert_ids(ids, bert.config.vocab_size)?;
+                    states + self.lexical_rows(table, &ids)?
+                };
+                run().map_err(cerr)?
+            }
+            _ => states,
+        };
+        Encoded::from_states(states, mask)
+    }
+
+    /// [`Config::lexical_memory`]'s vectors of `ids` `(batch, len)`, scaled: `(batch, len,
+    /// d_model)`.
+    fn lexical_rows(&self, memory: &LexicalMemory, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let scale = (self.config.d_model as f64).sqrt();
+        let Some(row_of) = &memory.row_of else {
+            return Embedding::new(memory.table.clone(), self.config.d_model).forward(ids)? * scale;
+        };
+        let (b, s) = ids.dims2()?;
+        let (rows, keep): (Vec<u32>, Vec<f32>) = ids
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|id| match row_of.get(id as usize).copied() {
+                Some(r) if r != u32::MAX => (r, scale as f32),
+                _ => (0, 0.0),
+            })
+            .unzip();
+        let rows = Tensor::from_vec(rows, b * s, &self.device)?;
+        let keep = Tensor::from_vec(keep, (b * s, 1), &self.device)?;
+        memory
+            .table
+            .index_select(&rows, 0)?
+            .broadcast_mul(&keep)?
+            .reshape((b, s, self.config.d_model))
+    }
+
+    /// The frozen encoder's states of a padded batch, without the trainable parts that
+    /// [`encoded_from_states`](Self::encoded_from_states) adds: what a training run can
+    /// compute once and cache. An error for a trainable (T5) encoder.
+    pub fn frozen_states(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        match &self.encoder {
+            Encoder::Bert { bert, .. } => {
+                let run = || -> candle_core::Result<Tensor> {
+                    let ids = bert_ids(ids, bert.config.vocab_size)?;
+                    Ok(bert.forward_inner(&ids, mask)?.detach())
+                };
+                run().map_err(cerr)
+            }
+            Encoder::T5 { .. } => Err(Error::Model(
+                "a T5 encoder trains with the decoder: its states cannot be cached".into(),
+            )),
+        }
+    }
+
     /// Runs the encoder once over a padded batch (`ids`, `mask` from [`pad_batch`](Self::pad_batch)).
     pub fn encode(&self, ids: &Tensor, mask: &Tensor) -> Result<Encoded> {
         self.encode_mode(ids, mask, Mode::Infer).map_err(cerr)
@@ -1248,6 +1415,18 @@ impl T5ForConditionalGeneration {
         mode: Mode,
     ) -> candle_core::Result<(Tensor, Encoded)> {
         let enc = self.encode_mode(ids, mask, mode)?;
+        let x = self.decode_states(&enc, dec_ids, mode)?;
+        Ok((x, enc))
+    }
+
+    /// The decoder's final states `(batch, tgt_len, d_model)` for decoder inputs `dec_ids`
+    /// over an encoder output.
+    fn decode_states(
+        &self,
+        enc: &Encoded,
+        dec_ids: &Tensor,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
         let (_, t) = dec_ids.dims2()?;
         let mut x = self.shared.forward(dec_ids)?;
         let table = bias_table(&self.decoder);
@@ -1267,8 +1446,7 @@ impl T5ForConditionalGeneration {
             x = (x + cross.attend(&h, &k, &v, &enc.mask_bias, mode)?)?;
             x = block.ff.forward(&x, mode)?;
         }
-        let x = rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)?;
-        Ok((x, enc))
+        rms_norm(&x, &self.decoder_norm, self.config.layer_norm_epsilon, mode)
     }
 
     /// Logits of decoder states over the output vocabulary: every token, or the allowed rows
@@ -1340,6 +1518,19 @@ impl T5ForConditionalGeneration {
     /// differentiable ops: call `.backward()` on the result to train.
     pub fn loss(&self, sources: &[Vec<u32>], targets: &[Vec<u32>]) -> Result<Tensor> {
         let (ids, mask) = self.pad_batch(sources)?;
+        let enc = self.encode_mode(&ids, &mask, Mode::Train).map_err(cerr)?;
+        self.loss_encoded(&enc, targets)
+    }
+
+    /// [`loss`](Self::loss) over an encoder output computed beforehand (a frozen encoder's
+    /// cached states, [`Encoded::from_states`]): the decoder's part of a training step.
+    pub fn loss_encoded(&self, enc: &Encoded, targets: &[Vec<u32>]) -> Result<Tensor> {
+        if self.copy.is_some() && enc.copy.is_none() {
+            return Err(Error::Model(
+                "a model with a copy head needs the source tokens: use loss, not cached states"
+                    .into(),
+            ));
+        }
         let start = self.config.decoder_start_token_id;
         let shifted: Vec<Vec<u32>> = targets
             .iter()
@@ -1367,7 +1558,7 @@ impl T5ForConditionalGeneration {
             .collect::<Result<_>>()?;
         let (labels, _) = self.pad_batch(&rows)?;
         let run = || -> candle_core::Result<Tensor> {
-            let (x, enc) = self.forward_mode(&ids, &mask, &dec_ids, Mode::Train)?;
+            let x = self.decode_states(enc, &dec_ids, Mode::Train)?;
             let logits = self.head(&x, Mode::Train)?;
             let (b, t, v) = logits.dims3()?;
             let mut picked =

@@ -26,11 +26,12 @@ use candle_core::Device;
 use serde::Serialize;
 
 use crate::baseline::dense::{DenseEncoder, DenseIndex};
-use crate::decode::{BeamOptions, DecodeTimes, FmConstraint, TrieConstraint, beam_search};
+use crate::decode::{BeamOptions, DecodeTimes, FmConstraint, beam_search};
+use crate::dsi::DsiModel;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::T5ForConditionalGeneration;
-use crate::score::{SealParams, dsi_rank, fuse_min_max, seal_rank, weigh_ngrams};
+use crate::score::{SealParams, fuse_min_max, seal_rank, weigh_ngrams};
 use crate::stem::{WordForms, content_ngrams};
 
 /// What the model writes.
@@ -165,20 +166,40 @@ pub struct SearchTimes {
     pub scoring: std::time::Duration,
 }
 
-/// An index with its model, ready to answer queries.
+/// An index with its models, ready to answer queries.
 pub struct Searcher<'a> {
     index: &'a Index,
-    model: T5ForConditionalGeneration,
+    /// SEAL's model (`INDEX/model`).
+    model: Option<T5ForConditionalGeneration>,
+    /// DSI's model (`INDEX/dsi`).
+    dsi: Option<DsiModel>,
     /// Built on the first search that matches word forms.
     forms: OnceLock<WordForms>,
     dense: Option<(DenseEncoder, DenseIndex)>,
 }
 
 impl<'a> Searcher<'a> {
-    /// Loads the index's trained model (CPU).
+    /// Loads the index's trained models (CPU): SEAL's and DSI's, those it has (at least one).
     pub fn new(index: &'a Index) -> Result<Searcher<'a>> {
+        let parts = &index.dir.manifest.parts;
+        let dsi = if parts.contains_key(crate::dsi::DSI_DIR) {
+            Some(DsiModel::load(index, &Device::Cpu)?)
+        } else {
+            None
+        };
+        if !parts.contains_key("model") && dsi.is_some() {
+            return Ok(Searcher {
+                index,
+                model: None,
+                dsi,
+                forms: OnceLock::new(),
+                dense: None,
+            });
+        }
         let model = crate::train::load_model(index, &Device::Cpu)?;
-        Searcher::with_model(index, model)
+        let mut searcher = Searcher::with_model(index, model)?;
+        searcher.dsi = dsi;
+        Ok(searcher)
     }
 
     /// Uses a model already in memory; its vocabulary must cover the index's docids.
@@ -193,9 +214,26 @@ impl<'a> Searcher<'a> {
         }
         Ok(Searcher {
             index,
-            model,
+            model: Some(model),
+            dsi: None,
             forms: OnceLock::new(),
             dense: None,
+        })
+    }
+
+    /// Adds the DSI model that answers [`Mode::Dsi`] ([`DsiModel::load`]).
+    pub fn with_dsi(mut self, dsi: DsiModel) -> Searcher<'a> {
+        self.dsi = Some(dsi);
+        self
+    }
+
+    /// SEAL's model, or an error saying how to train one.
+    fn seal_model(&self) -> Result<&T5ForConditionalGeneration> {
+        self.model.as_ref().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{}: no SEAL model; train one with `genret train INDEX_DIR`",
+                self.index.dir.path().display()
+            ))
         })
     }
 
@@ -281,7 +319,7 @@ impl<'a> Searcher<'a> {
                     history: options.ngrams_per_step,
                 };
                 let (decoded, t) = beam_search(
-                    &self.model,
+                    self.seal_model()?,
                     &sources,
                     &[sp.ngram],
                     &constraint,
@@ -348,31 +386,23 @@ impl<'a> Searcher<'a> {
                 Ok(hits)
             }
             Mode::Dsi => {
-                let docids = &self.index.docids;
-                let constraint = TrieConstraint { docids };
-                let beam = BeamOptions {
-                    beam: options.beam,
-                    max_len: docids.max_len(),
-                    history: 0,
-                };
-                let (decoded, t) = beam_search(
-                    &self.model,
-                    &sources,
-                    &[sp.docid],
-                    &constraint,
-                    &docids.root(),
-                    &beam,
-                )?;
+                let dsi = self.dsi.as_ref().ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "{}: no DSI model; train one with `genret train INDEX_DIR --dsi`",
+                        self.index.dir.path().display()
+                    ))
+                })?;
+                let (ranked, t) = dsi.search(queries, options.beam, options.k)?;
                 times.decode += t;
                 let clock = Instant::now();
-                let hits = decoded
-                    .iter()
-                    .map(|d| {
-                        let hits = dsi_rank(docids, &d.finished, options.k)
+                let hits = ranked
+                    .into_iter()
+                    .map(|ranked| {
+                        let hits = ranked
                             .into_iter()
                             .map(|(doc, score)| {
-                                let id = self.docid_text(doc);
-                                let tokens = vec![docids.tokens(doc)];
+                                let id = docid_text(&dsi.docids, doc);
+                                let tokens = vec![dsi.docids.tokens(doc)];
                                 self.hit(doc, score as f64, vec![id], tokens)
                             })
                             .collect();
@@ -455,22 +485,14 @@ impl<'a> Searcher<'a> {
             doc,
         }
     }
+}
 
-    /// A docid for people: symbols joined by `-`, or the title's text for the title scheme.
-    fn docid_text(&self, doc: u32) -> String {
-        let ids = &self.index.docids;
-        match ids.scheme() {
-            crate::docid::Scheme::Title => self
-                .index
-                .tokenizer
-                .decode(&ids.tokens(doc), false)
-                .unwrap_or_default(),
-            _ => ids
-                .symbols(doc)
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join("-"),
-        }
-    }
+/// A docid for people: its symbols joined by `-`.
+fn docid_text(docids: &crate::docid::DocIds, doc: u32) -> String {
+    docids
+        .symbols(doc)
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("-")
 }

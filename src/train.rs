@@ -37,7 +37,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::Collection;
+use crate::docid::DocIds;
+use crate::dsi::{DsiOptions, Recall, TrainingSet};
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
@@ -156,6 +157,26 @@ pub struct TrainConfig {
     /// time-sliced jobs); `--resume` continues from the last periodic checkpoint.
     #[serde(skip)]
     pub halt_after: Option<usize>,
+    /// Which of the index's models the run trains.
+    #[serde(default)]
+    pub target: Target,
+    /// DSI's recipe (with [`Target::Dsi`]).
+    #[serde(default)]
+    pub dsi: DsiOptions,
+    /// Measure recall every this many steps (DSI; 0: only at the end).
+    #[serde(default)]
+    pub eval_every: usize,
+}
+
+/// The model a training run makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// SEAL's model, `INDEX/model`: the tasks of [`TaskMix`].
+    #[default]
+    Seal,
+    /// DSI's own model, `INDEX/dsi/model` ([`crate::dsi`]).
+    Dsi,
 }
 
 impl Default for TrainConfig {
@@ -180,9 +201,33 @@ impl Default for TrainConfig {
             max_source_len: 64,
             max_target_len: 24,
             halt_after: None,
+            target: Target::Seal,
+            dsi: DsiOptions::default(),
+            eval_every: 0,
         }
     }
 }
+
+impl TrainConfig {
+    /// DSI's defaults ([`crate::dsi`]): the frozen dense encoder, pseudo-queries, and the
+    /// optimiser settings of a fine-tune from the dense start.
+    pub fn dsi() -> TrainConfig {
+        TrainConfig {
+            target: Target::Dsi,
+            encoder: Some(crate::baseline::dense::DEFAULT_MODEL.into()),
+            copy: false,
+            epochs: Some(DSI_EPOCHS),
+            batch_size: 128,
+            lr: 1e-3,
+            warmup: 0.05,
+            max_source_len: crate::dsi::MAX_SOURCE_TOKENS,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Passes over DSI's training set by default.
+pub const DSI_EPOCHS: usize = 5;
 
 fn yes() -> bool {
     true
@@ -195,6 +240,9 @@ pub struct LogEntry {
     pub loss: f64,
     pub lr: f64,
     pub examples_per_s: f64,
+    /// DSI: recall measured at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recall: Option<Recall>,
 }
 
 /// A training example: token ids in, token ids out (ending with EOS).
@@ -236,35 +284,15 @@ impl TaskData {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut pairs = Vec::new();
-        if let Some((dir, split)) = queries {
-            let collection = Collection::open(dir, false)?;
-            let qrels = collection.split(split)?;
-            let text: HashMap<&str, &str> = collection
-                .queries
-                .iter()
-                .map(|q| (q.id.as_str(), q.text.as_str()))
-                .collect();
-            for (qid, judged) in &qrels.judgments {
-                let Some(q) = text.get(qid.as_str()) else {
-                    continue;
-                };
-                let q_tokens = tok.encode(q)?;
-                for (did, &grade) in judged {
-                    if grade > 0
-                        && let Ok(pos) = index.doc_position(did)
-                    {
-                        pairs.push((q_tokens.clone(), pos));
-                    }
-                }
-            }
-            if pairs.is_empty() {
-                return Err(Error::InvalidInput(format!(
-                    "{}: split {split:?} has no judged query whose document is in the index",
-                    dir.display()
-                )));
-            }
-        }
+        // A judged query's tokens once per relevant document.
+        let pairs = match queries {
+            Some((dir, split)) => index
+                .judged_queries(dir, split)?
+                .into_iter()
+                .map(|(q, pos)| Ok((tok.encode(&q)?, pos)))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let mut df: HashMap<u32, usize> = HashMap::new();
         for d in &docs {
             let mut distinct = d.body.clone();
@@ -689,6 +717,10 @@ pub struct TrainReport {
     pub log: Vec<LogEntry>,
     pub params: usize,
     pub seconds: f64,
+    /// DSI: the last recall measured.
+    pub recall: Option<Recall>,
+    /// DSI: the recall of the fresh model, before its first step (not on resume).
+    pub initial_recall: Option<Recall>,
 }
 
 /// `checkpoint/state.json` in the checkpoint directory `ckpt`, or `None` if there is none.
@@ -705,75 +737,200 @@ fn read_state(ckpt: &Path) -> Result<Option<CheckpointState>> {
         })
 }
 
-/// The configuration of the index's latest training run (kept with its last checkpoint), or
-/// `None` if the index has no checkpoint.
-pub fn trained_with(index: &Index) -> Result<Option<TrainConfig>> {
-    Ok(read_state(&index.dir.path().join(CHECKPOINT_DIR))?.map(|s| s.config))
+/// Where a run's model, checkpoint and log live inside the index.
+struct RunPaths {
+    /// Manifest part of the trained model.
+    part: &'static str,
+    /// Directory of the trained model, relative to the index.
+    model: String,
+    checkpoint: PathBuf,
+    log: PathBuf,
+}
+
+impl RunPaths {
+    fn of(dir: &Path, target: Target) -> RunPaths {
+        let base = match target {
+            Target::Seal => String::new(),
+            Target::Dsi => format!("{}/", crate::dsi::DSI_DIR),
+        };
+        RunPaths {
+            part: match target {
+                Target::Seal => "model",
+                Target::Dsi => crate::dsi::DSI_DIR,
+            },
+            model: format!("{base}{MODEL_DIR}"),
+            checkpoint: dir.join(format!("{base}{CHECKPOINT_DIR}")),
+            log: dir.join(format!("{base}{TRAIN_LOG}")),
+        }
+    }
+}
+
+/// The configuration of the index's latest training run of `target` (kept with its last
+/// checkpoint), or `None` if there is no checkpoint.
+pub fn trained_with(index: &Index, target: Target) -> Result<Option<TrainConfig>> {
+    let paths = RunPaths::of(index.dir.path(), target);
+    Ok(read_state(&paths.checkpoint)?.map(|s| s.config))
+}
+
+/// What a DSI run carries besides the model: its docids and the encoder's tokenizer, saved
+/// into the checkpoint and the model directory.
+struct DsiParts {
+    docids: DocIds,
+    tokenizer: Vec<u8>,
+}
+
+impl DsiParts {
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.docids.save(&dir.join(crate::dsi::DOCIDS_FILE))?;
+        crate::index::write_atomic(&dir.join(crate::dsi::TOKENIZER_FILE), &self.tokenizer)
+    }
+
+    fn load(dir: &Path) -> Result<DsiParts> {
+        let path = dir.join(crate::dsi::TOKENIZER_FILE);
+        Ok(DsiParts {
+            docids: DocIds::load(&dir.join(crate::dsi::DOCIDS_FILE))?,
+            tokenizer: std::fs::read(&path).map_err(|e| Error::io(&path, e))?,
+        })
+    }
+}
+
+/// A fresh DSI model for `index` (docids chosen by the recipe, from the encoder's document
+/// vectors, which the dense baseline caches in the index).
+fn dsi_start(
+    index: &mut Index,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(Config, Params, DsiParts)> {
+    let name = config
+        .encoder
+        .clone()
+        .unwrap_or_else(|| crate::baseline::dense::DEFAULT_MODEL.into());
+    let encoder_dir = model::resolve_model_dir(&name)?;
+    let dense = crate::baseline::dense::DenseEncoder::load(&encoder_dir.display().to_string())?;
+    let vectors = crate::baseline::dense::DenseIndex::open_or_build(index, &dense)?.vectors()?;
+    let scheme = config.dsi.scheme(index.docs.len());
+    let docids = crate::dsi::build_docids(index, scheme, &vectors, dense.dim(), config.seed)?;
+    let path = encoder_dir.join(crate::dsi::TOKENIZER_FILE);
+    let tok = crate::dsi::load_tokenizer(&path, crate::dsi::MAX_QUERY_TOKENS)?;
+    let (c, p) = crate::dsi::init_model(
+        &encoder_dir,
+        &config.dsi,
+        &docids,
+        &vectors,
+        crate::dsi::corpus_tokens(index, &tok)?,
+        config.seed,
+        device,
+    )?;
+    let tokenizer = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok((c, p, DsiParts { docids, tokenizer }))
+}
+
+/// The examples a run draws its batches from.
+enum Data {
+    Seal(TaskData),
+    /// Fixed across epochs, with the frozen encoder's outputs cached.
+    Dsi(Box<TrainingSet>),
+}
+
+/// One epoch's examples, their batches, and (DSI) the part of each cached source it reads.
+struct Epoch {
+    number: usize,
+    examples: Vec<Example>,
+    order: Vec<Vec<usize>>,
+    views: Vec<crate::dsi::View>,
+}
+
+impl Data {
+    fn epoch(&self, config: &TrainConfig, number: usize) -> Epoch {
+        let (examples, views) = match self {
+            Data::Seal(d) => (d.epoch_examples(config, number), Vec::new()),
+            Data::Dsi(set) => {
+                let views = set.epoch_views(config.seed, number);
+                let examples = views
+                    .iter()
+                    .map(|v| Example {
+                        source: v.tokens(&set.sources[v.source]),
+                        target: set.targets[v.source].clone(),
+                    })
+                    .collect();
+                (examples, views)
+            }
+        };
+        let order = batches(&examples, config.batch_size, config.seed, number);
+        Epoch {
+            number,
+            examples,
+            order,
+            views,
+        }
+    }
+
+    /// The mean loss of `batch` (positions in `epoch`'s examples).
+    fn loss(
+        &self,
+        model: &T5ForConditionalGeneration,
+        epoch: &Epoch,
+        batch: &[usize],
+    ) -> Result<Tensor> {
+        let targets: Vec<Vec<u32>> = batch
+            .iter()
+            .map(|&i| epoch.examples[i].target.clone())
+            .collect();
+        match self {
+            Data::Seal(_) => {
+                let sources: Vec<Vec<u32>> = batch
+                    .iter()
+                    .map(|&i| epoch.examples[i].source.clone())
+                    .collect();
+                model.loss(&sources, &targets)
+            }
+            Data::Dsi(set) => {
+                let views: Vec<_> = batch.iter().map(|&i| epoch.views[i]).collect();
+                model.loss_encoded(&set.encoded(model, &views)?, &targets)
+            }
+        }
+    }
 }
 
 /// Trains a model on `index` (or resumes the run whose checkpoint is in the index), saving the
-/// final model into `INDEX/model` and registering it in the manifest.
+/// final model into `INDEX/model` (SEAL) or `INDEX/dsi/model` (DSI, with its docids and
+/// tokenizer) and registering it in the manifest.
 pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<TrainReport> {
     let started = Instant::now();
     let device = Device::Cpu;
     let dir = index.dir.path().to_path_buf();
-    let ckpt = dir.join(CHECKPOINT_DIR);
-    let log_path = dir.join(TRAIN_LOG);
+    let paths = RunPaths::of(&dir, config.target);
+    let ckpt = paths.checkpoint.clone();
+    let log_path = paths.log.clone();
 
-    let (config, params, model_config, start_step, state_total) = if resume {
+    let (config, params, model_config, start_step, state_total, dsi_parts) = if resume {
         let state = read_state(&ckpt)?.ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{}: no checkpoint to resume from; start a run without --resume",
-                dir.display()
+                ckpt.display()
             ))
         })?;
         let (model_config, params) = model::load(&ckpt, &device)?;
         let mut cfg = state.config.clone();
         cfg.halt_after = config.halt_after;
+        let parts = match cfg.target {
+            Target::Seal => None,
+            Target::Dsi => Some(DsiParts::load(&ckpt)?),
+        };
         (
             cfg,
             params,
             model_config,
             state.step,
             Some(state.total_steps),
+            parts,
         )
+    } else if config.target == Target::Dsi {
+        let (c, p, parts) = dsi_start(index, config, &device)?;
+        (config.clone(), p, c, 0, None, Some(parts))
     } else {
-        // The model writes docids too: their symbols may extend the tokenizer's vocabulary.
-        let vocab = index.docids.model_vocab() as usize;
-        let (model_config, params) = match &config.init {
-            Some(path) => {
-                let (c, p) = model::load(
-                    &model::resolve_model_dir(&path.display().to_string())?,
-                    &device,
-                )?;
-                if c.vocab_size < vocab {
-                    return Err(Error::InvalidInput(format!(
-                        "--init model has vocabulary {} but the index needs {vocab} (its tokenizer \
-                         plus {} docid tokens); build the index with that model's tokenizer \
-                         (--tokenizer) and `--docids title`",
-                        c.vocab_size,
-                        index.docids.extra_tokens()
-                    )));
-                }
-                (c, p)
-            }
-            None => {
-                let mut c = Config::preset(config.preset, vocab);
-                let sp = index.tokenizer.specials();
-                c.pad_token_id = sp.pad;
-                c.eos_token_id = sp.eos;
-                c.decoder_start_token_id = sp.pad;
-                c.copy_attention = config.copy;
-                match &config.encoder {
-                    Some(name) => warm_start(index, c, name, config.seed, &device)?,
-                    None => {
-                        let p = model::init_params(&c, config.seed, &device)?;
-                        (c, p)
-                    }
-                }
-            }
-        };
-        (config.clone(), params, model_config, 0, None)
+        let (model_config, params) = seal_start(index, config, &device)?;
+        (config.clone(), params, model_config, 0, None, None)
     };
     if config.batch_size == 0 || config.max_target_len < 2 || config.max_source_len < 2 {
         return Err(Error::InvalidInput(
@@ -781,9 +938,12 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         ));
     }
 
-    let data = TaskData::new(index, config.queries.as_ref())?;
     let mut model_config = model_config;
-    if !resume {
+    let seal_data = match config.target {
+        Target::Seal => Some(TaskData::new(index, config.queries.as_ref())?),
+        Target::Dsi => None,
+    };
+    if !resume && let Some(data) = &seal_data {
         let tokens = data.output_tokens(index);
         // Scoring tokens the decoder never writes is wasted work (most of a 30k BERT or T5
         // vocabulary for a small corpus); the full vocabulary is kept when nothing is saved.
@@ -791,9 +951,29 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
             model_config.output_tokens = Some(tokens);
         }
     }
+    let model = T5ForConditionalGeneration::new(&model_config, &params)?;
+    let data = match (seal_data, &dsi_parts) {
+        (Some(d), _) => Data::Seal(d),
+        (None, Some(parts)) => {
+            let tmp = std::env::temp_dir().join(format!("genret-tok-{}.json", std::process::id()));
+            crate::index::write_atomic(&tmp, &parts.tokenizer)?;
+            let tok = crate::dsi::load_tokenizer(&tmp, config.max_source_len);
+            let _ = std::fs::remove_file(&tmp);
+            Data::Dsi(Box::new(TrainingSet::build(
+                index,
+                &model,
+                &tok?,
+                &parts.docids,
+                &config.dsi,
+                config.queries.as_ref(),
+                config.seed,
+            )?))
+        }
+        (None, None) => unreachable!("a DSI run has its parts"),
+    };
     // Every epoch has the same number of examples; epoch 0's are kept for the loop.
-    let first = data.epoch_examples(&config, 0);
-    let per_epoch = first.len().div_ceil(config.batch_size);
+    let first = data.epoch(&config, 0);
+    let per_epoch = first.examples.len().div_ceil(config.batch_size);
     if per_epoch == 0 {
         return Err(Error::InvalidInput(
             "the index yields no training examples".into(),
@@ -804,8 +984,11 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         (None, Some(e)) => e * per_epoch,
         (None, None) => 10 * per_epoch,
     });
+    let eval_every = match config.eval_every {
+        0 => per_epoch,
+        n => n,
+    };
 
-    let model = T5ForConditionalGeneration::new(&model_config, &params)?;
     let mut opt = AdamW::new(&params, config.weight_decay)?;
     let mut log = if resume {
         opt.load(&ckpt.join("optimizer.safetensors"), &device)?;
@@ -821,15 +1004,33 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         let _ = std::fs::remove_file(&log_path);
         Vec::new()
     };
+    if let Some(parent) = log_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let save_extra = |dir: &Path| -> Result<()> {
+        match &dsi_parts {
+            Some(parts) => parts.save(dir),
+            None => Ok(()),
+        }
+    };
 
     let pb = progress::bar(total as u64, "training");
     pb.set_position(start_step as u64);
-    let first_order = batches(&first, config.batch_size, config.seed, 0);
-    let mut epoch_cache: Option<(usize, Vec<Example>, Vec<Vec<usize>>)> =
-        Some((0, first, first_order));
+    let mut current = first;
     let mut window_loss = 0.0;
+    let mut window_steps = 0usize;
     let mut window_examples = 0usize;
     let mut window_start = Instant::now();
+    let mut recall = log.iter().rev().find_map(|e| e.recall);
+    // Where a fresh DSI run starts (its dense start's recall), for the report.
+    let initial_recall = match (&data, &dsi_parts) {
+        (Data::Dsi(set), Some(parts)) if !resume => {
+            let r = set.recall(&model, &parts.docids)?;
+            pb.set_message(format!("indexing recall@1 {:.3} at the start", r.index));
+            Some(r)
+        }
+        _ => None,
+    };
     for (steps_this_run, step) in (start_step..total).enumerate() {
         if config.halt_after.is_some_and(|h| steps_this_run >= h) {
             pb.abandon();
@@ -839,20 +1040,18 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
                 log,
                 params: model_config.num_params(),
                 seconds: started.elapsed().as_secs_f64(),
+                recall,
+                initial_recall,
             });
         }
         let epoch = step / per_epoch;
-        if epoch_cache.as_ref().is_none_or(|(e, _, _)| *e != epoch) {
-            let examples = data.epoch_examples(&config, epoch);
-            let order = batches(&examples, config.batch_size, config.seed, epoch);
-            epoch_cache = Some((epoch, examples, order));
+        if current.number != epoch {
+            current = data.epoch(&config, epoch);
         }
-        let (_, examples, order) = epoch_cache.as_ref().expect("just filled");
+        let order = &current.order;
         let batch = &order[(step % per_epoch).min(order.len() - 1)];
-        let sources: Vec<Vec<u32>> = batch.iter().map(|&i| examples[i].source.clone()).collect();
-        let targets: Vec<Vec<u32>> = batch.iter().map(|&i| examples[i].target.clone()).collect();
 
-        let loss = model.loss(&sources, &targets)?;
+        let loss = data.loss(&model, &current, batch)?;
         let loss_value = loss.to_scalar::<f32>().map_err(cerr)? as f64;
         if !loss_value.is_finite() {
             return Err(Error::Model(format!(
@@ -870,34 +1069,66 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         opt.update(&params, &grads, lr, scale)?;
 
         window_loss += loss_value;
+        window_steps += 1;
         window_examples += batch.len();
         let done = step + 1;
-        if done % config.log_every == 0 || done == total {
-            let n = (done - 1) % config.log_every + 1;
+        let measured = match &data {
+            Data::Dsi(set) if done % eval_every == 0 || done == total => {
+                let parts = dsi_parts.as_ref().expect("a DSI run has its parts");
+                Some(set.recall(&model, &parts.docids)?)
+            }
+            _ => None,
+        };
+        if measured.is_some() {
+            recall = measured;
+        }
+        if done % config.log_every == 0 || done == total || measured.is_some() {
             let entry = LogEntry {
                 step: done,
-                loss: window_loss / n as f64,
+                loss: window_loss / window_steps as f64,
                 lr,
                 examples_per_s: window_examples as f64 / window_start.elapsed().as_secs_f64(),
+                recall: measured,
             };
             append_log(&log_path, &entry)?;
+            let recall_text = match recall {
+                Some(Recall {
+                    index,
+                    queries: Some(q),
+                }) => format!(" | recall@1 index {index:.3} queries {q:.3}"),
+                Some(r) => format!(" | indexing recall@1 {:.3}", r.index),
+                None => String::new(),
+            };
             pb.set_message(format!(
-                "loss {:.3} | {:.0} ex/s",
+                "loss {:.3} | {:.0} ex/s{recall_text}",
                 entry.loss, entry.examples_per_s
             ));
             log.push(entry);
             window_loss = 0.0;
+            window_steps = 0;
             window_examples = 0;
             window_start = Instant::now();
         }
         pb.inc(1);
         if done % config.checkpoint_every == 0 || done == total {
-            save_checkpoint(&ckpt, &model_config, &params, &opt, done, total, &config)?;
+            save_checkpoint(
+                &ckpt,
+                &model_config,
+                &params,
+                &opt,
+                done,
+                total,
+                &config,
+                &save_extra,
+            )?;
         }
     }
     pb.finish_and_clear();
-    model::save(&dir.join(MODEL_DIR), &model_config, &params)?;
-    let meta = BTreeMap::from([
+    swap_in_dir(&dir.join(&paths.model), |tmp| {
+        model::save(tmp, &model_config, &params)?;
+        save_extra(tmp)
+    })?;
+    let mut meta = BTreeMap::from([
         ("params".to_string(), model_config.num_params().into()),
         ("steps".to_string(), total.into()),
         (
@@ -905,9 +1136,15 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
             serde_json::to_value(&config).expect("config serializes"),
         ),
     ]);
+    if let Some(r) = recall {
+        meta.insert(
+            "recall".to_string(),
+            serde_json::to_value(r).expect("recall serializes"),
+        );
+    }
     index.dir.add_part(
-        "model",
-        &format!("{MODEL_DIR}/{}", model::WEIGHTS_FILE),
+        paths.part,
+        &format!("{}/{}", paths.model, model::WEIGHTS_FILE),
         meta,
     )?;
     Ok(TrainReport {
@@ -916,7 +1153,48 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         log,
         params: model_config.num_params(),
         seconds: started.elapsed().as_secs_f64(),
+        recall,
+        initial_recall,
     })
+}
+
+/// A fresh SEAL model: `--init`'s checkpoint, the warm start, or the preset from scratch.
+fn seal_start(index: &Index, config: &TrainConfig, device: &Device) -> Result<(Config, Params)> {
+    // The model writes docids too: their symbols may extend the tokenizer's vocabulary.
+    let vocab = index.docids.model_vocab() as usize;
+    match &config.init {
+        Some(path) => {
+            let (c, p) = model::load(
+                &model::resolve_model_dir(&path.display().to_string())?,
+                device,
+            )?;
+            if c.vocab_size < vocab {
+                return Err(Error::InvalidInput(format!(
+                    "--init model has vocabulary {} but the index needs {vocab} (its tokenizer \
+                     plus {} docid tokens); build the index with that model's tokenizer \
+                     (--tokenizer) and `--docids title`",
+                    c.vocab_size,
+                    index.docids.extra_tokens()
+                )));
+            }
+            Ok((c, p))
+        }
+        None => {
+            let mut c = Config::preset(config.preset, vocab);
+            let sp = index.tokenizer.specials();
+            c.pad_token_id = sp.pad;
+            c.eos_token_id = sp.eos;
+            c.decoder_start_token_id = sp.pad;
+            c.copy_attention = config.copy;
+            match &config.encoder {
+                Some(name) => warm_start(index, c, name, config.seed, device),
+                None => {
+                    let p = model::init_params(&c, config.seed, device)?;
+                    Ok((c, p))
+                }
+            }
+        }
+    }
 }
 
 fn global_norm(params: &Params, grads: &candle_core::backprop::GradStore) -> Result<f64> {
@@ -936,8 +1214,9 @@ fn global_norm(params: &Params, grads: &candle_core::backprop::GradStore) -> Res
     Ok(sum.sqrt())
 }
 
-/// Writes a checkpoint into a fresh directory and swaps it in, so a crash leaves the previous
-/// checkpoint or the new one whole.
+/// Writes a checkpoint (with `extra`'s files) into a fresh directory and swaps it in, so a
+/// crash leaves the previous checkpoint or the new one whole.
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     ckpt: &Path,
     model_config: &Config,
@@ -946,26 +1225,37 @@ fn save_checkpoint(
     step: usize,
     total: usize,
     config: &TrainConfig,
+    extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<()> {
-    let tmp = ckpt.with_extension("tmp");
-    let old = ckpt.with_extension("old");
+    swap_in_dir(ckpt, |tmp| {
+        model::save(tmp, model_config, params)?;
+        opt.save(&tmp.join("optimizer.safetensors"))?;
+        extra(tmp)?;
+        let state = CheckpointState {
+            step,
+            total_steps: total,
+            config: config.clone(),
+        };
+        crate::index::write_atomic(
+            &tmp.join("state.json"),
+            &serde_json::to_vec_pretty(&state).expect("state serializes"),
+        )
+    })
+}
+
+/// Fills a fresh sibling directory with `fill` and renames it to `dir`, moving the old one
+/// aside first and removing it after.
+fn swap_in_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&tmp);
-    model::save(&tmp, model_config, params)?;
-    opt.save(&tmp.join("optimizer.safetensors"))?;
-    let state = CheckpointState {
-        step,
-        total_steps: total,
-        config: config.clone(),
-    };
-    crate::index::write_atomic(
-        &tmp.join("state.json"),
-        &serde_json::to_vec_pretty(&state).expect("state serializes"),
-    )?;
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
     let _ = std::fs::remove_dir_all(&old);
-    if ckpt.exists() {
-        std::fs::rename(ckpt, &old).map_err(|e| Error::io(ckpt, e))?;
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
     }
-    std::fs::rename(&tmp, ckpt).map_err(|e| Error::io(ckpt, e))?;
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

@@ -7,19 +7,19 @@
 //! computes exactly what the checkpoint computes, and the result searches; with
 //! all-MiniLM-L6-v2 installed (CI installs it), the same equality on the real weights.
 
+mod common;
+
 use std::collections::HashMap;
 
 use std::path::Path;
 
 use candle_core::{D, Device, IndexOp, Tensor};
-use genret::baseline::bert::{BertConfig, BertModel, tensor_shapes};
-use genret::corpus::read_corpus;
-use genret::index::{BuildConfig, Index, TokenizerSource, build};
+use genret::baseline::bert::BertModel;
+use genret::index::Index;
 use genret::model::{
     self, Config, Init, Preset, T5ForConditionalGeneration, init_params, param_specs,
 };
 use genret::search::{Mode, SearchOptions, Searcher};
-use genret::tokenize::TrainConfig as TokenizerConfig;
 use genret::train::{TaskMix, TrainConfig, load_model, read_log, train};
 
 fn tiny(vocab: usize) -> Config {
@@ -406,40 +406,17 @@ fn rms(t: &Tensor) -> f32 {
 }
 
 fn adi_index(dir: &Path) -> Index {
-    let corpus = read_corpus(format!("{}/corpus/adi", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let config = BuildConfig {
-        tokenizer: TokenizerSource::Train(TokenizerConfig {
-            vocab_size: 600,
-            ..TokenizerConfig::default()
-        }),
-        ..BuildConfig::default()
-    };
-    build(&corpus, dir, &config).unwrap()
+    common::adi_index(dir, 600)
 }
 
-/// Writes a random BERT (hidden 16, 2 layers) with vocabulary `vocab` into `dir`; returns its
-/// tensors.
+/// Writes a deterministic BERT (hidden 16, 2 layers) with vocabulary `vocab` into `dir` under
+/// the names transformers' BertForMaskedLM exports (`bert.` prefix); returns its tensors.
 fn write_tiny_bert(dir: &Path, vocab: usize) -> HashMap<String, Tensor> {
-    let config = serde_json::json!({
-        "vocab_size": vocab, "hidden_size": 16, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "intermediate_size": 32,
-        "max_position_embeddings": 128, "type_vocab_size": 2, "model_type": "bert"
-    });
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    let bert: BertConfig = serde_json::from_value(config).unwrap();
-    let mut tensors = HashMap::new();
-    for (i, (name, shape)) in tensor_shapes(&bert).into_iter().enumerate() {
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
+    common::write_tiny_bert(dir, vocab, 16, "bert.", |i, _, n| {
+        (0..n)
             .map(|j| (((j * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0) * 0.3)
-            .collect();
-        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).unwrap();
-        // As exported by transformers' BertForMaskedLM: prefixed names.
-        tensors.insert(format!("bert.{name}"), t);
-    }
-    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    tensors
+            .collect()
+    })
 }
 
 #[test]
@@ -508,10 +485,10 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
     let theirs = reference.forward(&ids, &mask).unwrap();
     assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
 
-    // It searches: real documents in both modes (SEAL may find no n-gram that this briefly
-    // trained model prefers over the corpus's own frequencies, so it may answer nothing).
+    // It searches: real documents (SEAL may find no n-gram that this briefly trained model
+    // prefers over the corpus's own frequencies, so it may answer nothing).
     let searcher = Searcher::new(&index).unwrap();
-    for mode in [Mode::Dsi, Mode::Seal] {
+    for mode in [Mode::Seal] {
         let options = SearchOptions {
             mode,
             k: 5,

@@ -153,12 +153,11 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
     let (status, body) = get(&http, &format!("{}/health", server.base));
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
 
-    // Answers equal `genret search --json` for both modes (took_ms aside).
+    // Answers equal `genret search --json` (took_ms aside).
     let mut sent = (0, 0); // (ok, client errors)
     for (query, mode, k, beam, ngrams) in [
         ("information retrieval systems", "seal", 5, 10, 50),
         ("information retrieval systems", "seal", 5, 10, 3),
-        ("indexing of documents", "dsi", 3, 4, 50),
     ] {
         let (status, answer) = post(
             &http,
@@ -247,6 +246,11 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             r#"{"query": "x", "mode": "seal+dense"}"#,
             400,
             "start the server with --dense-model",
+        ),
+        (
+            r#"{"query": "x", "mode": "dsi"}"#,
+            400,
+            "genret train INDEX_DIR --dsi",
         ),
         (
             &format!(r#"{{"query": "{long}"}}"#),

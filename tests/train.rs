@@ -2,25 +2,11 @@
 //! killed after a checkpoint and resumed follows the same loss curve as an uninterrupted one;
 //! the keyword task draws its queries and targets from one document.
 
-use std::path::Path;
+mod common;
 
-use genret::corpus::read_corpus;
-use genret::index::{BuildConfig, Index, TokenizerSource, build};
+use genret::index::Index;
 use genret::model::Preset;
-use genret::tokenize::TrainConfig as TokenizerConfig;
 use genret::train::{TaskMix, TrainConfig, read_log, train};
-
-fn adi_index(dir: &Path) -> Index {
-    let corpus = read_corpus(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/adi")).unwrap();
-    let config = BuildConfig {
-        tokenizer: TokenizerSource::Train(TokenizerConfig {
-            vocab_size: 2000,
-            ..TokenizerConfig::default()
-        }),
-        ..BuildConfig::default()
-    };
-    build(&corpus, dir, &config).unwrap()
-}
 
 fn tiny_config(steps: usize) -> TrainConfig {
     TrainConfig {
@@ -44,7 +30,7 @@ fn tiny_config(steps: usize) -> TrainConfig {
 #[test]
 fn tiny_model_halves_its_loss_on_adi() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = adi_index(&dir.path().join("adi"));
+    let mut index = common::adi_index(&dir.path().join("adi"), 2000);
     let report = train(&mut index, &tiny_config(250), false).unwrap();
     let first = report.log.first().unwrap().loss;
     let last = report.log.last().unwrap().loss;
@@ -67,10 +53,10 @@ fn tiny_model_halves_its_loss_on_adi() {
 #[test]
 fn a_killed_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut straight = adi_index(&dir.path().join("a"));
+    let mut straight = common::adi_index(&dir.path().join("a"), 2000);
     let full = train(&mut straight, &tiny_config(40), false).unwrap();
 
-    let mut killed = adi_index(&dir.path().join("b"));
+    let mut killed = common::adi_index(&dir.path().join("b"), 2000);
     let halted = train(
         &mut killed,
         &TrainConfig {
@@ -104,7 +90,7 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one() {
 #[test]
 fn resume_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = adi_index(&dir.path().join("c"));
+    let mut index = common::adi_index(&dir.path().join("c"), 2000);
     let err = train(&mut index, &tiny_config(5), true)
         .unwrap_err()
         .to_string();
@@ -114,7 +100,7 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
 #[test]
 fn keyword_queries_are_document_words_and_their_targets_surround_one() {
     let dir = tempfile::tempdir().unwrap();
-    let index = adi_index(&dir.path().join("adi"));
+    let index = common::adi_index(&dir.path().join("adi"), 2000);
     let data = genret::train::TaskData::new(&index, None).unwrap();
     let config = TrainConfig {
         tasks: TaskMix {

@@ -26,7 +26,7 @@ use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
 use crate::score::{SealParams, fuse_min_max};
 use crate::search::{Mode, SearchOptions, Searcher};
-use crate::train::{TrainConfig, train};
+use crate::train::{Target, TrainConfig, train};
 
 /// A retrieval method `genret bench` compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +95,10 @@ pub struct BenchConfig {
     pub split: String,
     pub methods: Vec<Method>,
     pub out: PathBuf,
-    /// Training of the generative model (when the index has none yet).
+    /// Training of SEAL's model (when the index has none yet).
     pub train: TrainConfig,
+    /// Training of DSI's model (when the index has none yet); its encoder is `dense_model`.
+    pub dsi: TrainConfig,
     pub beam: usize,
     /// SEAL's n-grams kept per decoding step ([`SearchOptions::ngrams_per_step`]).
     pub ngrams_per_step: usize,
@@ -136,6 +138,19 @@ fn training_differences(had: &TrainConfig, asked: &TrainConfig) -> Vec<String> {
         .collect()
 }
 
+/// Warns that the model in `index_dir` was trained otherwise than this run asks.
+fn warn_differences(index_dir: &Path, what: &str, had: &TrainConfig, asked: &TrainConfig) {
+    let differences = training_differences(had, asked);
+    if !differences.is_empty() {
+        tracing::warn!(
+            "{}: reusing the {what} there, trained with {}; pass a new --out to train one as \
+             this run asks",
+            index_dir.display(),
+            differences.join(", ")
+        );
+    }
+}
+
 impl BenchConfig {
     /// Defaults: split `test`, every method, `small` model for 600 steps, beam 10, depth 100,
     /// all-MiniLM-L6-v2.
@@ -157,6 +172,7 @@ impl BenchConfig {
                 steps: Some(600),
                 ..TrainConfig::default()
             },
+            dsi: TrainConfig::dsi(),
             beam: 10,
             ngrams_per_step: SearchOptions::default().ngrams_per_step,
             stem: SealParams::default().stem,
@@ -205,6 +221,10 @@ pub struct BaselineTests {
     pub tests: Vec<PairedTest>,
 }
 
+/// The DSI model's directory and its docid table, inside the index.
+const DSI_MODEL: &str = "dsi/model";
+const DSI_DOCIDS: &str = "dsi/model/docids.bin";
+
 /// Build times recorded in `OUT/timings.json`, so a rerun that reuses an index still reports
 /// what it cost to make.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -213,6 +233,9 @@ struct Timings {
     train_s: f64,
     bm25_s: f64,
     dense_s: f64,
+    /// DSI's own model (its encoder's document embeddings excluded: the dense baseline's).
+    #[serde(default)]
+    dsi_train_s: f64,
 }
 
 fn dir_bytes(path: &Path) -> u64 {
@@ -306,6 +329,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             let i = build(&collection.corpus, &index_dir, &build_config)?;
             timings.index_s = started.elapsed().as_secs_f64();
             timings.train_s = 0.0;
+            timings.dsi_train_s = 0.0;
             save_timings(&timings)?;
             i
         }
@@ -313,11 +337,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
 
     let train_split = (config.split != "train" && collection.qrels.contains_key("train"))
         .then(|| "train".to_string());
-    let generative = config
-        .methods
-        .iter()
-        .any(|m| matches!(m, Method::Seal | Method::Dsi));
-    if generative && !index.dir.manifest.parts.contains_key("model") {
+    let training_queries = train_split
+        .as_ref()
+        .map(|s| (config.collection.clone(), s.clone()));
+    let seal = config.methods.iter().any(|m| m.uses(Method::Seal));
+    let dsi = config.methods.contains(&Method::Dsi);
+    if seal && !index.dir.manifest.parts.contains_key("model") {
         // Warm start: the encoder's document embeddings also cluster the semantic docids, so
         // that documents near a query in the encoder's space share its docid prefix.
         if let Some(name) = &config.train.encoder {
@@ -333,33 +358,51 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             )?;
         }
         let mut tc = config.train.clone();
-        tc.queries = train_split
-            .as_ref()
-            .map(|s| (config.collection.clone(), s.clone()));
+        tc.queries = training_queries.clone();
         let report = train(&mut index, &tc, false)?;
         timings.train_s = report.seconds;
         save_timings(&timings)?;
         index = Index::open(&index_dir)?;
-    } else if generative && let Some(had) = crate::train::trained_with(&index)? {
+    } else if seal && let Some(had) = crate::train::trained_with(&index, Target::Seal)? {
         let mut asked = config.train.clone();
-        asked.queries = train_split
-            .as_ref()
-            .map(|s| (config.collection.clone(), s.clone()));
-        let differences = training_differences(&had, &asked);
-        if !differences.is_empty() {
-            tracing::warn!(
-                "{}: reusing the model there, trained with {}; pass a new --out to train one \
-                 as this run asks",
-                index_dir.display(),
-                differences.join(", ")
-            );
+        asked.queries = training_queries.clone();
+        warn_differences(&index_dir, "model", &had, &asked);
+    }
+    if dsi && !index.dir.manifest.parts.contains_key(crate::dsi::DSI_DIR) {
+        // The encoder's document embeddings are the dense baseline's: built (and timed) as
+        // dense's when missing, so DSI's time is its own training.
+        let encoder = DenseEncoder::load(&config.dense_model)?;
+        if !DenseIndex::is_cached(&index, &encoder) {
+            let started = Instant::now();
+            DenseIndex::open_or_build(&mut index, &encoder)?;
+            timings.dense_s = started.elapsed().as_secs_f64();
         }
+        let mut tc = config.dsi.clone();
+        tc.encoder = Some(config.dense_model.clone());
+        tc.queries = training_queries.clone();
+        let report = train(&mut index, &tc, false)?;
+        timings.dsi_train_s = report.seconds;
+        save_timings(&timings)?;
+        index = Index::open(&index_dir)?;
+    } else if dsi && let Some(had) = crate::train::trained_with(&index, Target::Dsi)? {
+        let mut asked = config.dsi.clone();
+        asked.encoder = Some(config.dense_model.clone());
+        asked.queries = training_queries.clone();
+        warn_differences(&index_dir, "DSI model", &had, &asked);
     }
 
-    // Loaded once for both generative methods (a Searcher borrows the index, which the
-    // baselines below still extend).
-    let model = if generative {
+    // Loaded before the methods run (a Searcher borrows the index, which the baselines below
+    // still extend).
+    let model = if seal {
         Some(crate::train::load_model(&index, &candle_core::Device::Cpu)?)
+    } else {
+        None
+    };
+    let dsi_model = if dsi {
+        Some(crate::dsi::DsiModel::load(
+            &index,
+            &candle_core::Device::Cpu,
+        )?)
     } else {
         None
     };
@@ -373,15 +416,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let mut runs: BTreeMap<&str, PerQuery> = BTreeMap::new();
     for &method in &methods {
         let (per_query, ms) = match method {
-            Method::Seal | Method::Dsi => {
-                let model = model.clone().expect("loaded for generative methods");
+            Method::Seal => {
+                let model = model.clone().expect("loaded for SEAL");
                 let searcher = Searcher::with_model(&index, model)?;
                 let options = SearchOptions {
-                    mode: if method == Method::Seal {
-                        Mode::Seal
-                    } else {
-                        Mode::Dsi
-                    },
+                    mode: Mode::Seal,
                     k: config.depth,
                     beam: config.beam,
                     ngrams_per_step: config.ngrams_per_step,
@@ -395,6 +434,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                         .iter()
                         .map(|h| (h.doc, h.score))
                         .collect())
+                })?
+            }
+            Method::Dsi => {
+                let dsi = dsi_model.as_ref().expect("loaded for DSI");
+                timed(method, &query_texts, |q| {
+                    let (ranked, _) = dsi.search(&[q], config.beam, config.depth)?;
+                    Ok(ranked[0].iter().map(|&(d, s)| (d, s as f64)).collect())
                 })?
             }
             Method::Bm25 => {
@@ -484,9 +530,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                 timings.index_s + timings.train_s,
             ),
             Method::Dsi => (
-                part("docids"),
-                part("model"),
-                timings.index_s + timings.train_s,
+                dir_bytes(&index.dir.file(DSI_DOCIDS)),
+                dir_bytes(&index.dir.file(DSI_MODEL)) - dir_bytes(&index.dir.file(DSI_DOCIDS)),
+                timings.dsi_train_s,
             ),
             Method::Bm25 => (dir_bytes(&index.dir.file(BM25_DIR)), 0, timings.bm25_s),
             Method::Dense => (part("dense"), 0, timings.dense_s),
@@ -536,7 +582,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         collection: name,
         split: config.split.clone(),
         queries: judged.len(),
-        trained_on_queries: generative && train_split.is_some(),
+        trained_on_queries: (seal || dsi) && train_split.is_some(),
         methods: results,
         tests,
     };

@@ -5,15 +5,27 @@ use genret::index::Index;
 use genret::model::Preset;
 use genret::train::{TaskMix, TrainConfig, train};
 
-/// Train the index's seq2seq model: it learns to write the corpus's n-grams, titles and
-/// document ids from pseudo-queries drawn from the documents (and from real queries with
-/// --queries). Saves INDEX/model (HF layout: config.json + model.safetensors), checkpoints
-/// to INDEX/checkpoint, and logs to INDEX/train_log.jsonl.
+/// Train one of the index's seq2seq models.
+///
+/// SEAL's (the default): it learns to write the corpus's n-grams, titles and document ids
+/// from pseudo-queries drawn from the documents (and from real queries with --queries).
+/// Saves INDEX/model (HF layout: config.json + model.safetensors), checkpoints to
+/// INDEX/checkpoint, and logs to INDEX/train_log.jsonl.
+///
+/// DSI's (--dsi): a frozen sentence encoder (all-MiniLM-L6-v2 unless --encoder) under a
+/// small decoder that writes document identifiers, trained on every document's title,
+/// keyword sets and text (in overlapping chunks, a fresh window of each every epoch), and
+/// --queries. Saves
+/// INDEX/dsi/model (with its tokenizer.json and docids.bin), checkpoints to
+/// INDEX/dsi/checkpoint, logs to INDEX/dsi/train_log.jsonl; the progress bar and the log show
+/// indexing recall (Hits@1 of a document from a window of its own text).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  genret train cranfield.idx --preset small --epochs 10\n  \
     genret train squad.idx --queries corpus/squad --split train --steps 3000\n  \
-    genret train cranfield.idx --resume          # continue a killed run exactly\n\n\
+    genret train cranfield.idx --resume          # continue a killed run exactly\n  \
+    genret train cranfield.idx --dsi             # DSI's model (frozen MiniLM encoder)\n  \
+    genret train squad.idx --dsi --queries corpus/squad --split train\n\n\
     Runs candle's elementwise ops on one thread (CANDLE_NUM_THREADS=1) unless that variable is set:\n\
     its thread pool spins between ops and slows the matrix products that training is made of."
 )]
@@ -44,17 +56,20 @@ pub struct TrainArgs {
     /// Number of optimizer steps.
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
-    /// Number of passes over the training examples (default 10 when --steps is absent).
+    /// Number of passes over the training examples (default 10 when --steps is absent; DSI:
+    /// 5).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Continue the interrupted run whose checkpoint is in the index (its settings are reused).
     #[arg(long)]
     pub resume: bool,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate (AdamW, linear warm-up over 5% of steps, then linear decay).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// Examples per step (default 32; DSI: 128).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate (AdamW, linear warm-up over 5% of steps, then linear decay; default
+    /// 1e-3 for both).
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Examples per document per epoch: span (query -> n-gram), title (query -> title),
@@ -68,6 +83,34 @@ pub struct TrainArgs {
     /// Append a line to train_log.jsonl every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Train DSI's model (INDEX/dsi) instead of SEAL's.
+    #[arg(long)]
+    pub dsi: bool,
+    /// DSI docids: atomic (one output token per document), semantic (hierarchical k-means
+    /// over the encoder's document vectors), or auto (atomic up to 100,000 documents).
+    #[arg(long, requires = "dsi", default_value = "auto")]
+    pub dsi_docids: genret::dsi::DocidChoice,
+    /// DSI: keyword-set pseudo-queries per document (besides its title and its text in
+    /// chunks).
+    #[arg(long, requires = "dsi", default_value_t = genret::dsi::DsiOptions::default().keyword_queries)]
+    pub keyword_queries: usize,
+    /// DSI: encoder tokens of a document chunk (chunks overlap by half).
+    #[arg(long, requires = "dsi", default_value_t = genret::dsi::DsiOptions::default().chunk_tokens)]
+    pub chunk_tokens: usize,
+    /// DSI: decoder layers.
+    #[arg(long, requires = "dsi", default_value_t = genret::dsi::DsiOptions::default().decoder_layers)]
+    pub decoder_layers: usize,
+    /// DSI: start from HF's random initialisation instead of dense retrieval (the docids'
+    /// output rows from the documents' embeddings, the decoder as mean pooling).
+    #[arg(long, requires = "dsi")]
+    pub no_dense_init: bool,
+    /// DSI: without the trainable per-token vectors added to the frozen encoder's output
+    /// (the decoder then sees the encoder's contextual states alone).
+    #[arg(long, requires = "dsi")]
+    pub no_lexical_memory: bool,
+    /// DSI: measure recall every N steps (default: every epoch).
+    #[arg(long, requires = "dsi")]
+    pub eval_every: Option<usize>,
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -80,21 +123,40 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ));
     }
     let mut index = Index::open(&args.index)?;
+    let base = if args.dsi {
+        TrainConfig::dsi()
+    } else {
+        TrainConfig::default()
+    };
     let config = TrainConfig {
         preset: args.preset,
         init: args.init,
-        encoder: args.encoder,
-        copy: !args.no_copy,
+        encoder: args.encoder.or(base.encoder.clone()),
+        copy: !args.no_copy && base.copy,
         queries: args.queries.zip(args.split),
         steps: args.steps,
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
+        epochs: args.epochs.or(if args.steps.is_some() {
+            None
+        } else {
+            base.epochs
+        }),
+        batch_size: args.batch_size.unwrap_or(base.batch_size),
+        lr: args.lr.unwrap_or(base.lr),
         seed: args.seed,
         tasks: args.tasks,
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
-        ..TrainConfig::default()
+        dsi: genret::dsi::DsiOptions {
+            docids: args.dsi_docids,
+            keyword_queries: args.keyword_queries,
+            chunk_tokens: args.chunk_tokens,
+            decoder_layers: args.decoder_layers,
+            dense_init: !args.no_dense_init,
+            lexical_memory: !args.no_lexical_memory,
+            ..base.dsi
+        },
+        eval_every: args.eval_every.unwrap_or(base.eval_every),
+        ..base
     };
     let report = train(&mut index, &config, args.resume)?;
     let last = report.log.last();
@@ -105,6 +167,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "seconds": report.seconds,
             "first_loss": report.log.first().map(|e| e.loss),
             "final_loss": last.map(|e| e.loss),
+            "recall": report.recall,
+            "initial_recall": report.initial_recall,
         }));
     }
     println!(
@@ -117,9 +181,27 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             first.loss, first.step, last.loss, last.step, last.examples_per_s
         );
     }
-    println!(
-        "  model saved to {}",
-        index.dir.file(genret::train::MODEL_DIR).display()
-    );
+    let show = |what: &str, r: genret::dsi::Recall| match r.queries {
+        Some(q) => println!(
+            "  recall@1 {what}: indexing {:.3}, training queries {q:.3}",
+            r.index
+        ),
+        None => println!("  indexing recall@1 {what}: {:.3}", r.index),
+    };
+    if let Some(r) = report.initial_recall {
+        show("at the start", r);
+    }
+    if let Some(r) = report.recall {
+        show("at the end", r);
+    }
+    let dir = if args.dsi {
+        index
+            .dir
+            .file(genret::dsi::DSI_DIR)
+            .join(genret::train::MODEL_DIR)
+    } else {
+        index.dir.file(genret::train::MODEL_DIR)
+    };
+    println!("  model saved to {}", dir.display());
     Ok(())
 }

@@ -463,6 +463,38 @@ impl Index {
             })
     }
 
+    /// The (query text, document position) pairs judged relevant (grade > 0) in `split` of the
+    /// BEIR folder `dir`, for the documents this index holds; an error when there are none.
+    pub fn judged_queries(&self, dir: &Path, split: &str) -> Result<Vec<(String, u32)>> {
+        let collection = crate::corpus::Collection::open(dir, false)?;
+        let qrels = collection.split(split)?;
+        let text: HashMap<&str, &str> = collection
+            .queries
+            .iter()
+            .map(|q| (q.id.as_str(), q.text.as_str()))
+            .collect();
+        let mut pairs = Vec::new();
+        for (qid, judged) in &qrels.judgments {
+            let Some(q) = text.get(qid.as_str()) else {
+                continue;
+            };
+            for (did, &grade) in judged {
+                if grade > 0
+                    && let Ok(pos) = self.doc_position(did)
+                {
+                    pairs.push((q.to_string(), pos));
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "{}: split {split:?} has no judged query whose document is in the index",
+                dir.display()
+            )));
+        }
+        Ok(pairs)
+    }
+
     /// Whether titles are part of the indexed token sequences.
     pub fn indexes_titles(&self) -> bool {
         self.dir
