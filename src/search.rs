@@ -112,7 +112,7 @@ pub struct Hit {
     pub score: f64,
     pub title: String,
     /// SEAL: the n-grams that matched the document, strongest first (at most 10).
-    /// DSI: the identifier that named it.
+    /// DSI: the identifier that named it (an atomic one: the document's id).
     pub ngrams: Vec<String>,
     /// The token ids of `ngrams`.
     #[serde(skip)]
@@ -401,7 +401,7 @@ impl<'a> Searcher<'a> {
                         let hits = ranked
                             .into_iter()
                             .map(|(doc, score)| {
-                                let id = docid_text(&dsi.docids, doc);
+                                let id = docid_text(self.index, &dsi.docids, doc);
                                 let tokens = vec![dsi.docids.tokens(doc)];
                                 self.hit(doc, score as f64, vec![id], tokens)
                             })
@@ -487,8 +487,11 @@ impl<'a> Searcher<'a> {
     }
 }
 
-/// A docid for people: its symbols joined by `-`.
-fn docid_text(docids: &crate::docid::DocIds, doc: u32) -> String {
+/// A docid for people: its symbols joined by `-`, or for an atomic one the document's id.
+fn docid_text(index: &Index, docids: &crate::docid::DocIds, doc: u32) -> String {
+    if docids.scheme() == crate::docid::Scheme::Atomic {
+        return index.docs[doc as usize].id.clone();
+    }
     docids
         .symbols(doc)
         .iter()

@@ -157,6 +157,11 @@ fn dsi_training_raises_indexing_recall_and_search_uses_its_model() {
     };
     let answer = searcher.search(&["flow of information"], &options).unwrap();
     assert_eq!(answer[0].results.len(), 5);
+    for hit in &answer[0].results {
+        // An atomic docid is shown as the document's own id.
+        assert_eq!(hit.ngrams, vec![hit.doc_id.clone()]);
+        assert_eq!(index.doc_position(&hit.doc_id).unwrap(), hit.doc);
+    }
     let seal = SearchOptions {
         mode: Mode::Seal,
         ..SearchOptions::default()
