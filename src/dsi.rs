@@ -42,7 +42,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::decode::{BeamOptions, DecodeTimes, TrieConstraint, beam_search};
 use crate::docid::{DocIds, Scheme, SemanticOptions};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::{self, Config, Encoded, Params, T5ForConditionalGeneration};
 use crate::score::dsi_rank;
@@ -145,10 +145,6 @@ impl DsiOptions {
             DocidChoice::Auto => Scheme::Semantic,
         }
     }
-}
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
 }
 
 /// The encoder's tokenizer as DSI reads sources with it: its special tokens added, cut at

@@ -118,3 +118,8 @@ impl Error {
         !matches!(self, Error::Tokenizer(_) | Error::Model(_))
     }
 }
+
+/// A candle failure as genret's error (model code maps every candle call with it).
+pub(crate) fn cerr(e: candle_core::Error) -> Error {
+    Error::Model(e.to_string())
+}

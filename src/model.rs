@@ -26,16 +26,12 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::bert::{self, BertConfig, BertModel};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, cerr};
 
 pub(crate) mod kernels;
 
 /// The model's parameters by checkpoint tensor name, in a stable (sorted) order.
 pub type Params = BTreeMap<String, Var>;
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
-}
 
 /// HF T5 `config.json` fields genret uses; unknown fields are ignored on read.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -879,16 +875,19 @@ impl Encoded {
     /// `(batch, src_len)` 0/1 `mask` of real tokens. For models without a copy head (whose
     /// view of the source needs the token ids).
     pub fn from_states(states: Tensor, mask: &Tensor) -> Result<Encoded> {
-        let run = || -> candle_core::Result<Tensor> {
-            let (b, s) = mask.dims2()?;
-            (mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9
-        };
         Ok(Encoded {
             states,
-            mask_bias: run().map_err(cerr)?,
+            mask_bias: mask_bias(mask).map_err(cerr)?,
             copy: None,
         })
     }
+}
+
+/// The attention bias of a `(batch, src_len)` 0/1 mask, `(batch, 1, 1, src_len)`: 0 where
+/// attended, -1e9 where padded; large but finite so a fully padded row stays finite.
+fn mask_bias(mask: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    (mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9
 }
 
 /// What the copy head needs of a source batch.
@@ -1234,9 +1233,7 @@ impl T5ForConditionalGeneration {
 
     fn encode_mode(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> candle_core::Result<Encoded> {
         let (b, s) = ids.dims2()?;
-        // 0 where attended, -1e9 where padded; large but finite so a fully padded row stays
-        // finite.
-        let mask_bias = ((mask.reshape((b, 1, 1, s))? - 1.0)? * 1e9)?;
+        let mask_bias = mask_bias(mask)?;
         let states = match &self.encoder {
             Encoder::T5 { blocks, norm } => {
                 let mut x = self.shared.forward(ids)?;

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::docid::DocIds;
 use crate::dsi::{DsiOptions, Recall, TrainingSet};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
@@ -684,10 +684,6 @@ impl AdamStep {
             });
         (m2, v2, t2)
     }
-}
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
 }
 
 /// Learning rate at `step` (0-based) of `total`: linear warm-up, then linear decay to 0.

@@ -12,11 +12,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
-}
+use crate::error::{Error, Result, cerr};
 
 /// The `config.json` fields a BERT encoder needs.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

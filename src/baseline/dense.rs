@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::bert::{BertModel, mean_pool_normalize};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, cerr};
 use crate::index::{ArrayFile, ArrayWriter, Index};
 
 /// The model `genret bench` uses by default.
@@ -21,10 +21,6 @@ pub const MAX_TOKENS: usize = 256;
 pub const DENSE_FILE: &str = "dense.bin";
 const MAGIC: &[u8; 8] = b"GRDENSE\0";
 const BATCH: usize = 32;
-
-fn cerr(e: candle_core::Error) -> Error {
-    Error::Model(e.to_string())
-}
 
 /// A sentence encoder: tokenizer + BERT + mean pooling + L2 normalisation.
 pub struct DenseEncoder {
