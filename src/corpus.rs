@@ -230,6 +230,12 @@ impl Lines {
         if let Some(rest) = bytes.strip_suffix(b"\r") {
             bytes = rest;
         }
+        // Editors on Windows start UTF-8 files with a byte-order mark; it is not content.
+        if self.line == 1
+            && let Some(rest) = bytes.strip_prefix("\u{feff}".as_bytes())
+        {
+            bytes = rest;
+        }
         let text = std::str::from_utf8(bytes).map_err(|e| Error::NonUtf8 {
             path: self.path.clone(),
             line: self.line,

@@ -274,6 +274,18 @@ pub fn beam_search_encoded<C: Constraint>(
             .gather(&index, 1)
             .and_then(|t| t.to_vec2())
             .map_err(cerr)?;
+        // -inf is a token the model rules out; NaN or +inf would rank garbage silently.
+        if picked
+            .iter()
+            .flatten()
+            .any(|x| x.is_nan() || *x == f32::INFINITY)
+        {
+            return Err(Error::Model(
+                "the decoder produced NaN log-probabilities (non-finite activations); the \
+                 model is unusable: train it again"
+                    .into(),
+            ));
+        }
         times.model += clock.elapsed();
 
         let clock = Instant::now();

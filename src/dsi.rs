@@ -875,11 +875,12 @@ impl DsiModel {
 
     /// Loads the index's DSI model (`INDEX/dsi/model`).
     pub fn load(index: &Index, device: &Device) -> Result<DsiModel> {
-        index.dir.part(
+        let dir = crate::train::model_dir(
+            index,
             DSI_DIR,
-            "train one with `genret train INDEX_DIR --dsi` (or `genret bench`)",
+            &format!("{DSI_DIR}/{}", crate::train::MODEL_DIR),
+            "genret train INDEX_DIR --dsi",
         )?;
-        let dir = index.dir.file(DSI_DIR).join(crate::train::MODEL_DIR);
         DsiModel::load_dir(&dir, index.docs.len(), device)
     }
 

@@ -12,13 +12,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in genret.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An operating-system error on a named file.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// An operating-system error on a named file. (The OS error is part of the message, not
+    /// a `source`, so that printing the chain does not say it twice.)
+    #[error("{path}: {err}{}", io_advice(err))]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// A line of an input file could not be understood.
     #[error("{path}:{line}: {message}")]
@@ -65,9 +62,16 @@ pub enum Error {
     )]
     UnknownDocId { id: String, docs: usize },
 
-    /// A file in an index is damaged: bad magic, truncated, checksum mismatch, inconsistent sizes.
-    #[error("{path}: corrupted index file: {message}; rebuild the index with `genret index`")]
+    /// A file genret wrote is damaged: bad magic, truncated, checksum mismatch, inconsistent
+    /// sizes. The advice depends on what the file belongs to (index, model or checkpoint).
+    #[error("{path}: damaged file: {message}; {}", corrupt_advice(path))]
     Corrupt { path: PathBuf, message: String },
+
+    /// Another genret process is writing the directory.
+    #[error(
+        "{path}: another genret process is writing this directory ({holder}); wait for it to finish, or stop it"
+    )]
+    Busy { path: PathBuf, holder: String },
 
     /// A file in an index was written by an incompatible version of genret.
     #[error(
@@ -108,14 +112,55 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err: source,
         }
     }
 
     /// Whether the error is the user's to fix (bad input, bad arguments, damaged files) rather
     /// than an internal failure. The CLI maps this to its exit code.
     pub fn is_user_error(&self) -> bool {
-        !matches!(self, Error::Tokenizer(_) | Error::Model(_))
+        match self {
+            Error::Tokenizer(_) | Error::Model(_) => false,
+            // The machine, not the input: a full disk, a file too large for the system.
+            Error::Io { err, .. } => !is_out_of_space(err),
+            _ => true,
+        }
+    }
+}
+
+fn is_out_of_space(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(err.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+}
+
+fn io_advice(err: &std::io::Error) -> &'static str {
+    if is_out_of_space(err) {
+        "; free some space and run the command again (what was there before is untouched)"
+    } else {
+        ""
+    }
+}
+
+/// What to do about a damaged file, from where it lives: a checkpoint is only resumed from, a
+/// model can be retrained, anything else belongs to the index.
+fn corrupt_advice(path: &std::path::Path) -> &'static str {
+    let within = |name: &str| path.components().any(|c| c.as_os_str() == name);
+    let hub = path
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with("models--"));
+    if hub {
+        "fetch the model again (a Hugging Face cache entry)"
+    } else if within("checkpoint") || within("checkpoint.tmp") {
+        "train without --resume to start afresh (the checkpoint is replaced)"
+    } else if within("model") {
+        "train the model again with `genret train`"
+    } else if path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with(".safetensors") || n == "config.json")
+    {
+        "replace it with a complete copy of the model"
+    } else {
+        "rebuild the index with `genret index`"
     }
 }
 

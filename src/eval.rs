@@ -44,6 +44,16 @@ pub fn write_run(path: &Path, run: &Run, name: &str) -> Result<()> {
             )));
         }
     }
+    if let Some((q, (d, score))) = run
+        .iter()
+        .flat_map(|(q, docs)| docs.iter().map(move |d| (q, d)))
+        .find(|(_, (_, s))| !s.is_finite())
+    {
+        return Err(Error::InvalidInput(format!(
+            "{}: query {q} document {d} has score {score}; a run file holds numbers only",
+            path.display()
+        )));
+    }
     write_atomic_with(path, |w| {
         for (q, docs) in run {
             for (rank, (d, score)) in docs.iter().enumerate() {
@@ -73,7 +83,9 @@ pub fn read_run(path: &Path) -> Result<Run> {
         };
         let score: f64 = score
             .parse()
-            .map_err(|_| line.error(format!("score {score:?} is not a number")))?;
+            .ok()
+            .filter(|s: &f64| s.is_finite())
+            .ok_or_else(|| line.error(format!("score {score:?} is not a finite number")))?;
         let i = *position.entry(q.to_string()).or_insert_with(|| {
             run.push((q.to_string(), Vec::new()));
             run.len() - 1

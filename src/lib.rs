@@ -43,6 +43,7 @@
 //! - [`model`]: the T5 encoder-decoder with a reorderable KV cache; [`train`]: teaching it;
 //! - [`decode`]: batched constrained beam search; [`score`]: SEAL and DSI ranking;
 //! - [`search`]: query in, ranked documents out; [`serve`]: the same over HTTP;
+//! - [`storage`]: atomic writes, checksums, sealed directories, the writer lock;
 //! - [`error`]: the library's error type.
 
 pub mod baseline;
@@ -61,6 +62,7 @@ pub mod score;
 pub mod search;
 pub mod serve;
 pub mod stem;
+pub mod storage;
 pub mod tokenize;
 pub mod train;
 

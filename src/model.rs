@@ -1702,14 +1702,15 @@ pub fn save(dir: &Path, config: &Config, params: &Params) -> Result<()> {
     crate::index::write_atomic(&dir.join(CONFIG_FILE), &json)
 }
 
-/// Writes tensors as safetensors atomically (temp file + rename).
+/// Writes tensors as safetensors atomically ([`crate::storage::write_atomic`]), so a full disk
+/// is an I/O error naming the file and leaves the previous file whole.
 pub fn save_tensors(
     path: &Path,
     tensors: &std::collections::HashMap<String, Tensor>,
 ) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    candle_core::safetensors::save(tensors, &tmp).map_err(cerr)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| Error::Model(format!("{}: cannot serialize tensors: {e}", path.display())))?;
+    crate::storage::write_atomic(path, &bytes)
 }
 
 /// Reads a model directory (`config.json` + `model.safetensors`) into f32 parameters.
@@ -1731,8 +1732,48 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Config, Params)> {
         path: weights.clone(),
         message: e.to_string(),
     })?;
-    let params = params_from_tensors(&config, tensors)?;
+    check_finite(&tensors, &weights)?;
+    let params = params_from_tensors(&config, tensors).map_err(|e| in_file(e, &weights))?;
     Ok((config, params))
+}
+
+/// Refuses weights that hold NaN or an infinity: they would turn scores into NaN and rank
+/// nothing. O(parameters).
+pub(crate) fn check_finite(
+    tensors: &std::collections::HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values: Vec<f32> = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec1())
+            .map_err(cerr)?;
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                message: format!("tensor {name} holds {bad}: the weights are not usable"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A model error about the content of `path`, naming it.
+pub(crate) fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Model(message) => Error::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    }
 }
 
 #[cfg(test)]

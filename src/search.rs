@@ -264,11 +264,22 @@ impl<'a> Searcher<'a> {
                 "k, beam and batch must be at least 1".into(),
             ));
         }
+        for q in queries {
+            check_query(q)?;
+        }
         let mut times = SearchTimes::default();
         let mut results = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(options.batch) {
             let started = Instant::now();
             let hits = self.search_batch(chunk, options, &mut times)?;
+            for (q, (hits, _)) in chunk.iter().zip(&hits) {
+                if let Some(h) = hits.iter().find(|h| !h.score.is_finite()) {
+                    return Err(Error::Model(format!(
+                        "query {q:?}: document {} scored {}; refusing a result that is not a number",
+                        h.doc_id, h.score
+                    )));
+                }
+            }
             let took_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
             results.extend(
                 chunk
@@ -498,4 +509,21 @@ fn docid_text(index: &Index, docids: &crate::docid::DocIds, doc: u32) -> String 
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join("-")
+}
+
+/// Refuses a query that has no words or holds a control character (a NUL, an escape): such a
+/// query is a caller's mistake, and answering it would hide that.
+pub fn check_query(query: &str) -> Result<()> {
+    if query.trim().is_empty() {
+        return Err(Error::InvalidInput(
+            "the query is empty; give some words to search for".into(),
+        ));
+    }
+    if let Some(c) = query.chars().find(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(Error::InvalidInput(format!(
+            "the query holds the control character U+{:04X}; queries are plain text",
+            c as u32
+        )));
+    }
+    Ok(())
 }

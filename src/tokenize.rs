@@ -151,8 +151,13 @@ impl GenretTokenizer {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such tokenizer file"),
             ));
         }
-        let tokenizer = Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{}: not a tokenizer the tokenizers library can read ({e}); give an HF \
+                 tokenizer.json, or rebuild the index if it is the index's own",
+                path.display()
+            ))
+        })?;
         Self::from_tokenizer(tokenizer)
     }
 

@@ -43,6 +43,7 @@ use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
+use crate::storage::{DirLock, replace_dir, seal_dir, verify_dir};
 
 /// Directory names inside an index.
 pub const MODEL_DIR: &str = "model";
@@ -898,8 +899,16 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     let paths = RunPaths::of(&dir, config.target);
     let ckpt = paths.checkpoint.clone();
     let log_path = paths.log.clone();
+    let _lock = DirLock::acquire(&dir, "train")?;
+    let owner = index.dir.fingerprint();
 
     let (config, params, model_config, start_step, state_total, dsi_parts) = if resume {
+        if ckpt.exists() && !legacy_unsealed(index, &ckpt) {
+            let seal = verify_dir(&ckpt)?;
+            index
+                .dir
+                .check_owner(&seal, &ckpt, "train without --resume to start afresh")?;
+        }
         let state = read_state(&ckpt)?.ok_or_else(|| {
             Error::InvalidInput(format!(
                 "{}: no checkpoint to resume from; start a run without --resume",
@@ -1115,12 +1124,13 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
                 done,
                 total,
                 &config,
+                &owner,
                 &save_extra,
             )?;
         }
     }
     pb.finish_and_clear();
-    swap_in_dir(&dir.join(&paths.model), |tmp| {
+    swap_in_dir(&dir.join(&paths.model), &owner, |tmp| {
         model::save(tmp, &model_config, &params)?;
         save_extra(tmp)
     })?;
@@ -1221,9 +1231,10 @@ fn save_checkpoint(
     step: usize,
     total: usize,
     config: &TrainConfig,
+    owner: &str,
     extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<()> {
-    swap_in_dir(ckpt, |tmp| {
+    swap_in_dir(ckpt, owner, |tmp| {
         model::save(tmp, model_config, params)?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
         extra(tmp)?;
@@ -1239,21 +1250,21 @@ fn save_checkpoint(
     })
 }
 
-/// Fills a fresh sibling directory with `fill` and renames it to `dir`, moving the old one
-/// aside first and removing it after.
-fn swap_in_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+/// Fills a fresh sibling directory with `fill`, seals it for the index `owner` and swaps it
+/// in for `dir`: a crash or a full disk leaves the previous directory whole, and nothing
+/// behind.
+fn swap_in_dir(dir: &Path, owner: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = dir.with_extension("tmp");
-    let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    fill(&tmp)?;
-    let _ = std::fs::remove_dir_all(&old);
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    let result = std::fs::create_dir_all(&tmp)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|()| fill(&tmp))
+        .and_then(|()| seal_dir(&tmp, Some(owner)))
+        .and_then(|_| replace_dir(dir, &tmp));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    result
 }
 
 fn append_log(path: &Path, entry: &LogEntry) -> Result<()> {
@@ -1317,13 +1328,42 @@ fn warm_start(
     Ok((config, params))
 }
 
-/// Loads the trained model of an index.
-pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
+/// The verified directory of a model an index holds (`MODEL_DIR` or `dsi/MODEL_DIR`): every
+/// file matches the checksums recorded when it was trained, for this build of the index.
+pub fn model_dir(index: &Index, part: &str, dir: &str, train: &str) -> Result<PathBuf> {
     index.dir.part(
-        "model",
-        "train one with `genret train INDEX_DIR` (or `genret bench`)",
+        part,
+        &format!("train one with `{train}` (or `genret bench`)"),
     )?;
-    let (config, params) = model::load(&index.dir.file(MODEL_DIR), device)?;
+    let dir = index.dir.file(dir);
+    if legacy_unsealed(index, &dir) {
+        return Ok(dir);
+    }
+    let seal = verify_dir(&dir)?;
+    index
+        .dir
+        .check_owner(&seal, &dir, &format!("train it again with `{train}`"))?;
+    Ok(dir)
+}
+
+/// Whether `dir` is a model or checkpoint of an index written before checksums (format
+/// version 1) and has none: read with a warning rather than refused, as its index is.
+fn legacy_unsealed(index: &Index, dir: &Path) -> bool {
+    let legacy =
+        index.dir.manifest.format_version < 2 && !dir.join(crate::storage::SEAL_FILE).exists();
+    if legacy {
+        tracing::warn!(
+            "{}: written by an older genret without checksums; it cannot be verified",
+            dir.display()
+        );
+    }
+    legacy
+}
+
+/// Loads the trained model of an index, verified ([`model_dir`]).
+pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
+    let dir = model_dir(index, "model", MODEL_DIR, "genret train INDEX_DIR")?;
+    let (config, params) = model::load(&dir, device)?;
     T5ForConditionalGeneration::new(&config, &params)
 }
 

@@ -196,7 +196,9 @@ fn manifest_version_and_missing_parts_are_clear_errors() {
 
     let manifest_path = out.join("manifest.json");
     let original = std::fs::read_to_string(&manifest_path).unwrap();
-    let future = original.replace("\"format_version\": 1", "\"format_version\": 99");
+    let current = format!("\"format_version\": {}", genret::index::FORMAT_VERSION);
+    assert!(original.contains(&current));
+    let future = original.replace(&current, "\"format_version\": 99");
     std::fs::write(&manifest_path, future).unwrap();
     let err = IndexDir::open(&out).unwrap_err();
     assert!(matches!(err, Error::Version { found: 99, .. }), "{err}");

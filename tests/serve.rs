@@ -257,7 +257,7 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             400,
             "the limit is 200",
         ),
-        (&huge, 413, "length limit exceeded"),
+        (&huge, 413, "over the limit of"),
     ] {
         let (got, answer) = post(&http, &search_url, body);
         assert_eq!(got, status, "{body:.60}: {answer}");

@@ -162,11 +162,13 @@ impl BertModel {
                 path: weights_path.clone(),
                 message: e.to_string(),
             })?;
+        crate::model::check_finite(&tensors, &weights_path)?;
         let tensors = tensors
             .into_iter()
             .map(|(k, v)| Ok((k, v.to_dtype(DType::F32).map_err(cerr)?)))
             .collect::<Result<HashMap<_, _>>>()?;
         BertModel::from_tensors(config, tensors, device)
+            .map_err(|e| crate::model::in_file(e, &weights_path))
     }
 
     /// Builds the model from named tensors (HF names, optionally `bert.`-prefixed).

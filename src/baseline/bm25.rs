@@ -41,8 +41,12 @@ impl Bm25 {
         let fingerprint = index.dir.manifest.corpus.fingerprint.clone();
         let built = index.dir.part_meta_is("bm25", "corpus", &fingerprint);
         let dir = index.dir.file(BM25_DIR);
-        if built && let Ok(b) = Bm25::open(&dir) {
-            return Ok(b);
+        // A derived cache: rebuilt from the verified documents when damaged, not refused.
+        if built {
+            match crate::storage::verify_dir(&dir).and_then(|_| Bm25::open(&dir)) {
+                Ok(b) => return Ok(b),
+                Err(e) => tracing::warn!("rebuilding the BM25 index: {e}"),
+            }
         }
         let bm25 = Bm25::build(&index.docs, &dir)?;
         let meta = [
@@ -82,10 +86,12 @@ impl Bm25 {
             pb.finish_and_clear();
         }
         drop(index);
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let swapped = crate::storage::seal_dir(&tmp, None)
+            .and_then(|_| crate::storage::replace_dir(dir, &tmp));
+        if swapped.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
         }
-        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        swapped?;
         Bm25::open(dir)
     }
 

@@ -26,6 +26,7 @@ use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
 use crate::score::{SealParams, fuse_min_max};
 use crate::search::{Mode, SearchOptions, Searcher};
+use crate::storage::dir_bytes;
 use crate::train::{Target, TrainConfig, train};
 
 /// A retrieval method `genret bench` compares.
@@ -236,16 +237,6 @@ struct Timings {
     /// DSI's own model (its encoder's document embeddings excluded: the dense baseline's).
     #[serde(default)]
     dsi_train_s: f64,
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => m.len(),
-        Ok(m) if m.is_dir() => std::fs::read_dir(path)
-            .map(|entries| entries.flatten().map(|e| dir_bytes(&e.path())).sum())
-            .unwrap_or(0),
-        _ => 0,
-    }
 }
 
 /// The `q`-quantile (0..=1, nearest rank) of ascending `sorted`; 0 when empty.

@@ -12,7 +12,9 @@ use genret::tokenize::{TokenizerKind, TrainConfig};
 /// token-level FM-index, all into one index directory.
 ///
 /// CORPUS is a BEIR folder (with corpus.jsonl), a .jsonl file, or a TSV file
-/// (id<TAB>text or id<TAB>title<TAB>text). Rebuilding into an existing index replaces it.
+/// (id<TAB>text or id<TAB>title<TAB>text). Rebuilding into an existing index replaces it
+/// whole once the new one is complete (models trained on the old one go with it); until then the
+/// old index stays usable, and an interrupted or failed rebuild leaves it as it was.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \

@@ -93,6 +93,10 @@ pub enum ModeArg {
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    if let Some(query) = &args.query {
+        // Before loading anything: a bad query is the answer whatever the index holds.
+        genret::search::check_query(query)?;
+    }
     let mut index = Index::open(&args.index)?;
     let dense = match args.mode {
         ModeArg::SealDense => {

@@ -64,6 +64,16 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest wait for a request's head in milliseconds, from when the connection is ready
+    /// for one: closes idle keep-alive connections and unfinished headers.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Longest wait for a request's whole body in milliseconds (408 after it).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout_ms: u64,
+    /// Most connections open at once (kept below the open-file limit); one more gets 503.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// HTTP threads (the search itself runs on its own thread and candle's pool).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub http_threads: u32,
@@ -80,6 +90,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_beam: args.max_beam as usize,
         max_ngrams_per_step: args.max_ngrams_per_step as usize,
         max_body_bytes: args.max_body_bytes,
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        body_timeout: Duration::from_millis(args.body_timeout_ms),
+        max_connections: args.max_connections as usize,
         ..ServeConfig::default()
     };
     let mut index = Index::open(&args.index)?;

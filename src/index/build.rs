@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, MANIFEST, Manifest, PartInfo, TokenizerInfo,
+    CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo,
     write_atomic, write_atomic_with,
 };
 use crate::corpus::{Corpus, Document, Lines, fingerprint};
@@ -17,6 +17,7 @@ use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, FmIndex};
 use crate::progress;
+use crate::storage::{DirLock, replace_dir, sibling};
 use crate::tokenize::{GenretTokenizer, TrainConfig};
 
 /// File names of the parts written by [`build`].
@@ -122,14 +123,41 @@ fn layout(index_titles: bool) -> FieldsInfo {
 /// Builds a complete index of `corpus` into `out`: tokenizer, `docs.jsonl`, the FM-index
 /// and `stats.json`, then the manifest. Deterministic: the same corpus and config give the
 /// same files (`build_seconds` in the stats aside).
+///
+/// The index is built in a hidden sibling directory and swapped in whole once complete, so
+/// an existing index at `out` (with its trained models) stays usable until then, and a failed
+/// or killed build leaves it as it was. A finished build replaces the whole directory: models
+/// trained on the old index go with it. Takes `out`'s writer lock for the duration.
 pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
-    let started = Instant::now();
-    let out = IndexDir::prepare(out)?;
-    // An interrupted rebuild must not look like a finished index.
-    let manifest_path = out.join(MANIFEST);
-    if manifest_path.exists() {
-        std::fs::remove_file(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    if corpus.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{}: the corpus has no documents; nothing to index",
+            corpus.source.display()
+        )));
     }
+    IndexDir::check_target(out)?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let _lock = DirLock::acquire(out, "index")?;
+    let building = sibling(out, "build");
+    std::fs::create_dir(&building).map_err(|e| Error::io(&building, e))?;
+    let result = build_into(corpus, &building, config);
+    let result = result.and_then(|mut index| {
+        replace_dir(out, &building)?;
+        index.dir.path = out.to_path_buf();
+        Ok(index)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+    }
+    result
+}
+
+/// [`build`]'s work, into the fresh directory `out`.
+fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
+    let started = Instant::now();
+    let out = out.to_path_buf();
 
     let (tokenizer, kind, lowercase) = match &config.tokenizer {
         TokenizerSource::Train(train) => {
@@ -202,17 +230,7 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         &serde_json::to_vec_pretty(&stats).expect("stats serialize"),
     )?;
 
-    let part = |file: &str, meta: BTreeMap<String, serde_json::Value>| -> Result<PartInfo> {
-        let path = out.join(file);
-        let bytes = std::fs::metadata(&path)
-            .map_err(|e| Error::io(&path, e))?
-            .len();
-        Ok(PartInfo {
-            file: file.to_string(),
-            bytes,
-            meta,
-        })
-    };
+    let part = |file: &str, meta| PartInfo::of(&out, file, meta);
     let mut parts = BTreeMap::new();
     parts.insert("tokenizer".into(), part(TOKENIZER_FILE, BTreeMap::new())?);
     parts.insert("docs".into(), part(DOCS_FILE, BTreeMap::new())?);
@@ -398,7 +416,18 @@ impl Index {
                 ),
             });
         }
-        Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+        let index = Index::assemble(dir, tokenizer, docs, fm, docids, stats);
+        if index.positions.len() != index.docs.len() {
+            return Err(Error::Corrupt {
+                path: index.dir.file(DOCS_FILE),
+                message: format!(
+                    "{} documents but {} distinct ids: an id appears twice",
+                    index.docs.len(),
+                    index.positions.len()
+                ),
+            });
+        }
+        Ok(index)
     }
 
     fn assemble(
@@ -413,7 +442,7 @@ impl Index {
             .iter()
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i as u32))
-            .collect();
+            .collect::<HashMap<_, _>>();
         Index {
             dir,
             tokenizer,

@@ -2,18 +2,19 @@
 //!
 //! An index directory holds `manifest.json` (format version, corpus fingerprint, tokenizer,
 //! indexed fields, and one entry per part) beside the parts themselves (`tokenizer.json`,
-//! `docs.jsonl`, `stats.json`, `fmindex.bin`, ...). The manifest is written last, so a
-//! directory whose build was interrupted is not mistaken for an index. [`build`] makes an index
-//! from a corpus; [`Index`] opens one for queries.
+//! `docs.jsonl`, `stats.json`, `fmindex.bin`, ...), each with its length and checksum. A
+//! build writes a complete directory beside the old one and swaps it in whole
+//! ([`crate::storage::replace_dir`]), so an interrupted rebuild leaves the old index usable.
+//! A part is verified against its checksum before it is read, and must lie inside the
+//! directory. [`build`] makes an index from a corpus; [`Index`] opens one for queries.
 
 mod build;
-mod files;
 
+pub use crate::storage::{ArrayFile, ArrayReader, ArrayWriter, write_atomic, write_atomic_with};
 pub use build::{
     BuildConfig, DOCS_FILE, DocEntry, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE,
     TokenizerSource, build, document_tokens,
 };
-pub use files::{ArrayFile, ArrayReader, ArrayWriter, write_atomic, write_atomic_with};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,9 +22,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::storage::{FileSum, dir_bytes, inside};
 
 /// Version of the index directory layout (`manifest.json`). Bump on incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 records a checksum for every file part; version 1 directories are still read,
+/// with a warning that their parts cannot be verified.
+pub const FORMAT_VERSION: u32 = 2;
 /// Oldest index directory layout this build still reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -67,8 +71,13 @@ pub struct FieldsInfo {
 /// One part of an index directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PartInfo {
+    /// Path relative to the index directory.
     pub file: String,
     pub bytes: u64,
+    /// XXH3-64 of a file part (16 hex digits), verified before the part is read; absent for
+    /// a directory part (which carries its own `checksums.json`) and in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
     /// Free-form facts about the part (sizes, parameters), for `genret` and for people.
     #[serde(default)]
     pub meta: BTreeMap<String, serde_json::Value>,
@@ -93,32 +102,31 @@ pub struct IndexDir {
 }
 
 impl IndexDir {
-    /// Prepares `path` for a new index: creates it, or accepts an existing empty directory or
-    /// an existing genret index (whose parts will be replaced). Refuses a non-empty directory
-    /// that is not a genret index, so a typo never clobbers user files.
-    pub fn prepare(path: impl AsRef<Path>) -> Result<PathBuf> {
+    /// Checks that `path` may receive a new index: it does not exist, or is an empty
+    /// directory, or holds a genret index (which a finished build replaces). Refuses anything
+    /// else, so a typo never clobbers user files.
+    pub fn check_target(path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        if path.exists() {
-            if !path.is_dir() {
-                return Err(Error::InvalidInput(format!(
-                    "{}: exists and is not a directory; choose another --out",
-                    path.display()
-                )));
-            }
-            let non_empty = std::fs::read_dir(path)
-                .map_err(|e| Error::io(path, e))?
-                .next()
-                .is_some();
-            if non_empty && !path.join(MANIFEST).exists() {
-                return Err(Error::InvalidInput(format!(
-                    "{}: directory is not empty and holds no genret index; refusing to write into it",
-                    path.display()
-                )));
-            }
-        } else {
-            std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        if !path.exists() {
+            return Ok(());
         }
-        Ok(path.to_path_buf())
+        if !path.is_dir() {
+            return Err(Error::InvalidInput(format!(
+                "{}: exists and is not a directory; choose another --out",
+                path.display()
+            )));
+        }
+        let non_empty = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .next()
+            .is_some();
+        if non_empty && !path.join(MANIFEST).exists() {
+            return Err(Error::InvalidInput(format!(
+                "{}: directory is not empty and holds no genret index; refusing to write into it",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     /// Writes a new manifest into `path` (atomically) and returns the directory.
@@ -132,7 +140,8 @@ impl IndexDir {
     }
 
     /// Opens an index directory: reads and checks the manifest's format version, and checks
-    /// that every part it lists exists.
+    /// that every part it lists is inside the directory and exists (parts are verified
+    /// against their checksums when read, by [`IndexDir::part`]).
     pub fn open(path: impl AsRef<Path>) -> Result<IndexDir> {
         let path = path.as_ref().to_path_buf();
         let manifest_path = path.join(MANIFEST);
@@ -147,6 +156,7 @@ impl IndexDir {
                 Error::io(&manifest_path, e)
             }
         })?;
+        let (bytes, sum_ok) = split_manifest_sum(&bytes);
         // Check the version before the full schema, so an old or future manifest gets a
         // version error rather than a confusing field error.
         let value: serde_json::Value =
@@ -169,13 +179,32 @@ impl IndexDir {
                 oldest: OLDEST_FORMAT_VERSION,
             });
         }
+        // A checksum line binds whatever version the manifest claims, so editing the version
+        // down to 1 cannot switch verification off.
+        if sum_ok == Some(false) || (found >= 2 && sum_ok.is_none()) {
+            return Err(Error::Corrupt {
+                path: manifest_path,
+                message: match sum_ok {
+                    None => "it lacks its checksum line (edited by hand?)".into(),
+                    _ => "checksum mismatch: the manifest changed after genret wrote it".into(),
+                },
+            });
+        }
         let manifest: Manifest = serde_json::from_value(value).map_err(|e| Error::Corrupt {
             path: manifest_path.clone(),
             message: e.to_string(),
         })?;
         let dir = IndexDir { path, manifest };
+        inside(&dir.path, &dir.manifest.tokenizer.file, &manifest_path)?;
         for (name, part) in &dir.manifest.parts {
-            if !dir.path.join(&part.file).exists() {
+            let file = inside(&dir.path, &part.file, &manifest_path)?;
+            if found >= 2 && part.xxh3.is_none() && !file.is_dir() {
+                return Err(Error::Corrupt {
+                    path: manifest_path.clone(),
+                    message: format!("part {name} has no checksum"),
+                });
+            }
+            if !file.exists() {
                 return Err(Error::MissingPart {
                     dir: dir.path.clone(),
                     part: name.clone(),
@@ -184,6 +213,13 @@ impl IndexDir {
                         .into(),
                 });
             }
+        }
+        if found < 2 {
+            tracing::warn!(
+                "{}: built by an older genret that recorded no checksums; its files cannot be \
+                 verified (rebuild it with `genret index` to have them checked)",
+                dir.path.display()
+            );
         }
         Ok(dir)
     }
@@ -197,11 +233,17 @@ impl IndexDir {
         self.path.join(name)
     }
 
-    /// Path of a part the manifest lists, or a [`Error::MissingPart`] whose message says how
-    /// to build it.
+    /// Path of a part the manifest lists, verified against its recorded length and checksum
+    /// (O(part size)), or a [`Error::MissingPart`] whose message says how to build it.
     pub fn part(&self, name: &str, hint: &str) -> Result<PathBuf> {
         match self.manifest.parts.get(name) {
-            Some(part) => Ok(self.path.join(&part.file)),
+            Some(part) => {
+                let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
+                if let Some(sum) = part_sum(part, &self.path.join(MANIFEST))? {
+                    sum.verify(&path)?;
+                }
+                Ok(path)
+            }
             None => Err(Error::MissingPart {
                 dir: self.path.clone(),
                 part: name.to_string(),
@@ -221,25 +263,38 @@ impl IndexDir {
             .is_some_and(|v| v.as_str() == Some(value))
     }
 
-    /// Records a part (its file must already be written) and rewrites the manifest.
+    /// Records a part (its file must already be written) with its checksum, and rewrites the
+    /// manifest.
     pub fn add_part(
         &mut self,
         name: &str,
         file: &str,
         meta: BTreeMap<String, serde_json::Value>,
     ) -> Result<()> {
-        let bytes = std::fs::metadata(self.path.join(file))
-            .map_err(|e| Error::io(self.path.join(file), e))?
-            .len();
-        self.manifest.parts.insert(
-            name.to_string(),
-            PartInfo {
-                file: file.to_string(),
-                bytes,
-                meta,
-            },
-        );
+        let part = PartInfo::of(&self.path, file, meta)?;
+        self.manifest.parts.insert(name.to_string(), part);
         self.write_manifest()
+    }
+
+    /// What identifies this build of the index for the models trained on it: the checksums
+    /// of its tokenizer and documents and its token layout. A rebuild of a changed corpus or
+    /// with another tokenizer gets another fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let sum = |name: &str| {
+            self.manifest
+                .parts
+                .get(name)
+                .and_then(|p| p.xxh3.clone())
+                .unwrap_or_else(|| format!("{name}-unverified"))
+        };
+        let key = format!(
+            "{}|{}|{}|{}",
+            sum("tokenizer"),
+            sum("docs"),
+            self.manifest.fields.layout,
+            self.manifest.corpus.fingerprint
+        );
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
     }
 
     /// Total bytes of all parts.
@@ -247,9 +302,93 @@ impl IndexDir {
         self.manifest.parts.values().map(|p| p.bytes).sum()
     }
 
-    fn write_manifest(&self) -> Result<()> {
-        let json = serde_json::to_vec_pretty(&self.manifest)
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
-        write_atomic(&self.path.join(MANIFEST), &json)
+    /// Fails unless a sealed directory of this index (a model or a checkpoint) was written
+    /// for this build of it: `what` names it in the message and `fix` says what to do.
+    pub fn check_owner(&self, seal: &crate::storage::Seal, dir: &Path, fix: &str) -> Result<()> {
+        let mine = self.fingerprint();
+        match &seal.index {
+            Some(fp) if *fp == mine => Ok(()),
+            other => Err(Error::InvalidInput(format!(
+                "{}: made for another build of this index (index fingerprint {}, this index is \
+                 {mine}): the index was rebuilt or the directory copied from elsewhere; {fix}",
+                dir.display(),
+                other.as_deref().unwrap_or("none")
+            ))),
+        }
     }
+
+    fn write_manifest(&self) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.manifest).expect("manifest serializes");
+        let body = json.strip_prefix(b"{\n").expect("a JSON object");
+        let sum = xxhash_rust::xxh3::xxh3_64(&json);
+        let mut out = format!("{{\n  \"checksum\": \"{sum:016x}\",\n").into_bytes();
+        out.extend_from_slice(body);
+        write_atomic(&self.path.join(MANIFEST), &out)
+    }
+}
+
+/// The first line of a manifest's object holds the checksum of the manifest without that
+/// line: any edit to it is caught before it is believed.
+const SUM_PREFIX: &[u8] = b"{\n  \"checksum\": \"";
+
+/// The manifest's bytes without its checksum line, and whether that line was there and
+/// matched (`None`: no checksum line, as in version 1). Malformed is a mismatch.
+fn split_manifest_sum(bytes: &[u8]) -> (std::borrow::Cow<'_, [u8]>, Option<bool>) {
+    let Some(rest) = bytes.strip_prefix(SUM_PREFIX) else {
+        return (bytes.into(), None);
+    };
+    let hex = rest
+        .get(..16)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u64::from_str_radix(h, 16).ok());
+    let body = rest.get(16..).and_then(|r| r.strip_prefix(b"\",\n"));
+    match (hex, body) {
+        (Some(hex), Some(body)) => {
+            let mut plain = b"{\n".to_vec();
+            plain.extend_from_slice(body);
+            let matches = xxhash_rust::xxh3::xxh3_64(&plain) == hex;
+            (plain.into(), Some(matches))
+        }
+        _ => (bytes.into(), Some(false)),
+    }
+}
+
+impl PartInfo {
+    /// The entry of part `file` (relative to `dir`, already written): a file's length and
+    /// checksum, or a directory's total length.
+    pub fn of(
+        dir: &Path,
+        file: &str,
+        meta: BTreeMap<String, serde_json::Value>,
+    ) -> Result<PartInfo> {
+        let path = dir.join(file);
+        let info = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let (bytes, xxh3) = if info.is_dir() {
+            (dir_bytes(&path), None)
+        } else {
+            let sum = FileSum::of(&path)?;
+            (sum.bytes, Some(format!("{:016x}", sum.xxh3)))
+        };
+        Ok(PartInfo {
+            file: file.to_string(),
+            bytes,
+            xxh3,
+            meta,
+        })
+    }
+}
+
+/// The recorded sum of a file part, if it has one; a malformed one is a damaged manifest.
+fn part_sum(part: &PartInfo, manifest: &Path) -> Result<Option<FileSum>> {
+    let Some(hex) = &part.xxh3 else {
+        return Ok(None);
+    };
+    let xxh3 = u64::from_str_radix(hex, 16).map_err(|_| Error::Corrupt {
+        path: manifest.to_path_buf(),
+        message: format!("part {} has a malformed checksum {hex:?}", part.file),
+    })?;
+    Ok(Some(FileSum {
+        bytes: part.bytes,
+        xxh3,
+    }))
 }

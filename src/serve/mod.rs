@@ -10,7 +10,8 @@
 //! `max_batch` requests are in hand, and decodes requests with equal options in one batched
 //! beam search: under load, many queries cost little more than one (see `docs/BENCHMARKS.md`).
 //! A request that waits longer than `timeout` gets a 504 and is dropped from the queue
-//! unanswered.
+//! unanswered. Slow, idle and excessive clients are bounded by [`conn`]'s timeouts and
+//! connection cap; every error is answered with `{"error": "..."}`.
 //!
 //! ```no_run
 //! # async fn demo() -> genret::Result<()> {
@@ -30,10 +31,11 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod conn;
+
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -65,6 +67,16 @@ pub struct ServeConfig {
     pub max_ngrams_per_step: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Longest wait for a request's head, from when the connection is ready for one: ends
+    /// unfinished headers and idle keep-alive connections alike.
+    pub header_timeout: Duration,
+    /// Longest wait for a request's whole body (408 after it).
+    pub body_timeout: Duration,
+    /// Most connections open at once; one more is answered 503 and closed. Also kept below
+    /// the process's open-file limit.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); a larger one is answered 431.
+    pub max_header_bytes: usize,
     /// Options used where a request leaves them out.
     pub defaults: SearchOptions,
 }
@@ -81,6 +93,10 @@ impl Default for ServeConfig {
             max_beam: 100,
             max_ngrams_per_step: 1000,
             max_body_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            max_header_bytes: 16 * 1024,
             defaults: SearchOptions::default(),
         }
     }
@@ -232,7 +248,12 @@ impl Server {
             ));
         }
         let info = IndexInfo {
-            path: index.dir.path().display().to_string(),
+            // The directory's name only: an absolute path tells clients about the machine.
+            path: index
+                .dir
+                .path()
+                .file_name()
+                .map_or_else(|| "index".into(), |n| n.to_string_lossy().into_owned()),
             bytes: index.dir.bytes(),
             docs: index.docs.len(),
             tokens: index.stats.tokens,
@@ -286,7 +307,6 @@ impl Server {
             .route("/stats", get(stats))
             .fallback(not_found)
             .method_not_allowed_fallback(wrong_method)
-            .layer(DefaultBodyLimit::max(self.state.config.max_body_bytes))
             .with_state(Arc::clone(&self.state))
     }
 
@@ -296,14 +316,14 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Error::io(addr, e))
+        let config = &self.state.config;
+        let limits = conn::Limits {
+            header_timeout: config.header_timeout,
+            max_connections: config.max_connections.min(open_file_budget()).max(1),
+            max_header_bytes: config.max_header_bytes,
+        };
+        conn::serve(listener, self.router(), limits, shutdown).await;
+        Ok(())
     }
 }
 
@@ -383,9 +403,7 @@ fn validate(
         )
     })?;
     let query = req.query.trim();
-    if query.is_empty() {
-        return Err("query is empty".into());
-    }
+    crate::search::check_query(query).map_err(|e| e.to_string())?;
     let chars = query.chars().count();
     if chars > config.max_query_chars {
         return Err(format!(
@@ -424,7 +442,7 @@ fn validate(
     Ok((query.to_string(), options))
 }
 
-async fn search(State(state): State<Arc<Shared>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn search(State(state): State<Arc<Shared>>, body: Body) -> Response {
     let started = Instant::now();
     let response = answer(&state, body).await;
     let status = response.status();
@@ -446,19 +464,10 @@ async fn search(State(state): State<Arc<Shared>>, body: Result<Bytes, BytesRejec
     response
 }
 
-async fn answer(state: &Shared, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+async fn answer(state: &Shared, body: Body) -> Response {
+    let body = match read_body(body, &state.config).await {
         Ok(body) => body,
-        Err(rejection) => {
-            return error(
-                rejection.status(),
-                format!(
-                    "{} (request bodies are limited to {} bytes)",
-                    rejection.body_text(),
-                    state.config.max_body_bytes
-                ),
-            );
-        }
+        Err(response) => return response,
     };
     let (query, options) = match validate(&body, &state.config, state.dense) {
         Ok(v) => v,
@@ -502,6 +511,60 @@ async fn answer(state: &Shared, body: Result<Bytes, BytesRejection>) -> Response
             ),
         ),
     }
+}
+
+/// The whole request body within the size and time limits, or the error answer.
+async fn read_body(body: Body, config: &ServeConfig) -> Result<Bytes, Response> {
+    let limit = config.max_body_bytes;
+    match tokio::time::timeout(config.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over the limit of {limit} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                )
+            })
+        }
+        Err(_) => {
+            let mut response = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:.1} s (is Content-Length right?)",
+                    config.body_timeout.as_secs_f64()
+                ),
+            );
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            Err(response)
+        }
+    }
+}
+
+/// Connections the process may hold: its open-file limit less a margin for the index, the
+/// model and the runtime (unbounded where the limit cannot be read).
+fn open_file_budget() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            return (limit.rlim_cur as usize).saturating_sub(64);
+        }
+    }
+    usize::MAX
 }
 
 async fn health() -> Response {
