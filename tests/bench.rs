@@ -3,6 +3,8 @@
 //! `genret eval` to the numbers in results.json, the PNG is a PNG), and a rerun reuses what
 //! was built.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -18,14 +20,8 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("adi");
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/adi");
-    let dense =
-        genret::baseline::dense::DenseEncoder::load(genret::baseline::dense::DEFAULT_MODEL).is_ok();
-    let methods = if dense {
-        "seal,dsi,bm25,dense,seal+dense,bm25+dense"
-    } else {
-        // DSI's model reads with the dense baseline's encoder.
-        "seal,bm25"
-    };
+    common::minilm_dir();
+    let methods = "seal,dsi,bm25,dense,seal+dense,bm25+dense";
     let args = [
         "-q",
         "bench",
@@ -89,7 +85,7 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     }
     let row = |name: &str| rows.iter().find(|r| r["name"] == name);
     // Every other method is compared with each baseline that ran, on every metric.
-    let baselines = if dense { 2 } else { 1 };
+    let baselines = 2;
     let tests = file["tests"].as_array().unwrap();
     assert_eq!(tests.len(), (rows.len() - baselines) * baselines);
     for pair in tests {
@@ -116,7 +112,8 @@ fn bench_on_adi_writes_results_runs_and_chart() {
         }
     }
     // A fused method answers after both of its parts: its latency is at least theirs.
-    if let Some(fused) = row("seal+dense") {
+    {
+        let fused = row("seal+dense").expect("seal+dense ran");
         let p50 = |r: &serde_json::Value| r["p50_ms"].as_f64().unwrap();
         assert!(p50(fused) >= p50(row("seal").unwrap()));
         assert!(p50(fused) >= p50(row("dense").unwrap()));

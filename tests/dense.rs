@@ -1,7 +1,9 @@
 //! The dense baseline's encoder: all-MiniLM-L6-v2 reproduces the reference embeddings in
 //! ../shared/fixtures (copied to tests/data/minilm_reference.json) to cosine >= 0.9999 when the
-//! model is installed (`scripts/install_minilm.sh`, which CI runs); a tiny random BERT built
-//! here checks pooling, padding and search without it.
+//! model is installed (`scripts/install_minilm.sh`, which the README's test command runs; the
+//! test fails without it); a tiny random BERT built here checks pooling, padding and search.
+
+mod common;
 
 use std::collections::HashMap;
 
@@ -18,14 +20,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_matches_reference_embeddings() {
-    let encoder = match DenseEncoder::load(DEFAULT_MODEL) {
-        Ok(e) => e,
-        Err(e) => {
-            // CI installs the model; a developer machine without it still runs the tiny test.
-            eprintln!("all-MiniLM-L6-v2 not installed, reference check not run: {e}");
-            return;
-        }
-    };
+    let encoder = DenseEncoder::load(&common::minilm_dir().display().to_string())
+        .unwrap_or_else(|e| panic!("{DEFAULT_MODEL}: {e}"));
     let fixture: serde_json::Value = serde_json::from_slice(
         &std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),

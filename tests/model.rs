@@ -526,11 +526,7 @@ fn warm_start_refuses_an_index_with_another_tokenizer() {
 
 #[test]
 fn minilm_warm_start_encodes_like_minilm() {
-    let Ok(dir) = model::resolve_model_dir(genret::baseline::dense::DEFAULT_MODEL) else {
-        // CI installs the model; a developer machine without it still runs the tests above.
-        eprintln!("all-MiniLM-L6-v2 not installed, MiniLM warm start not checked");
-        return;
-    };
+    let dir = common::minilm_dir();
     let config = Config::preset(Preset::Small, 30_522 + 9);
     let (config, params) = model::bert_warm_start(config, &dir, 7, &Device::Cpu).unwrap();
     assert_eq!((config.d_model, config.d_kv), (384, 48));

@@ -2,6 +2,8 @@
 //! valid and invalid requests, answers equal to `genret search --json`, concurrent requests
 //! decoded in batches, and /stats counting what was sent.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -106,14 +108,12 @@ fn trained_adi(dir: &Path) -> std::path::PathBuf {
 }
 
 /// With --dense-model, mode seal+dense answers as `genret search --mode seal+dense` does.
-/// Needs all-MiniLM-L6-v2 installed (`scripts/install_minilm.sh`; CI installs it).
+/// Needs all-MiniLM-L6-v2 installed (`scripts/install_minilm.sh`; the README's test command
+/// runs it).
 #[test]
 fn serve_fuses_seal_with_dense_retrieval_when_given_a_dense_model() {
-    use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder};
-    if let Err(e) = DenseEncoder::load(DEFAULT_MODEL) {
-        eprintln!("all-MiniLM-L6-v2 not installed, seal+dense serving not checked: {e}");
-        return;
-    }
+    use genret::baseline::dense::DEFAULT_MODEL;
+    common::minilm_dir();
     let dir = tempfile::tempdir().unwrap();
     let idx = trained_adi(dir.path());
     let idx_s = idx.to_str().unwrap();

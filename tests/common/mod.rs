@@ -53,3 +53,15 @@ pub fn write_tiny_bert(
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
     tensors
 }
+
+/// The directory of all-MiniLM-L6-v2, which the README's test command installs
+/// (`scripts/install_minilm.sh`). Missing, the test fails and says so: a check that needs the
+/// model never passes without it.
+pub fn minilm_dir() -> std::path::PathBuf {
+    genret::model::resolve_model_dir(genret::baseline::dense::DEFAULT_MODEL).unwrap_or_else(|e| {
+        panic!(
+            "all-MiniLM-L6-v2 is not installed ({e}); run `bash scripts/install_minilm.sh` \
+             (the README's test command does)"
+        )
+    })
+}
