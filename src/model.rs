@@ -55,6 +55,11 @@ pub struct Config {
     pub feed_forward_proj: String,
     #[serde(default = "default_true")]
     pub tie_word_embeddings: bool,
+    /// Whether decoder states are scaled by d_model^-0.5 before the head. transformers 5
+    /// writes it (a tied head may then be unscaled); older configs leave it out, and then it
+    /// follows `tie_word_embeddings`, as transformers 4 did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_decoder_outputs: Option<bool>,
     #[serde(default)]
     pub pad_token_id: u32,
     #[serde(default = "default_eos")]
@@ -149,6 +154,7 @@ impl Config {
             layer_norm_epsilon: 1e-6,
             feed_forward_proj: "relu".into(),
             tie_word_embeddings: true,
+            scale_decoder_outputs: None,
             pad_token_id: 0,
             eos_token_id: 1,
             decoder_start_token_id: 0,
@@ -160,6 +166,13 @@ impl Config {
             lexical_memory: false,
             lexical_tokens: None,
         }
+    }
+
+    /// Whether the head scales decoder states by d_model^-0.5 (HF's `scale_decoder_outputs`,
+    /// which defaults to `tie_word_embeddings`).
+    pub fn scales_head(&self) -> bool {
+        self.scale_decoder_outputs
+            .unwrap_or(self.tie_word_embeddings)
     }
 
     pub fn decoder_layers(&self) -> usize {
@@ -1448,9 +1461,9 @@ impl T5ForConditionalGeneration {
 
     /// Logits of decoder states over the output vocabulary: every token, or the allowed rows
     /// of [`Config::output_tokens`] in their order. HF scales the states by d_model^-0.5
-    /// before a tied head.
+    /// before the head where [`Config::scales_head`] says.
     fn head(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
-        let x = if self.config.tie_word_embeddings {
+        let x = if self.config.scales_head() {
             (x * (self.config.d_model as f64).powf(-0.5))?
         } else {
             x.clone()
