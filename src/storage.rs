@@ -31,10 +31,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Streams a file into place atomically: `fill` writes to a buffered temp file which is renamed
 /// over `path` only when `fill` succeeds.
+///
+/// Only regular files are replaced: `-` is standard output; a FIFO, a device or a socket (say
+/// `/dev/stdout`) is written directly; a symbolic link is followed, and its target replaced,
+/// so the link stays.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
+    let special = path == Path::new("-")
+        || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+    if special {
+        let target = if path == Path::new("-") {
+            Path::new("/dev/stdout")
+        } else {
+            path
+        };
+        let direct = || -> std::io::Result<()> {
+            let file = std::fs::OpenOptions::new().write(true).open(target)?;
+            let mut w = BufWriter::new(file);
+            fill(&mut w)?;
+            w.flush()
+        };
+        return direct().map_err(|e| Error::io(path, e));
+    }
+    let resolved;
+    let path = if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = link_target(path).map_err(|e| Error::io(path, e))?;
+        resolved.as_path()
+    } else {
+        path
+    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -58,6 +85,22 @@ pub fn write_atomic_with(
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// The file a chain of symbolic links ends at (which need not exist yet).
+fn link_target(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Ok(path);
+        }
+        let next = std::fs::read_link(&path)?;
+        path = match path.parent() {
+            Some(parent) if next.is_relative() => parent.join(next),
+            _ => next,
+        };
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
 }
 
 /// Makes a rename inside `dir` durable (a no-op where directories cannot be opened).
@@ -619,6 +662,35 @@ mod tests {
                 .to_string()
                 .contains(SEAL_FILE)
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_fifos_and_devices_are_written_through_not_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real.txt");
+        std::fs::write(&real, "old").unwrap();
+        let link = tmp.path().join("link.txt");
+        std::os::unix::fs::symlink("real.txt", &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
+        // A dangling link gets its target created.
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink("made.txt", &dangling).unwrap();
+        write_atomic(&dangling, b"made").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("made.txt")).unwrap(),
+            "made"
+        );
+        // A device is written, not replaced.
+        write_atomic(Path::new("/dev/null"), b"nothing").unwrap();
+        assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
     }
 
     #[test]

@@ -644,3 +644,44 @@ fn the_server_survives_slow_malformed_and_excess_clients() {
     let path = stats["index"]["path"].as_str().unwrap();
     assert_eq!(path, "adi.idx", "no absolute paths in /stats");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_run_goes_to_standard_output_or_through_a_link_never_replacing_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = trained_adi(tmp.path());
+    let s = idx.to_str().unwrap();
+    let queries = corpus("adi");
+    let out = ok(&["search", s, "--queries", &queries, "--out", "-", "-k", "2"]);
+    let run = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(run.lines().count(), 35 * 2, "{run}");
+    assert!(
+        run.lines().all(|l| l.split_whitespace().count() == 6),
+        "{run}"
+    );
+
+    let link = tmp.path().join("latest.run");
+    std::os::unix::fs::symlink("real.run", &link).unwrap();
+    let l = link.to_str().unwrap();
+    ok(&[
+        "search",
+        s,
+        "--queries",
+        &queries,
+        "--out",
+        l,
+        "-k",
+        "2",
+        "-q",
+    ]);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("real.run")).unwrap(),
+        run
+    );
+}

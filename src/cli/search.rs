@@ -33,7 +33,7 @@ pub struct SearchArgs {
     /// Queries file: BEIR queries.jsonl (or its folder) or id<TAB>text TSV.
     #[arg(long, requires = "out")]
     pub queries: Option<PathBuf>,
-    /// TREC run file to write (with --queries).
+    /// TREC run file to write (with --queries); `-` writes it to standard output.
     #[arg(long, requires = "queries")]
     pub out: Option<PathBuf>,
     /// Documents per query.
@@ -132,6 +132,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let (Some(path), Some(out)) = (&args.queries, &args.out) else {
         unreachable!("clap requires QUERY or --queries with --out");
     };
+    if args.json && out == std::path::Path::new("-") {
+        anyhow::bail!("--json and --out - would both write to standard output; choose one");
+    }
     let queries = read_queries(path).with_context(|| format!("reading {}", path.display()))?;
     let pb = genret::progress::bar(queries.len() as u64, "searching");
     let mut run: Run = Vec::with_capacity(queries.len());
@@ -158,13 +161,19 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     write_run(out, &run, &args.run_name)?;
     if !args.json {
         let n = queries.len().max(1) as f64;
-        println!(
+        let summary = format!(
             "{} queries -> {} ({:.1} ms/query, {:.1} queries/s)",
             queries.len(),
             out.display(),
             took / n,
             1e3 * n / took.max(1e-9)
         );
+        // With the run on standard output, the summary must not end up inside it.
+        if out == std::path::Path::new("-") {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary}");
+        }
     }
     Ok(())
 }
