@@ -34,6 +34,62 @@
 //! assert_eq!(index.extract(1).unwrap(), vec![5, 6, 8, 5]);
 //! ```
 //!
+//! The whole flow, in memory and in a temporary directory: a corpus is indexed (tokenizer,
+//! FM-index), a model writes n-grams under the FM-index's constraint, and every string it
+//! writes occurs in the corpus. (The model here is untrained; `train::train` teaches one, and
+//! `search::Searcher` adds the scoring that ranks documents from the n-grams.)
+//!
+//! ```
+//! use candle_core::Device;
+//! use genret::corpus::{Corpus, Document};
+//! use genret::decode::{BeamOptions, FmConstraint, beam_search};
+//! use genret::index::{BuildConfig, TokenizerSource, build};
+//! use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
+//! use genret::tokenize::TrainConfig;
+//!
+//! # fn main() -> genret::Result<()> {
+//! let texts = [
+//!     "the boundary layer on a flat plate becomes turbulent downstream",
+//!     "supersonic flow over a wedge produces an oblique shock wave",
+//!     "heat transfer in the laminar boundary layer of a cone",
+//! ];
+//! let docs = texts.iter().enumerate().map(|(i, t)| Document {
+//!     id: format!("d{i}"),
+//!     title: String::new(),
+//!     text: t.to_string(),
+//! });
+//! let corpus = Corpus::from_docs(docs.collect())?;
+//! let dir = tempfile::tempdir().unwrap();
+//! let config = BuildConfig {
+//!     tokenizer: TokenizerSource::Train(TrainConfig { vocab_size: 300, ..TrainConfig::default() }),
+//!     ..BuildConfig::default()
+//! };
+//! let index = build(&corpus, &dir.path().join("idx"), &config)?;
+//!
+//! let model_config = Config::preset(Preset::Tiny, index.docids.model_vocab() as usize);
+//! let model = T5ForConditionalGeneration::new(
+//!     &model_config,
+//!     &init_params(&model_config, 7, &Device::Cpu)?,
+//! )?;
+//! let sp = index.tokenizer.specials();
+//! let mut query = vec![sp.query];
+//! query.extend(index.tokenizer.encode("boundary layer flow")?);
+//! let banned = vec![sp.pad, sp.eos, sp.unk, sp.query, sp.index, sp.ngram, sp.docid];
+//! let constraint = FmConstraint::new(&index.fm, banned, 1);
+//! let options = BeamOptions { beam: 5, max_len: 4, history: 5 };
+//! let (decoded, _) = beam_search(
+//!     &model, &[query], &[sp.ngram], &constraint, &index.fm.full_range(), &options,
+//! )?;
+//! let written = &decoded[0].history;
+//! assert!(!written.is_empty());
+//! for ngram in written {
+//!     // Constrained decoding: whatever the weights, only the corpus's n-grams come out.
+//!     assert!(index.fm.count(&ngram.tokens) > 0);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Modules, one concept each (see `docs/ARCHITECTURE.md`):
 //! - [`corpus`]: BEIR / TSV / TREC readers with file:line errors;
 //! - [`tokenize`]: train or load an HF tokenizer with genret's special tokens;
