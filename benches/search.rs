@@ -13,8 +13,8 @@
 use std::time::Instant;
 
 use candle_core::Device;
-use genret::bench::percentile;
 use genret::corpus::{read_corpus, read_queries};
+use genret::eval::percentile;
 use genret::index::{BuildConfig, Index, build};
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
 use genret::search::{Mode, SearchOptions, Searcher};

@@ -168,8 +168,8 @@ fn run(
         requests: latencies.len(),
         errors,
         queries_per_s: latencies.len() as f64 / elapsed,
-        p50_ms: genret::bench::percentile(&latencies, 0.5),
-        p99_ms: genret::bench::percentile(&latencies, 0.99),
+        p50_ms: genret::eval::percentile(&latencies, 0.5),
+        p99_ms: genret::eval::percentile(&latencies, 0.99),
         mean_batch: stats["mean_batch"].as_f64().unwrap_or(0.0),
     })
 }

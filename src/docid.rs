@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::index::{ArrayFile, ArrayWriter};
+use crate::storage::{ArrayFile, ArrayWriter};
 
 /// File name of the docid table inside an index directory.
 pub const DOCIDS_FILE: &str = "docids.bin";

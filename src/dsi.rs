@@ -99,7 +99,7 @@ impl std::str::FromStr for DocidChoice {
     }
 }
 
-/// DSI's recipe: what [`crate::train::train`] needs beyond the optimiser's settings.
+/// DSI's recipe: what `train::train` needs beyond the optimiser's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DsiOptions {
     pub docids: DocidChoice,
@@ -875,10 +875,9 @@ impl DsiModel {
 
     /// Loads the index's DSI model (`INDEX/dsi/model`).
     pub fn load(index: &Index, device: &Device) -> Result<DsiModel> {
-        let dir = crate::train::model_dir(
-            index,
+        let dir = index.dir.model_dir(
             DSI_DIR,
-            &format!("{DSI_DIR}/{}", crate::train::MODEL_DIR),
+            &format!("{DSI_DIR}/{}", crate::index::MODEL_DIR),
             "genret train INDEX_DIR --dsi",
         )?;
         DsiModel::load_dir(&dir, index.docs.len(), device)

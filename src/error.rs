@@ -105,6 +105,11 @@ pub enum Error {
     /// An argument is out of range or inconsistent with the data.
     #[error("{0}")]
     InvalidInput(String),
+
+    /// genret itself failed, in a library it builds on (libsais, tantivy) or a thread it
+    /// started: not the user's input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -120,7 +125,7 @@ impl Error {
     /// than an internal failure. The CLI maps this to its exit code.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Error::Tokenizer(_) | Error::Model(_) => false,
+            Error::Tokenizer(_) | Error::Model(_) | Error::Internal(_) => false,
             // The machine, not the input: a full disk, a file too large for the system.
             Error::Io { err, .. } => !is_out_of_space(err),
             _ => true,

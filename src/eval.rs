@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Lines, Qrels};
 use crate::error::{Error, Result};
-use crate::index::write_atomic_with;
+use crate::storage::write_atomic_with;
 
 /// Ranked documents per query: `(query id, [(doc id, score)] best first)`.
 pub type Run = Vec<(String, Vec<(String, f64)>)>;
@@ -392,6 +392,14 @@ pub fn compare(run: &Evaluation, baseline: &Evaluation, metrics: &[Metric]) -> V
             }
         })
         .collect()
+}
+
+/// The `q`-quantile (0..=1, nearest rank) of ascending `sorted`; 0 when empty.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ impl GenretTokenizer {
     /// Writes `tokenizer.json` atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let json = self.inner.to_string(true).map_err(tk_err)?;
-        crate::index::write_atomic(path.as_ref(), json.as_bytes())
+        crate::storage::write_atomic(path.as_ref(), json.as_bytes())
     }
 
     /// Token ids of `text`, without special tokens. Cost: linear in the text length.

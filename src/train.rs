@@ -40,13 +40,11 @@ use serde::{Deserialize, Serialize};
 use crate::docid::DocIds;
 use crate::dsi::{DsiOptions, Recall, TrainingSet};
 use crate::error::{Error, Result, cerr};
-use crate::index::Index;
+use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
 use crate::storage::{DirLock, replace_dir, seal_dir, verify_dir};
 
-/// Directory names inside an index.
-pub const MODEL_DIR: &str = "model";
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const TRAIN_LOG: &str = "train_log.jsonl";
 
@@ -779,7 +777,7 @@ struct DsiParts {
 impl DsiParts {
     fn save(&self, dir: &Path) -> Result<()> {
         self.docids.save(&dir.join(crate::dsi::DOCIDS_FILE))?;
-        crate::index::write_atomic(&dir.join(crate::dsi::TOKENIZER_FILE), &self.tokenizer)
+        crate::storage::write_atomic(&dir.join(crate::dsi::TOKENIZER_FILE), &self.tokenizer)
     }
 
     fn load(dir: &Path) -> Result<DsiParts> {
@@ -903,7 +901,7 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
     let owner = index.dir.fingerprint();
 
     let (config, params, model_config, start_step, state_total, dsi_parts) = if resume {
-        if ckpt.exists() && !legacy_unsealed(index, &ckpt) {
+        if ckpt.exists() && !index.dir.is_legacy_unsealed(&ckpt) {
             let seal = verify_dir(&ckpt)?;
             index
                 .dir
@@ -961,7 +959,7 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         (Some(d), _) => Data::Seal(d),
         (None, Some(parts)) => {
             let tmp = std::env::temp_dir().join(format!("genret-tok-{}.json", std::process::id()));
-            crate::index::write_atomic(&tmp, &parts.tokenizer)?;
+            crate::storage::write_atomic(&tmp, &parts.tokenizer)?;
             let tok = crate::dsi::load_tokenizer(&tmp, config.max_source_len);
             let _ = std::fs::remove_file(&tmp);
             Data::Dsi(Box::new(TrainingSet::build(
@@ -1243,7 +1241,7 @@ fn save_checkpoint(
             total_steps: total,
             config: config.clone(),
         };
-        crate::index::write_atomic(
+        crate::storage::write_atomic(
             &tmp.join("state.json"),
             &serde_json::to_vec_pretty(&state).expect("state serializes"),
         )
@@ -1297,7 +1295,7 @@ pub fn read_log(path: &Path) -> Result<Vec<LogEntry>> {
 }
 
 fn rewrite_log(path: &Path, entries: &[LogEntry]) -> Result<()> {
-    crate::index::write_atomic_with(path, |w| {
+    crate::storage::write_atomic_with(path, |w| {
         for e in entries {
             serde_json::to_writer(&mut *w, e)?;
             w.write_all(b"\n")?;
@@ -1328,41 +1326,11 @@ fn warm_start(
     Ok((config, params))
 }
 
-/// The verified directory of a model an index holds (`MODEL_DIR` or `dsi/MODEL_DIR`): every
-/// file matches the checksums recorded when it was trained, for this build of the index.
-pub fn model_dir(index: &Index, part: &str, dir: &str, train: &str) -> Result<PathBuf> {
-    index.dir.part(
-        part,
-        &format!("train one with `{train}` (or `genret bench`)"),
-    )?;
-    let dir = index.dir.file(dir);
-    if legacy_unsealed(index, &dir) {
-        return Ok(dir);
-    }
-    let seal = verify_dir(&dir)?;
-    index
-        .dir
-        .check_owner(&seal, &dir, &format!("train it again with `{train}`"))?;
-    Ok(dir)
-}
-
-/// Whether `dir` is a model or checkpoint of an index written before checksums (format
-/// version 1) and has none: read with a warning rather than refused, as its index is.
-fn legacy_unsealed(index: &Index, dir: &Path) -> bool {
-    let legacy =
-        index.dir.manifest.format_version < 2 && !dir.join(crate::storage::SEAL_FILE).exists();
-    if legacy {
-        tracing::warn!(
-            "{}: written by an older genret without checksums; it cannot be verified",
-            dir.display()
-        );
-    }
-    legacy
-}
-
-/// Loads the trained model of an index, verified ([`model_dir`]).
+/// Loads the trained model of an index, verified ([`crate::index::IndexDir::model_dir`]).
 pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
-    let dir = model_dir(index, "model", MODEL_DIR, "genret train INDEX_DIR")?;
+    let dir = index
+        .dir
+        .model_dir("model", MODEL_DIR, "genret train INDEX_DIR")?;
     let (config, params) = model::load(&dir, device)?;
     T5ForConditionalGeneration::new(&config, &params)
 }

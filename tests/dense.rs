@@ -8,8 +8,8 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use genret::baseline::bert::{BertConfig, BertModel};
 use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder, DenseIndex};
+use genret::model::bert::{BertConfig, BertModel};
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{D, Device, IndexOp, Tensor};
-use genret::baseline::bert::BertModel;
 use genret::index::Index;
+use genret::model::bert::BertModel;
 use genret::model::{
     self, Config, Init, Preset, T5ForConditionalGeneration, init_params, param_specs,
 };

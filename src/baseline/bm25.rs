@@ -24,7 +24,7 @@ pub const K1: f32 = 1.2;
 pub const B: f32 = 0.75;
 
 fn terr(e: impl std::fmt::Display) -> Error {
-    Error::InvalidInput(format!("BM25 index: {e}"))
+    Error::Internal(format!("BM25 index (tantivy): {e}"))
 }
 
 /// A BM25 index of the documents of an index directory.

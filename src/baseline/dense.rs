@@ -9,9 +9,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::bert::{BertModel, mean_pool_normalize};
 use crate::error::{Error, Result, cerr};
-use crate::index::{ArrayFile, ArrayWriter, Index};
+use crate::index::Index;
+use crate::model::bert::{BertModel, mean_pool_normalize};
+use crate::storage::{ArrayFile, ArrayWriter};
 
 /// The model `genret bench` uses by default.
 pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";

@@ -4,6 +4,5 @@
 //! - [`dense`]: a BERT-family sentence encoder (all-MiniLM-L6-v2 by default) in candle, mean
 //!   pooling, L2 normalisation, exact cosine search; embeddings cached in the index directory.
 
-pub mod bert;
 pub mod bm25;
 pub mod dense;

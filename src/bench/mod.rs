@@ -21,7 +21,7 @@ use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::corpus::{Collection, Qrels};
 use crate::docid::SemanticOptions;
 use crate::error::{Error, Result};
-use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, write_run};
+use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, percentile, write_run};
 use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
 use crate::score::{SealParams, fuse_min_max};
@@ -239,14 +239,6 @@ struct Timings {
     dsi_train_s: f64,
 }
 
-/// The `q`-quantile (0..=1, nearest rank) of ascending `sorted`; 0 when empty.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 /// Runs the comparison (see the module docs). Long steps show progress bars.
 pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     for m in &config.methods {
@@ -297,7 +289,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let save_timings = |t: &Timings| {
-        crate::index::write_atomic(
+        crate::storage::write_atomic(
             &timings_path,
             &serde_json::to_vec_pretty(t).expect("timings serialize"),
         )
@@ -577,7 +569,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         methods: results,
         tests,
     };
-    crate::index::write_atomic(
+    crate::storage::write_atomic(
         &config.out.join("results.json"),
         &serde_json::to_vec_pretty(&out).expect("results serialize"),
     )?;

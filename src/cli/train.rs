@@ -198,9 +198,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         index
             .dir
             .file(genret::dsi::DSI_DIR)
-            .join(genret::train::MODEL_DIR)
+            .join(genret::index::MODEL_DIR)
     } else {
-        index.dir.file(genret::train::MODEL_DIR)
+        index.dir.file(genret::index::MODEL_DIR)
     };
     println!("  model saved to {}", dir.display());
     Ok(())

@@ -31,7 +31,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::index::{ArrayFile, ArrayWriter};
+use crate::storage::{ArrayFile, ArrayWriter};
 
 /// Symbol that ends the whole text (occurs once, last).
 const END: u64 = 0;
@@ -589,7 +589,7 @@ fn bases(c: &[u32], bits: u32) -> Vec<u32> {
 /// Suffix array of the text by `libsais` (multithreaded through OpenMP), as `u32` positions.
 fn suffix_array(text: &mut Text) -> Result<Vec<u32>> {
     use libsais::{SuffixArrayConstruction, ThreadCount};
-    let err = |e: libsais::LibsaisError| Error::InvalidInput(format!("suffix array: {e:?}"));
+    let err = |e: libsais::LibsaisError| Error::Internal(format!("suffix array (libsais): {e:?}"));
     let sa: Vec<i32> = match text {
         Text::Narrow(t) => SuffixArrayConstruction::for_text(t)
             .in_owned_buffer32()

@@ -8,16 +8,13 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo,
-    write_atomic, write_atomic_with,
-};
+use super::{CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo};
 use crate::corpus::{Corpus, Document, Lines, fingerprint};
 use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, FmIndex};
 use crate::progress;
-use crate::storage::{DirLock, replace_dir, sibling};
+use crate::storage::{DirLock, replace_dir, sibling, write_atomic, write_atomic_with};
 use crate::tokenize::{GenretTokenizer, TrainConfig};
 
 /// File names of the parts written by [`build`].

@@ -10,7 +10,6 @@
 
 mod build;
 
-pub use crate::storage::{ArrayFile, ArrayReader, ArrayWriter, write_atomic, write_atomic_with};
 pub use build::{
     BuildConfig, DOCS_FILE, DocEntry, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE,
     TokenizerSource, build, document_tokens,
@@ -22,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{FileSum, dir_bytes, inside};
+use crate::storage::{FileSum, dir_bytes, inside, write_atomic};
 
 /// Version of the index directory layout (`manifest.json`). Bump on incompatible change.
 /// Version 2 records a checksum for every file part; version 1 directories are still read,
@@ -33,6 +32,10 @@ pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 /// Name of the manifest inside an index directory.
 pub const MANIFEST: &str = "manifest.json";
+
+/// Name of a trained model's directory within its run's directory: `INDEX/model` (SEAL),
+/// `INDEX/dsi/model` (DSI).
+pub const MODEL_DIR: &str = "model";
 
 /// What the manifest says about the corpus an index was built from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -315,6 +318,37 @@ impl IndexDir {
                 other.as_deref().unwrap_or("none")
             ))),
         }
+    }
+
+    /// The verified directory `dir` (relative to the index) of the model that part `part`
+    /// records: every file matches the checksums recorded when it was trained, for this build
+    /// of the index. `train` is the command that makes one, for the messages. O(model size).
+    pub fn model_dir(&self, part: &str, dir: &str, train: &str) -> Result<PathBuf> {
+        self.part(
+            part,
+            &format!("train one with `{train}` (or `genret bench`)"),
+        )?;
+        let dir = self.file(dir);
+        if self.is_legacy_unsealed(&dir) {
+            return Ok(dir);
+        }
+        let seal = crate::storage::verify_dir(&dir)?;
+        self.check_owner(&seal, &dir, &format!("train it again with `{train}`"))?;
+        Ok(dir)
+    }
+
+    /// Whether `dir` is a model or checkpoint of an index written before checksums (format
+    /// version 1) and has none: read with a warning rather than refused, as its index is.
+    pub fn is_legacy_unsealed(&self, dir: &Path) -> bool {
+        let legacy =
+            self.manifest.format_version < 2 && !dir.join(crate::storage::SEAL_FILE).exists();
+        if legacy {
+            tracing::warn!(
+                "{}: written by an older genret without checksums; it cannot be verified",
+                dir.display()
+            );
+        }
+        legacy
     }
 
     fn write_manifest(&self) -> Result<()> {

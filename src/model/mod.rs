@@ -13,6 +13,9 @@
 //! [`DecoderCache::reorder`] when beams move; cross-attention keys and values are computed once
 //! per query, and the beams of a query attend to them together as one batched product.
 //!
+//! [`bert`] is the BERT-family encoder (MiniLM) that a warm-started or DSI model reads with and
+//! the dense baseline embeds with.
+//!
 //! Differences from HF: no dropout (genret trains small models on small data with a fixed
 //! recipe; determinism and resumability matter more), f32 only.
 
@@ -25,9 +28,10 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-use crate::baseline::bert::{self, BertConfig, BertModel};
+use self::bert::{BertConfig, BertModel};
 use crate::error::{Error, Result, cerr};
 
+pub mod bert;
 pub(crate) mod kernels;
 
 /// The model's parameters by checkpoint tensor name, in a stable (sorted) order.
@@ -1712,7 +1716,7 @@ pub fn save(dir: &Path, config: &Config, params: &Params) -> Result<()> {
         .collect();
     save_tensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     let json = serde_json::to_vec_pretty(config).expect("config serializes");
-    crate::index::write_atomic(&dir.join(CONFIG_FILE), &json)
+    crate::storage::write_atomic(&dir.join(CONFIG_FILE), &json)
 }
 
 /// Writes tensors as safetensors atomically ([`crate::storage::write_atomic`]), so a full disk

@@ -295,7 +295,7 @@ impl Server {
                 }
                 worker(&searcher, &queue, max_batch, max_wait, &worker_stats);
             })
-            .map_err(|e| Error::InvalidInput(format!("cannot start the search thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the search thread: {e}")))?;
         Ok(Server { state })
     }
 
@@ -575,7 +575,7 @@ async fn stats(State(state): State<Arc<Shared>>) -> Response {
     let stats = state.stats.lock().unwrap_or_else(|e| e.into_inner());
     let mut sorted: Vec<f64> = stats.latencies_ms.iter().copied().collect();
     sorted.sort_by(f64::total_cmp);
-    let pct = |q| crate::bench::percentile(&sorted, q);
+    let pct = |q| crate::eval::percentile(&sorted, q);
     let body = Stats {
         index: &state.info,
         uptime_s: state.started.elapsed().as_secs_f64(),

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use genret::baseline::bert::{BertConfig, tensor_shapes};
 use genret::corpus::read_corpus;
 use genret::index::{BuildConfig, Index, TokenizerSource, build};
+use genret::model::bert::{BertConfig, tensor_shapes};
 use genret::tokenize::TrainConfig as TokenizerConfig;
 
 /// The shipped ADI collection (82 documents) indexed into `dir` with a BPE tokenizer of
