@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const QUERY: &str = "information retrieval systems";
 
 fn genret(args: &[&str]) -> Output {
@@ -38,23 +40,6 @@ fn corpus(name: &str) -> String {
     format!("{}/corpus/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// ADI indexed and a tiny SEAL model trained on it (with its checkpoint).
-fn trained_adi(dir: &Path) -> PathBuf {
-    let idx = dir.join("adi.idx");
-    let s = idx.to_str().unwrap();
-    ok(&[
-        "index",
-        &corpus("adi"),
-        "--out",
-        s,
-        "--vocab-size",
-        "800",
-        "-q",
-    ]);
-    ok(&["train", s, "--preset", "tiny", "--steps", "20", "-q"]);
-    idx
-}
-
 /// The documents and scores `genret search --json` answers (timings left out).
 fn answer(idx: &Path) -> Result<Vec<(String, String)>, (i32, String)> {
     let out = genret(&["search", idx.to_str().unwrap(), QUERY, "-k", "5", "--json"]);
@@ -70,6 +55,19 @@ fn answer(idx: &Path) -> Result<Vec<(String, String)>, (i32, String)> {
         .iter()
         .map(|h| (h["doc_id"].to_string(), h["score"].to_string()))
         .collect())
+}
+
+/// ADI indexed again into `idx` with another tokenizer: another build of the index.
+fn rebuild_adi(idx: &str) {
+    ok(&[
+        "index",
+        &corpus("adi"),
+        "--out",
+        idx,
+        "--vocab-size",
+        "600",
+        "-q",
+    ]);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -120,7 +118,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[test]
 fn every_file_damaged_truncated_or_deleted_gives_the_same_answer_or_names_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let expected = answer(&idx).expect("the intact index answers");
     let mut refused = 0;
     for file in files_under(&idx) {
@@ -171,7 +169,7 @@ fn every_file_damaged_truncated_or_deleted_gives_the_same_answer_or_names_it() {
 #[test]
 fn a_part_outside_the_index_or_an_edited_manifest_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let manifest = idx.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
     for (from, to) in [
@@ -192,7 +190,7 @@ fn a_part_outside_the_index_or_an_edited_manifest_is_refused() {
 #[test]
 fn a_killed_rebuild_leaves_the_old_index_and_its_model_usable() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let expected = answer(&idx).unwrap();
     let s = idx.to_str().unwrap();
     let started = Instant::now();
@@ -200,7 +198,7 @@ fn a_killed_rebuild_leaves_the_old_index_and_its_model_usable() {
     let _ = child.wait();
     let full = started.elapsed();
     // The full rebuild replaced the index (and its model): rebuild ADI and train again.
-    let idx = trained_adi(&tmp.path().join("again"));
+    let idx = common::trained_adi(&tmp.path().join("again"));
     let s = idx.to_str().unwrap();
     let expected_again = answer(&idx).unwrap();
     assert_eq!(
@@ -223,22 +221,14 @@ fn a_killed_rebuild_leaves_the_old_index_and_its_model_usable() {
         );
     }
     // The next rebuild is not refused and cleans up after the killed ones.
-    ok(&[
-        "index",
-        &corpus("adi"),
-        "--out",
-        s,
-        "--vocab-size",
-        "600",
-        "-q",
-    ]);
+    rebuild_adi(s);
     assert!(leftovers(&idx).is_empty(), "{:?}", leftovers(&idx));
 }
 
 #[test]
 fn a_killed_training_leaves_the_old_model_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let expected = answer(&idx).unwrap();
     let s = idx.to_str().unwrap();
     for delay_ms in [50, 300, 700, 1200] {
@@ -274,19 +264,11 @@ fn a_killed_training_leaves_the_old_model_and_resumes() {
 #[test]
 fn resume_refuses_a_checkpoint_from_another_build_and_a_second_writer_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let s = idx.to_str().unwrap();
     let saved = tmp.path().join("saved-checkpoint");
     copy_dir(&idx.join("checkpoint"), &saved);
-    ok(&[
-        "index",
-        &corpus("adi"),
-        "--out",
-        s,
-        "--vocab-size",
-        "600",
-        "-q",
-    ]);
+    rebuild_adi(s);
     // The rebuild took the old model and checkpoint with it.
     let out = genret(&["train", s, "--resume"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -366,7 +348,7 @@ fn with_small_disk(args: &[&str], bytes: u64) -> Output {
 #[test]
 fn a_full_disk_is_an_error_that_changes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let expected = answer(&idx).unwrap();
     let s = idx.to_str().unwrap();
     let out = with_small_disk(&["index", &corpus("cisi"), "--out", s, "-q"], 64 << 10);
@@ -397,7 +379,7 @@ fn a_full_disk_is_an_error_that_changes_nothing() {
 fn non_finite_weights_are_refused_at_load() {
     use candle_core::{Device, Tensor};
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let model = idx.join("model");
     let weights = model.join("model.safetensors");
     let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
@@ -476,41 +458,6 @@ fn input_edges_are_handled_or_refused_by_name() {
 
 // ---- the server ----
 
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(idx: &Path, extra: &[&str]) -> Served {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genret"))
-        .arg("serve")
-        .arg(idx)
-        .args(["--addr", "127.0.0.1:0", "-q"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start genret serve");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Served { child, addr }
-}
-
 /// Sends `request` on a fresh connection and reads until the server closes it (or 10 s pass,
 /// which fails the test: the server must not leave a client hanging).
 fn exchange(addr: &str, request: &[u8]) -> (Duration, String) {
@@ -559,8 +506,8 @@ fn post(body: &[u8], length: usize) -> Vec<u8> {
 #[test]
 fn the_server_survives_slow_malformed_and_excess_clients() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
-    let server = serve(
+    let idx = common::trained_adi(tmp.path());
+    let server = common::serve(
         &idx,
         &[
             "--header-timeout-ms",
@@ -649,7 +596,7 @@ fn the_server_survives_slow_malformed_and_excess_clients() {
 #[test]
 fn a_run_goes_to_standard_output_or_through_a_link_never_replacing_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = trained_adi(tmp.path());
+    let idx = common::trained_adi(tmp.path());
     let s = idx.to_str().unwrap();
     let queries = corpus("adi");
     let out = ok(&["search", s, "--queries", &queries, "--out", "-", "-k", "2"]);

@@ -4,63 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 
 use serde_json::{Value, json};
 
-fn genret(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_genret"))
-        .args(args)
-        .output()
-        .expect("run genret");
-    assert!(
-        out.status.success(),
-        "genret {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A served index; the server is killed when this is dropped.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(index: &Path, extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_genret"))
-        .arg("serve")
-        .arg(index)
-        .args(["--addr", "127.0.0.1:0", "-q"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start genret serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Served {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
+use common::genret_ok as genret;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -89,24 +38,6 @@ fn get(agent: &ureq::Agent, url: &str) -> (u16, String) {
     (status, resp.body_mut().read_to_string().unwrap())
 }
 
-/// ADI indexed with semantic docids and a tiny model trained briefly: enough for real answers.
-fn trained_adi(dir: &Path) -> std::path::PathBuf {
-    let idx = dir.join("adi.idx");
-    let corpus = format!("{}/corpus/adi", env!("CARGO_MANIFEST_DIR"));
-    let idx_s = idx.to_str().unwrap();
-    genret(&[
-        "index",
-        &corpus,
-        "--out",
-        idx_s,
-        "--vocab-size",
-        "800",
-        "-q",
-    ]);
-    genret(&["train", idx_s, "--preset", "tiny", "--steps", "20", "-q"]);
-    idx
-}
-
 /// With --dense-model, mode seal+dense answers as `genret search --mode seal+dense` does.
 /// Needs all-MiniLM-L6-v2 installed (`scripts/install_minilm.sh`; the README's test command
 /// runs it).
@@ -115,9 +46,9 @@ fn serve_fuses_seal_with_dense_retrieval_when_given_a_dense_model() {
     use genret::baseline::dense::DEFAULT_MODEL;
     common::minilm_dir();
     let dir = tempfile::tempdir().unwrap();
-    let idx = trained_adi(dir.path());
+    let idx = common::trained_adi(dir.path());
     let idx_s = idx.to_str().unwrap();
-    let server = serve(&idx, &["--dense-model", DEFAULT_MODEL]);
+    let server = common::serve(&idx, &["--dense-model", DEFAULT_MODEL]);
     let http = agent();
     let query = "information retrieval systems";
     let (status, answer) = post(
@@ -144,9 +75,9 @@ fn serve_fuses_seal_with_dense_retrieval_when_given_a_dense_model() {
 #[test]
 fn serve_answers_like_search_and_rejects_bad_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = trained_adi(dir.path());
+    let idx = common::trained_adi(dir.path());
     let idx_s = idx.to_str().unwrap();
-    let server = serve(&idx, &["--max-wait-ms", "50", "--max-query-chars", "200"]);
+    let server = common::serve(&idx, &["--max-wait-ms", "50", "--max-query-chars", "200"]);
     let http = agent();
     let search_url = format!("{}/search", server.base);
 

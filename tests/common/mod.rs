@@ -65,3 +65,72 @@ pub fn minilm_dir() -> std::path::PathBuf {
         )
     })
 }
+
+/// Runs the genret binary and fails the test unless it succeeds.
+pub fn genret_ok(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(args)
+        .output()
+        .expect("run genret");
+    assert!(
+        out.status.success(),
+        "genret {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// ADI indexed into `dir/adi.idx` (an 800-token BPE) and a tiny SEAL model trained on it for
+/// 20 steps: real answers in a few seconds.
+pub fn trained_adi(dir: &Path) -> std::path::PathBuf {
+    let idx = dir.join("adi.idx");
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/adi");
+    let s = idx.to_str().unwrap();
+    genret_ok(&["index", corpus, "--out", s, "--vocab-size", "800", "-q"]);
+    genret_ok(&["train", s, "--preset", "tiny", "--steps", "20", "-q"]);
+    idx
+}
+
+/// A `genret serve` on a free loopback port; killed when dropped.
+pub struct Served {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `index` with the `extra` arguments; returns once the address is printed.
+pub fn serve(index: &Path, extra: &[&str]) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .arg("serve")
+        .arg(index)
+        .args(["--addr", "127.0.0.1:0", "-q"])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start genret serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Served {
+        child,
+        base: format!("http://{addr}"),
+        addr,
+    }
+}
