@@ -394,6 +394,66 @@ pub fn compare(run: &Evaluation, baseline: &Evaluation, metrics: &[Metric]) -> V
         .collect()
 }
 
+/// How a run and relevance judgments meet: what tells a run evaluated against the qrels of
+/// another collection (or split) from a bad run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Overlap {
+    /// Judged queries.
+    pub judged: usize,
+    /// Judged queries the run answers.
+    pub answered: usize,
+    /// Documents the run returns for judged queries.
+    pub returned: usize,
+    /// Of those, how many the qrels judge (for any query).
+    pub returned_judged: usize,
+}
+
+impl Overlap {
+    pub fn of(run: &Run, qrels: &crate::corpus::Qrels) -> Overlap {
+        let judged_docs: std::collections::HashSet<&str> = qrels
+            .judgments
+            .values()
+            .flat_map(|d| d.keys().map(String::as_str))
+            .collect();
+        let mut overlap = Overlap {
+            judged: qrels.judgments.len(),
+            answered: 0,
+            returned: 0,
+            returned_judged: 0,
+        };
+        for (q, docs) in run {
+            if qrels.judgments.contains_key(q) {
+                overlap.answered += 1;
+                overlap.returned += docs.len();
+                overlap.returned_judged += docs
+                    .iter()
+                    .filter(|(d, _)| judged_docs.contains(d.as_str()))
+                    .count();
+            }
+        }
+        overlap
+    }
+
+    /// What looks wrong: fewer than half of the judged queries answered, or not one returned
+    /// document judged. Empty when the two plausibly belong together.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.answered * 2 < self.judged {
+            out.push(format!(
+                "the run answers {} of the {} judged queries",
+                self.answered, self.judged
+            ));
+        }
+        if self.returned > 0 && self.returned_judged == 0 {
+            out.push(format!(
+                "none of the {} documents the run returns for judged queries is judged",
+                self.returned
+            ));
+        }
+        out
+    }
+}
+
 /// The `q`-quantile (0..=1, nearest rank) of ascending `sorted`; 0 when empty.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

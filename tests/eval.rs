@@ -155,3 +155,43 @@ fn compare_reports_paired_differences_and_their_p_values() {
             .all(|t| t.diff == 0.0 && t.wins + t.losses == 0 && t.p_value == 1.0)
     );
 }
+
+/// A run evaluated against the qrels of another collection says so (and fails with --strict)
+/// instead of printing zeros as if they were a result.
+#[test]
+fn eval_warns_when_run_and_qrels_do_not_belong_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let qrels = tmp.path().join("qrels.tsv");
+    std::fs::write(
+        &qrels,
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n",
+    )
+    .unwrap();
+    let run = tmp.path().join("run.trec");
+    let eval = |run_text: &str, strict: bool| {
+        std::fs::write(&run, run_text).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_genret"));
+        cmd.arg("eval").arg(&run).arg(&qrels);
+        if strict {
+            cmd.arg("--strict");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = "q1 Q0 d1 1 2.0 r\nq2 Q0 d9 1 2.0 r\nq3 Q0 d3 1 1.0 r\n";
+    assert_eq!(eval(good, true), (Some(0), String::new()));
+    // Another collection's ids: one judged query of three answered, no judged document.
+    let foreign = "q1 Q0 x1 1 2.0 r\nq7 Q0 x2 1 1.0 r\n";
+    let (code, err) = eval(foreign, false);
+    assert_eq!(code, Some(0));
+    assert!(
+        err.contains("barely overlap") && err.contains("1 of the 3"),
+        "{err}"
+    );
+    let (code, err) = eval(foreign, true);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("none of the 1 documents"), "{err}");
+}

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use genret::corpus::read_qrels;
-use genret::eval::{Evaluation, Metric, PairedTest, compare, evaluate, read_run};
+use genret::eval::{Evaluation, Metric, Overlap, PairedTest, compare, evaluate, read_run};
 use serde::Serialize;
 
 /// Evaluate a TREC run against relevance judgments, with trec_eval's definitions: nDCG@10,
@@ -36,6 +36,10 @@ pub struct EvalArgs {
     /// Compare with this baseline run, query by query (paired randomization test).
     #[arg(long, value_name = "BASELINE")]
     pub compare: Option<PathBuf>,
+    /// Fail (exit 2) rather than warn when the run and the qrels barely overlap: fewer than
+    /// half of the judged queries answered, or no returned document judged.
+    #[arg(long)]
+    pub strict: bool,
     /// Print `{"queries", "missing", "mean": {metric: value}, "per_query"?}`; with --compare,
     /// `{"run": that, "baseline": that, "tests": [{"metric", "diff", "wins", "losses",
     /// "p_value"}]}`.
@@ -59,6 +63,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "{}: no judgments",
             args.qrels.display()
         )));
+    }
+    let problems = Overlap::of(&run, &qrels).problems();
+    if !problems.is_empty() {
+        let message = format!(
+            "{} and {} barely overlap: {}; are they of the same collection and split?",
+            args.run.display(),
+            args.qrels.display(),
+            problems.join("; ")
+        );
+        if args.strict {
+            anyhow::bail!(genret::Error::InvalidInput(message));
+        }
+        eprintln!("warning: {message}");
     }
     let mut eval = evaluate(&run, &qrels, &metrics, true);
     if let Some(path) = &args.compare {
