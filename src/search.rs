@@ -97,7 +97,7 @@ impl Default for SearchOptions {
             beam: 10,
             max_ngram_len: 10,
             ngrams_per_step: 50,
-            max_query_len: 64,
+            max_query_len: crate::train::MAX_SOURCE_LEN,
             batch: 16,
             seal: SealParams::default(),
             explain: false,

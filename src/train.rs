@@ -45,6 +45,10 @@ use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
 use crate::storage::{DirLock, replace_dir, seal_dir, verify_dir};
 
+/// Source tokens a SEAL model reads, in training and at search: one constant, so a query is
+/// never cut shorter or longer than the sources the model learnt from.
+pub const MAX_SOURCE_LEN: usize = 64;
+
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const TRAIN_LOG: &str = "train_log.jsonl";
 
@@ -150,6 +154,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub log_every: usize,
     pub tasks: TaskMix,
+    /// Source tokens a training example keeps; search keeps as many of a query's
+    /// ([`MAX_SOURCE_LEN`] by default for both).
     pub max_source_len: usize,
     pub max_target_len: usize,
     /// Stop after this many steps of this run without a final save, as if killed (tests and
@@ -197,7 +203,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             log_every: 10,
             tasks: TaskMix::default(),
-            max_source_len: 64,
+            max_source_len: MAX_SOURCE_LEN,
             max_target_len: 24,
             halt_after: None,
             target: Target::Seal,
