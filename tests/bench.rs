@@ -225,6 +225,25 @@ fn demo_on_adi_answers_three_queries_and_prints_the_table() {
         assert!(!text.lines().any(|l| l.starts_with(method)), "{text}");
     }
     assert!(out.join("results.json").exists());
+    // The hint at the end runs as printed: its command is this binary, however it was called.
+    let next = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Next: "))
+        .expect("a Next: line");
+    let exe = next.split(" search ").next().unwrap();
+    let hinted = std::process::Command::new(exe)
+        .args([
+            "search",
+            out.join("index").to_str().unwrap(),
+            "information retrieval",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("the hint's command {exe:?} does not run: {e}"));
+    assert!(
+        hinted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hinted.stderr)
+    );
 
     // Rerun with --json: reuses the model, prints the three answers then results.json.
     let mut json_args = args.to_vec();

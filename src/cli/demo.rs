@@ -115,10 +115,28 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     writeln!(
         out,
         "\nWrote {out_dir}/results.json, one TREC run per method and quality_latency.svg/.png.\n\
-         Next: genret search {out_dir}/index \"your query\"   |   genret serve {out_dir}/index",
-        out_dir = args.out.display()
+         Next: {exe} search {out_dir}/index \"your query\"   |   {exe} serve {out_dir}/index",
+        out_dir = args.out.display(),
+        exe = this_command(),
     )?;
     Ok(())
+}
+
+/// How to call this binary again from here: `genret` where it is on PATH, else its path
+/// (`target/release/genret` after `cargo run --release`), so the hint works as printed.
+fn this_command() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "genret".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("genret") == exe));
+    if on_path {
+        return "genret".into();
+    }
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| exe.display().to_string())
 }
 
 /// Runs the shipped installer script with bash; it needs python3 with pip.
