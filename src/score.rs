@@ -11,9 +11,8 @@
 //! so n-grams the model likes more than the corpus predicts count, and common ones do not.
 //! SEAL counts an n-gram's occurrences `F(n)` where genret counts the documents holding it,
 //! as BM25's idf does: a word its documents repeat (a topic word: Cranfield's "flutter", 276
-//! occurrences in 56 documents) is rarer than its occurrences say, and weighs as rare. With
-//! the same models, +0.025 nDCG@10 on Cranfield, +0.031 on CISI, +0.002 MRR@10 on SQuAD
-//! (docs/BENCHMARKS.md, session 9). An n-gram's documents are located when it occurs at most
+//! occurrences in 56 documents) is rarer than its occurrences say, and weighs as rare
+//! (measured on three collections: docs/BENCHMARKS.md). An n-gram's documents are located when it occurs at most
 //! `max_ngram_freq` times (the candidates below need them anyway); a more frequent word's were
 //! counted with the word table ([`WordForms::doc_freq`]); another frequent n-gram's number is
 //! estimated from a sample of that many occurrences ([`WeightedNgram::locate_docs`]).
@@ -28,24 +27,22 @@
 //! usual `k1 = 1.2`, `b = 0.75` (`k1 = 0` gives SEAL's score, which counts an n-gram once
 //! however often the document repeats it and whatever the document's length). Why: with the
 //! query's own n-grams weighted alike, this scored better than SEAL's on all three collections
-//! tried (nDCG@10 0.26 -> 0.31 Cranfield, 0.22 -> 0.28 CISI, MRR@10 0.81 -> 0.83 SQuAD; see
-//! docs/BENCHMARKS.md), and BM25's constants are the ones every collection gets.
+//! tried (docs/BENCHMARKS.md), and BM25's constants are the ones every collection gets.
 //!
 //! Also as BM25 reads text, an n-gram is read as its content words, without stop words and
 //! punctuation at either end (a piece of a query word as the word), and n-grams with one
 //! content count as one term
 //! (`SealParams::content`); n-grams that differ only in the forms of their words are one term
-//! ([`crate::stem`], `SealParams::stem`). Together +0.046 nDCG@10 on Cranfield, +0.065 on
-//! CISI, +0.031 Hits@1 on SQuAD (docs/BENCHMARKS.md).
+//! ([`crate::stem`], `SealParams::stem`): both gain on all three collections
+//! (docs/BENCHMARKS.md).
 //!
 //! Candidate documents come from the n-grams at most `max_ngram_freq` times in the corpus (a
 //! frequent n-gram would make every document a candidate and cost a locate per occurrence);
 //! the best `rerank` candidates by that first pass are then scored fully, with every
 //! n-gram, over their tokens extracted from the FM-index. `rerank` (300) is three times the
 //! depth `genret bench` retrieves (100), so that the full score, not the first pass (which
-//! ignores term frequency and coverage), chooses the best 100: with 100, SEAL's Recall@100
-//! was the first pass's (Cranfield 0.646, CISI 0.340, SQuAD 0.989; with 300: 0.714, 0.407,
-//! 0.995; the best 10 unchanged), at ~3% more search time.
+//! ignores term frequency and coverage), chooses the best 100 (Recall@100 measured both ways
+//! in docs/BENCHMARKS.md, at ~3% more search time).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -169,9 +166,8 @@ impl WeightedNgram {
     /// individuals, by bias-corrected Chao1: `d + f1 (f1 - 1) / (2 (f2 + 1))` with `d`
     /// documents seen, `f1` of them once and `f2` twice, between `d` and the occurrences.
     /// Scaling `d` by the sampled fraction instead overestimates the documents of words their
-    /// documents repeat, the very words the document frequency is for (Cranfield nDCG@10 with
-    /// every n-gram's documents sampled beyond 100 / 300 occurrences: Chao1 0.3843 / 0.3811,
-    /// scaled 0.3698 / 0.3758; all located: 0.3797).
+    /// documents repeat, the very words the document frequency is for (both measured in
+    /// docs/BENCHMARKS.md).
     pub fn locate_docs(&mut self, fm: &FmIndex, limit: usize) -> f64 {
         let count = self.count();
         let mut seen: HashMap<u32, usize> = HashMap::new();

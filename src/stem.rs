@@ -55,7 +55,7 @@ pub struct Phrase {
 /// Whether `word` (lowercase) is an English stop word: NLTK's list (198 words, from the
 /// `stop-words` crate), which holds the question words ("what", "how", "did") that queries
 /// are full of. Lucene's shorter list (33 words, as tantivy has it) left those as content and
-/// scored below it (Cranfield nDCG@10 0.333 vs 0.346; docs/BENCHMARKS.md).
+/// scored below it (docs/BENCHMARKS.md).
 pub fn is_stop_word(word: &str) -> bool {
     static STOP: LazyLock<HashSet<&str>> =
         LazyLock::new(|| stop_words::get("en").iter().copied().collect());
@@ -297,11 +297,10 @@ impl WordForms {
 /// Why: a small model spreads its probability over the contexts a query's words take in the
 /// corpus ("the super", "of super", ", super"); each such n-gram is rare, so SEAL's weight
 /// rewards it, and their sum drowns the query's discriminative words. Read as content they
-/// are one term, as the words are to BM25 (SQuAD dev Hits@1 +0.033, Cranfield nDCG@10
-/// +0.020, CISI +0.007; docs/BENCHMARKS.md). The copy head copies the query's tokens, and
+/// are one term, as the words are to BM25. The copy head copies the query's tokens, and
 /// byte-level BPE splits a rare word (or one glued to punctuation) into pieces that are rare
-/// in the corpus for the wrong reason; read as the word, +0.008 / +0.011 nDCG@10 Cranfield /
-/// CISI, +0.010 SQuAD Hits@1. Cost: one encode and decode of the query, one decode per
+/// in the corpus for the wrong reason, so it is read as the word. Both gain on the three
+/// collections (docs/BENCHMARKS.md). Cost: one encode and decode of the query, one decode per
 /// n-gram, one encode and backward search per trimmed or widened one.
 pub fn content_ngrams(
     hyps: &[Hypothesis<FmRange>],

@@ -73,8 +73,7 @@ impl Default for TaskMix {
             title: 1,
             index: 1,
             docid: 1,
-            // Tried at 2: Cranfield +0.007 nDCG@10, CISI -0.002 (docs/BENCHMARKS.md); not
-            // a consistent gain, so off by default.
+            // Off: no consistent gain across collections (docs/BENCHMARKS.md).
             keywords: 0,
         }
     }
