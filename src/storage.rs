@@ -565,6 +565,20 @@ pub fn sibling(path: &Path, kind: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct DirLock {
     _file: File,
+    dir: PathBuf,
+}
+
+/// Directories whose lock this process holds, so that a write nested in a locked command
+/// (a part recorded during `train`) does not refuse itself.
+static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = held.iter().position(|d| *d == self.dir) {
+            held.swap_remove(i);
+        }
+    }
 }
 
 impl DirLock {
@@ -604,7 +618,23 @@ impl DirLock {
             }
         }
         let _ = std::fs::remove_dir_all(sibling(&dir, "build"));
-        Ok(DirLock { _file: file })
+        HELD.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.clone());
+        Ok(DirLock { _file: file, dir })
+    }
+
+    /// [`DirLock::acquire`], or `None` when this process already holds the lock (the caller
+    /// runs inside a command that took it).
+    pub fn acquire_unless_held(dir: &Path, command: &str) -> Result<Option<DirLock>> {
+        let held = HELD
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&absolute(dir));
+        if held {
+            return Ok(None);
+        }
+        DirLock::acquire(dir, command).map(Some)
     }
 }
 

@@ -309,3 +309,35 @@ fn a_valid_checksum_over_inconsistent_arrays_is_rejected() {
         Error::Corrupt { .. }
     ));
 }
+
+/// Two commands that opened the same index and each record a part: neither loses the other's
+/// (the manifest is re-read under the writer lock), and a part made for an index that was
+/// rebuilt meanwhile is refused.
+#[test]
+fn parts_recorded_by_two_openers_are_both_kept() {
+    let corpus = read_corpus(shipped("adi")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    build(&corpus, &out, &small_config()).unwrap();
+    let mut a = IndexDir::open(&out).unwrap();
+    let mut b = IndexDir::open(&out).unwrap();
+    std::fs::write(out.join("a.bin"), b"a").unwrap();
+    std::fs::write(out.join("b.bin"), b"b").unwrap();
+    a.add_part("a", "a.bin", Default::default()).unwrap();
+    b.add_part("b", "b.bin", Default::default()).unwrap();
+    let parts = IndexDir::open(&out).unwrap().manifest.parts;
+    assert!(
+        parts.contains_key("a") && parts.contains_key("b"),
+        "{parts:?}"
+    );
+
+    let mut stale = IndexDir::open(&out).unwrap();
+    let mut other = small_config();
+    other.index_titles = false;
+    build(&corpus, &out, &other).unwrap();
+    std::fs::write(out.join("c.bin"), b"c").unwrap();
+    let err = stale
+        .add_part("c", "c.bin", Default::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("rebuilt"), "{err}");
+}

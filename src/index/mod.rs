@@ -267,13 +267,24 @@ impl IndexDir {
     }
 
     /// Records a part (its file must already be written) with its checksum, and rewrites the
-    /// manifest.
+    /// manifest, under the index's writer lock (taken here unless this process holds it).
+    /// The parts another process recorded since this one opened the index are kept; if the
+    /// index was rebuilt meanwhile, the part (made for the old one) is refused.
     pub fn add_part(
         &mut self,
         name: &str,
         file: &str,
         meta: BTreeMap<String, serde_json::Value>,
     ) -> Result<()> {
+        let _lock = crate::storage::DirLock::acquire_unless_held(&self.path, "record a part")?;
+        let current = IndexDir::open(&self.path)?;
+        if current.fingerprint() != self.fingerprint() {
+            return Err(Error::InvalidInput(format!(
+                "{}: the index was rebuilt while this command ran; run it again",
+                self.path.display()
+            )));
+        }
+        self.manifest = current.manifest;
         let part = PartInfo::of(&self.path, file, meta)?;
         self.manifest.parts.insert(name.to_string(), part);
         self.write_manifest()
