@@ -81,8 +81,14 @@ where
         })
         .collect();
     let x_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min) / 2.0;
-    let x_max = points.iter().map(|p| p.1).fold(0.0, f64::max) * 2.0;
-    let y_max = (points.iter().map(|p| p.2).fold(0.0, f64::max) * 1.2).clamp(0.05, 1.0);
+    // Room to the right of the slowest method for its label (x is on a log scale).
+    let x_max = points.iter().map(|p| p.1).fold(0.0, f64::max) * 8.0;
+    // The methods' range with a margin, not from 0: their differences are what the chart
+    // is for.
+    let y_lo = points.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    let y_hi = points.iter().map(|p| p.2).fold(0.0, f64::max);
+    let pad = (y_hi - y_lo).max(0.02) * 0.25;
+    let (y_min, y_max) = ((y_lo - pad).max(0.0), (y_hi + pad).min(1.0));
     let title = format!(
         "{} ({}, {} queries): quality vs latency",
         results.collection, results.split, results.queries
@@ -92,7 +98,7 @@ where
         .margin(20)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max)
+        .build_cartesian_2d((x_min..x_max).log_scale(), y_min..y_max)
         .map_err(perr)?;
     chart
         .configure_mesh()
@@ -112,7 +118,7 @@ where
             .draw_series(std::iter::once(Text::new(
                 format!("{name} ({y:.3})"),
                 // Beside the marker, not on it (x is on a log scale).
-                (*x * 1.12, *y + y_max * 0.01),
+                (*x * 1.12, *y + (y_max - y_min) * 0.01),
                 ("sans-serif", 16).into_font().color(&color),
             )))
             .map_err(perr)?;

@@ -614,7 +614,7 @@ pub fn table(results: &BenchResults) -> String {
         }
     );
     s.push_str(&format!(
-        "{:<10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>9}\n",
+        "{:<10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>11} {:>9}\n",
         "method",
         "nDCG@10",
         "MRR@10",
@@ -625,12 +625,13 @@ pub fn table(results: &BenchResults) -> String {
         "p95 ms",
         "q/s",
         "index",
+        "model",
         "build s"
     ));
     for m in &results.methods {
         let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
         s.push_str(&format!(
-            "{:<10} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>9.1}\n",
+            "{:<10} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>11} {:>9.1}\n",
             m.name,
             g("ndcg@10"),
             g("mrr@10"),
@@ -641,9 +642,18 @@ pub fn table(results: &BenchResults) -> String {
             m.p95_ms,
             m.qps,
             human_bytes(m.index_bytes),
+            if m.model_bytes > 0 {
+                human_bytes(m.model_bytes)
+            } else {
+                "-".into()
+            },
             m.build_s
         ));
     }
+    s.push_str(
+        "(latency per query, one query at a time; index and model: bytes on disk; \
+         build s: building the index and training the model)\n",
+    );
     if !results.tests.is_empty() {
         s.push_str(
             "\nagainst the baselines: difference (two-sided p, paired randomization test)\n",
