@@ -511,6 +511,27 @@ pub fn replace_dir(target: &Path, built: &Path) -> Result<()> {
     sync_dir(&parent).map_err(|e| Error::io(&parent, e))
 }
 
+/// Fills the fresh directory `tmp` (a sibling of `dir`, emptied first) with `fill`, seals it
+/// for the index `owner` (if any) and swaps it in for `dir` ([`replace_dir`]): a crash or a
+/// full disk leaves the previous `dir` whole, and a failure leaves nothing behind.
+pub fn write_dir(
+    dir: &Path,
+    tmp: &Path,
+    owner: Option<&str>,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let _ = std::fs::remove_dir_all(tmp);
+    let result = std::fs::create_dir_all(tmp)
+        .map_err(|e| Error::io(tmp, e))
+        .and_then(|()| fill(tmp))
+        .and_then(|()| seal_dir(tmp, owner))
+        .and_then(|_| replace_dir(dir, tmp));
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    result
+}
+
 /// Swaps two paths atomically; `Ok(false)` where the OS or file system cannot.
 #[cfg(target_os = "linux")]
 fn exchange(a: &Path, b: &Path) -> Result<bool> {

@@ -43,7 +43,7 @@ use crate::error::{Error, Result, cerr};
 use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
-use crate::storage::{DirLock, replace_dir, seal_dir, verify_dir};
+use crate::storage::{DirLock, verify_dir, write_dir};
 
 /// Source tokens a SEAL model reads, in training and at search: one constant, so a query is
 /// never cut shorter or longer than the sources the model learnt from.
@@ -1133,10 +1133,16 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         }
     }
     pb.finish_and_clear();
-    swap_in_dir(&dir.join(&paths.model), &owner, |tmp| {
-        model::save(tmp, &model_config, &params)?;
-        save_extra(tmp)
-    })?;
+    let model_dir = dir.join(&paths.model);
+    write_dir(
+        &model_dir,
+        &model_dir.with_extension("tmp"),
+        Some(&owner),
+        |tmp| {
+            model::save(tmp, &model_config, &params)?;
+            save_extra(tmp)
+        },
+    )?;
     let mut meta = BTreeMap::from([
         ("params".to_string(), model_config.num_params().into()),
         ("steps".to_string(), total.into()),
@@ -1237,7 +1243,7 @@ fn save_checkpoint(
     owner: &str,
     extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<()> {
-    swap_in_dir(ckpt, owner, |tmp| {
+    write_dir(ckpt, &ckpt.with_extension("tmp"), Some(owner), |tmp| {
         model::save(tmp, model_config, params)?;
         opt.save(&tmp.join("optimizer.safetensors"))?;
         extra(tmp)?;
@@ -1251,23 +1257,6 @@ fn save_checkpoint(
             &serde_json::to_vec_pretty(&state).expect("state serializes"),
         )
     })
-}
-
-/// Fills a fresh sibling directory with `fill`, seals it for the index `owner` and swaps it
-/// in for `dir`: a crash or a full disk leaves the previous directory whole, and nothing
-/// behind.
-fn swap_in_dir(dir: &Path, owner: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let tmp = dir.with_extension("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = std::fs::create_dir_all(&tmp)
-        .map_err(|e| Error::io(&tmp, e))
-        .and_then(|()| fill(&tmp))
-        .and_then(|()| seal_dir(&tmp, Some(owner)))
-        .and_then(|_| replace_dir(dir, &tmp));
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
 }
 
 fn append_log(path: &Path, entry: &LogEntry) -> Result<()> {

@@ -66,10 +66,8 @@ impl Bm25 {
     pub fn build(docs: &[DocEntry], dir: &Path) -> Result<Bm25> {
         let (schema, text, pos) = schema();
         let tmp = PathBuf::from(format!("{}.tmp-{}", dir.display(), std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let index = TantivyIndex::create_in_dir(&tmp, schema).map_err(terr)?;
-        {
+        crate::storage::write_dir(dir, &tmp, None, |tmp| {
+            let index = TantivyIndex::create_in_dir(tmp, schema).map_err(terr)?;
             let mut writer = index
                 .writer_with_num_threads::<TantivyDocument>(1, 100_000_000)
                 .map_err(terr)?;
@@ -84,14 +82,8 @@ impl Bm25 {
             writer.commit().map_err(terr)?;
             writer.wait_merging_threads().map_err(terr)?;
             pb.finish_and_clear();
-        }
-        drop(index);
-        let swapped = crate::storage::seal_dir(&tmp, None)
-            .and_then(|_| crate::storage::replace_dir(dir, &tmp));
-        if swapped.is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        swapped?;
+            Ok(())
+        })?;
         Bm25::open(dir)
     }
 
