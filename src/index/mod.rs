@@ -239,21 +239,25 @@ impl IndexDir {
     /// Path of a part the manifest lists, verified against its recorded length and checksum
     /// (O(part size)), or a [`Error::MissingPart`] whose message says how to build it.
     pub fn part(&self, name: &str, hint: &str) -> Result<PathBuf> {
-        match self.manifest.parts.get(name) {
-            Some(part) => {
-                let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
-                if let Some(sum) = part_sum(part, &self.path.join(MANIFEST))? {
-                    sum.verify(&path)?;
-                }
-                Ok(path)
-            }
-            None => Err(Error::MissingPart {
+        let part = self.entry(name, hint)?;
+        let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
+        if let Some(sum) = part_sum(part, &self.path.join(MANIFEST))? {
+            sum.verify(&path)?;
+        }
+        Ok(path)
+    }
+
+    /// The manifest entry of part `name`, or a [`Error::MissingPart`] saying how to build it.
+    fn entry(&self, name: &str, hint: &str) -> Result<&PartInfo> {
+        self.manifest
+            .parts
+            .get(name)
+            .ok_or_else(|| Error::MissingPart {
                 dir: self.path.clone(),
                 part: name.to_string(),
                 file: "-".into(),
                 hint: hint.to_string(),
-            }),
-        }
+            })
     }
 
     /// Whether part `name` exists and its manifest entry has `meta[key] == value`: how
@@ -335,7 +339,9 @@ impl IndexDir {
     /// records: every file matches the checksums recorded when it was trained, for this build
     /// of the index. `train` is the command that makes one, for the messages. O(model size).
     pub fn model_dir(&self, part: &str, dir: &str, train: &str) -> Result<PathBuf> {
-        self.part(
+        // Only the entry: the directory's checksums.json covers the weights the entry names,
+        // so checking them here too would read and hash them twice.
+        self.entry(
             part,
             &format!("train one with `{train}` (or `genret bench`)"),
         )?;
