@@ -17,12 +17,13 @@ use genret::corpus::{read_corpus, read_queries};
 use genret::eval::percentile;
 use genret::index::{BuildConfig, Index, build};
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
-use genret::search::{Mode, SearchOptions, Searcher};
+use genret::retrieve::{Mode, SearchOptions};
+use genret::search::Searcher;
 
 fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
     let tmp = tempfile::tempdir().unwrap();
-    let index = match std::env::var("GENRET_BENCH_INDEX") {
+    let index = std::sync::Arc::new(match std::env::var("GENRET_BENCH_INDEX") {
         Ok(path) => Index::open(&path).expect("GENRET_BENCH_INDEX must be an index"),
         Err(_) => {
             let corpus = read_corpus(format!("{root}/corpus/cranfield")).unwrap();
@@ -33,17 +34,17 @@ fn main() {
             )
             .unwrap()
         }
-    };
+    });
     let parts = &index.dir.manifest.parts;
     let mut modes = Vec::new();
     let searcher = if parts.contains_key("model") || parts.contains_key(genret::dsi::DSI_DIR) {
         if parts.contains_key("model") {
-            modes.push(Mode::Seal);
+            modes.push(Mode::SEAL);
         }
         if parts.contains_key(genret::dsi::DSI_DIR) {
-            modes.push(Mode::Dsi);
+            modes.push(Mode::DSI);
         }
-        Searcher::new(&index).expect("the index's models load")
+        Searcher::new(std::sync::Arc::clone(&index)).expect("the index's models load")
     } else {
         let mut config = Config::preset(Preset::Small, index.docids.model_vocab() as usize);
         let sp = index.tokenizer.specials();
@@ -52,8 +53,9 @@ fn main() {
         config.decoder_start_token_id = sp.pad;
         let params = init_params(&config, 1, &Device::Cpu).unwrap();
         let model = T5ForConditionalGeneration::new(&config, &params).unwrap();
-        modes.push(Mode::Seal);
-        Searcher::with_model(&index, model).unwrap()
+        modes.push(Mode::SEAL);
+        Searcher::bare(std::sync::Arc::clone(&index))
+            .with_seal(genret::seal::Seal::new(std::sync::Arc::clone(&index), model).unwrap())
     };
     println!(
         "index: {} documents, {} tokens; modes: {modes:?}",
@@ -106,7 +108,7 @@ fn main() {
             let batched_wall = started.elapsed().as_secs_f64();
             println!(
                 "| {} | {beam} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                if mode == Mode::Seal { "seal" } else { "dsi" },
+                mode.name(),
                 percentile(&ms, 0.5),
                 percentile(&ms, 0.95),
                 100.0 * model / total,

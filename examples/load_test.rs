@@ -101,7 +101,7 @@ fn run(
     secs: f64,
 ) -> anyhow::Result<Outcome> {
     let max_batch = config.max_batch;
-    let server = Server::start(index, config)?;
+    let server = Server::start(genret::search::Searcher::new(index)?, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -6,7 +6,8 @@
 
 use genret::corpus::read_queries;
 use genret::index::Index;
-use genret::search::{Mode, SearchOptions, Searcher};
+use genret::retrieve::{Mode, SearchOptions};
+use genret::search::Searcher;
 
 fn main() -> genret::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -14,12 +15,12 @@ fn main() -> genret::Result<()> {
         eprintln!("usage: verify_search INDEX_DIR QUERIES");
         std::process::exit(2);
     };
-    let index = Index::open(index)?;
-    let searcher = Searcher::new(&index)?;
+    let index = std::sync::Arc::new(Index::open(index)?);
+    let searcher = Searcher::new(std::sync::Arc::clone(&index))?;
     let queries = read_queries(queries)?;
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let mut violations = 0;
-    for mode in [Mode::Seal, Mode::Dsi] {
+    for mode in [Mode::SEAL, Mode::DSI] {
         let options = SearchOptions {
             mode,
             ..SearchOptions::default()
@@ -34,10 +35,8 @@ fn main() -> genret::Result<()> {
                 for t in &hit.tokens {
                     ngrams += 1;
                     let ok = match mode {
-                        Mode::Seal | Mode::SealDense => {
-                            tokens.windows(t.len()).any(|w| w == &t[..])
-                        }
-                        Mode::Dsi => index.docids.lookup(t) == Some(doc),
+                        Mode::DSI => index.docids.lookup(t) == Some(doc),
+                        _ => tokens.windows(t.len()).any(|w| w == &t[..]),
                     };
                     if !ok {
                         violations += 1;

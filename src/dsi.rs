@@ -45,6 +45,7 @@ use crate::docid::{DocIds, Scheme, SemanticOptions};
 use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::{self, Config, Encoded, Params, T5ForConditionalGeneration};
+use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::score::dsi_rank;
 
 /// The DSI model's directory inside an index.
@@ -844,6 +845,9 @@ pub struct DsiModel {
     pub model: T5ForConditionalGeneration,
     pub tokenizer: Tokenizer,
     pub docids: DocIds,
+    /// The documents' ids, which name atomic docids to people (empty: atomic docids are
+    /// shown by number).
+    pub ids: Vec<String>,
 }
 
 impl DsiModel {
@@ -870,6 +874,7 @@ impl DsiModel {
             model,
             tokenizer,
             docids,
+            ids: Vec::new(),
         })
     }
 
@@ -880,7 +885,26 @@ impl DsiModel {
             &format!("{DSI_DIR}/{}", crate::index::MODEL_DIR),
             "genret train INDEX_DIR --dsi",
         )?;
-        DsiModel::load_dir(&dir, index.docs.len(), device)
+        let mut dsi = DsiModel::load_dir(&dir, index.docs.len(), device)?;
+        if dsi.docids.scheme() == Scheme::Atomic {
+            dsi.ids = index.docs.iter().map(|d| d.id.clone()).collect();
+        }
+        Ok(dsi)
+    }
+
+    /// A docid for people: its symbols joined by `-`, or an atomic one's document id.
+    pub fn docid_text(&self, doc: u32) -> String {
+        if self.docids.scheme() == Scheme::Atomic
+            && let Some(id) = self.ids.get(doc as usize)
+        {
+            return id.clone();
+        }
+        self.docids
+            .symbols(doc)
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     /// The best `k` documents (document number, log-prob of its docid) for each query, from
@@ -919,6 +943,33 @@ impl DsiModel {
             .map(|d| dsi_rank(&self.docids, &d.finished, k))
             .collect();
         Ok((ranked, times))
+    }
+}
+
+impl Retriever for DsiModel {
+    fn retrieve(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Answer>> {
+        let (ranked, t) = self.search(queries, options.beam, options.k)?;
+        times.decode += t;
+        Ok(ranked
+            .into_iter()
+            .map(|ranked| Answer {
+                hits: ranked
+                    .into_iter()
+                    .map(|(doc, score)| Retrieved {
+                        doc,
+                        score: score as f64,
+                        ngrams: vec![self.docid_text(doc)],
+                        tokens: vec![self.docids.tokens(doc)],
+                    })
+                    .collect(),
+                terms: Vec::new(),
+            })
+            .collect())
     }
 }
 

@@ -37,7 +37,7 @@
 //! The whole flow, in memory and in a temporary directory: a corpus is indexed (tokenizer,
 //! FM-index), a model writes n-grams under the FM-index's constraint, and every string it
 //! writes occurs in the corpus. (The model here is untrained; `train::train` teaches one, and
-//! `search::Searcher` adds the scoring that ranks documents from the n-grams.)
+//! `seal::Seal` adds the scoring that ranks documents from the n-grams.)
 //!
 //! ```
 //! use candle_core::Device;
@@ -98,6 +98,8 @@
 //! - [`index`]: the on-disk index directory, manifest, checksummed array files;
 //! - [`model`]: the T5 encoder-decoder with a reorderable KV cache; [`train`]: teaching it;
 //! - [`decode`]: batched constrained beam search; [`score`]: SEAL and DSI ranking;
+//! - [`retrieve`]: the one interface of every method (SEAL in [`seal`], DSI in [`dsi`], BM25
+//!   and dense retrieval in [`baseline`]) and their fusion;
 //! - [`search`]: query in, ranked documents out; [`serve`]: the same over HTTP;
 //! - [`storage`]: atomic writes, checksums, sealed directories, the writer lock;
 //! - [`error`]: the library's error type.
@@ -114,7 +116,9 @@ pub mod fmindex;
 pub mod index;
 pub mod model;
 pub mod progress;
+pub mod retrieve;
 pub mod score;
+pub mod seal;
 pub mod search;
 pub mod serve;
 pub mod stem;

@@ -53,6 +53,24 @@ use crate::error::Result;
 use crate::fmindex::{FmIndex, FmRange};
 use crate::stem::{Form, WordForms};
 
+/// One of a query's SEAL terms: what the model wrote, as documents are scored by it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Term {
+    /// The n-gram as written (its other forms and the n-grams with the same content count
+    /// as it).
+    pub ngram: String,
+    /// `P(n|q)`: the model's probability, summed over the n-grams counted as this one (so a
+    /// sum over overlapping events, clamped below 1 when weighed).
+    pub prob: f64,
+    /// Occurrences in the corpus, every form counted.
+    pub count: usize,
+    /// Documents holding a form (estimated from a sample when `count` is above
+    /// [`SealParams::max_ngram_freq`]); what the weight counts.
+    pub docs: usize,
+    /// Its weight `w(n, q)`; a document's score sums `w^alpha` over the terms it holds.
+    pub weight: f64,
+}
+
 /// SEAL scoring parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SealParams {
@@ -79,7 +97,7 @@ pub struct SealParams {
     pub stem: bool,
     /// Read each n-gram as its content words, without English stop words and punctuation at
     /// either end, and a piece of a query word as the word ([`crate::stem::content_ngrams`];
-    /// applied by [`crate::search::Searcher`], which has the tokenizer and the query); n-grams
+    /// applied by [`crate::seal::Seal`], which has the tokenizer and the query); n-grams
     /// of stop words and punctuation alone are no term.
     pub content: bool,
 }
@@ -234,21 +252,21 @@ pub fn weigh_ngrams(
     /// What an n-gram counts as: its words' stems where the corpus has other forms of it,
     /// else its tokens.
     #[derive(PartialEq, Eq, Hash)]
-    enum Term {
+    enum Key {
         Stems(Vec<usize>),
         Tokens(Vec<u32>),
     }
     let mut out: Vec<WeightedNgram> = Vec::new();
     // A term already in `out` -> its place.
-    let mut terms: HashMap<Term, usize> = HashMap::new();
+    let mut terms: HashMap<Key, usize> = HashMap::new();
     for h in hyps
         .iter()
         .filter(|h| !h.tokens.is_empty() && !h.state.is_empty())
     {
         let phrase = forms.and_then(|f| f.phrase(&h.tokens, fm));
         let term = match &phrase {
-            Some(p) => Term::Stems(p.stems.clone()),
-            None => Term::Tokens(h.tokens.clone()),
+            Some(p) => Key::Stems(p.stems.clone()),
+            None => Key::Tokens(h.tokens.clone()),
         };
         match terms.entry(term) {
             Entry::Occupied(e) => {
@@ -413,33 +431,6 @@ pub fn dsi_rank(docids: &DocIds, finished: &[Hypothesis<TrieState>], k: usize) -
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     out.dedup_by_key(|x| x.0);
-    out.truncate(k);
-    out
-}
-
-/// Fuses ranked lists of `(doc, score)` from different retrievers: each list's scores are
-/// min-max normalised to `[0, 1]` (all 1 when they are equal) and summed per document, 0 where
-/// a list lacks it; the best `k`, best first, ties by document number. Parameter-free (equal
-/// weights), so nothing is tuned to a collection. O(total hits log).
-pub fn fuse_min_max(lists: &[&[(u32, f64)]], k: usize) -> Vec<(u32, f64)> {
-    let mut fused: HashMap<u32, f64> = HashMap::new();
-    for list in lists {
-        let (lo, hi) = list
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), h| {
-                (lo.min(h.1), hi.max(h.1))
-            });
-        for &(doc, score) in *list {
-            let norm = if hi > lo {
-                (score - lo) / (hi - lo)
-            } else {
-                1.0
-            };
-            *fused.entry(doc).or_default() += norm;
-        }
-    }
-    let mut out: Vec<(u32, f64)> = fused.into_iter().collect();
-    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     out.truncate(k);
     out
 }

@@ -1,16 +1,17 @@
 //! search: here is a query, which documents answer it?
 //!
-//! Ties an index and its trained model together: encodes queries, runs constrained beam
-//! search ([`crate::decode`]) and ranks documents ([`crate::score`]). Queries are decoded in
-//! batches, so many queries cost little more than one.
+//! A [`Searcher`] holds an index and the retrievers loaded for it ([`crate::retrieve`]: SEAL,
+//! DSI, BM25, dense retrieval) and answers queries in any [`Mode`]: one method, or two fused.
+//! Queries are answered in batches, so many queries cost little more than one; every answer
+//! is checked (no score that is not a number) and its documents named by id and title.
 //!
 //! ```no_run
 //! # fn main() -> genret::Result<()> {
 //! use genret::index::Index;
-//! use genret::search::{SearchOptions, Searcher};
+//! use genret::retrieve::SearchOptions;
+//! use genret::search::Searcher;
 //!
-//! let index = Index::open("cranfield.idx")?;
-//! let searcher = Searcher::new(&index)?;
+//! let searcher = Searcher::new(Index::open("cranfield.idx")?)?;
 //! let results = searcher.search(&["boundary layer transition"], &SearchOptions::default())?;
 //! for hit in &results[0].results {
 //!     println!("{} {:.3} {}", hit.doc_id, hit.score, hit.title);
@@ -19,91 +20,20 @@
 //! # }
 //! ```
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
 use serde::Serialize;
 
-use crate::baseline::dense::{DenseEncoder, DenseIndex};
-use crate::decode::{BeamOptions, DecodeTimes, FmConstraint, beam_search};
-use crate::dsi::DsiModel;
+use crate::baseline::bm25::Bm25;
+use crate::baseline::dense::Dense;
+use crate::dsi::{DSI_DIR, DsiModel};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::model::T5ForConditionalGeneration;
-use crate::score::{SealParams, fuse_min_max, seal_rank, weigh_ngrams};
-use crate::stem::{WordForms, content_ngrams};
-
-/// What the model writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Corpus n-grams, FM-index constrained, SEAL scoring.
-    #[default]
-    Seal,
-    /// Document identifiers, trie constrained, ranked by log-prob.
-    Dsi,
-    /// SEAL fused with dense retrieval: the best [`FUSION_DEPTH`] of each, min-max
-    /// normalised and summed ([`crate::score::fuse_min_max`]); needs
-    /// [`Searcher::with_dense`].
-    #[serde(rename = "seal+dense")]
-    SealDense,
-}
-
-/// Documents taken from each retriever before fusing.
-pub const FUSION_DEPTH: usize = 100;
-
-impl std::str::FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Mode> {
-        match s {
-            "seal" => Ok(Mode::Seal),
-            "dsi" => Ok(Mode::Dsi),
-            "seal+dense" => Ok(Mode::SealDense),
-            _ => Err(Error::InvalidInput(format!(
-                "unknown search mode {s:?}: use seal, dsi or seal+dense"
-            ))),
-        }
-    }
-}
-
-/// Search parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SearchOptions {
-    pub mode: Mode,
-    /// Documents returned per query.
-    pub k: usize,
-    pub beam: usize,
-    /// Longest n-gram (SEAL); DSI decodes up to the longest docid.
-    pub max_ngram_len: usize,
-    /// N-grams kept from every decoding step (SEAL; at least `beam`): the beam continues the
-    /// best `beam` extensions, but all of a step's extensions are scored, and the next best
-    /// are n-grams the model also likes (a query's other words, mostly).
-    pub ngrams_per_step: usize,
-    /// Query tokens kept (the model was trained on sources of this length).
-    pub max_query_len: usize,
-    /// Queries decoded together.
-    pub batch: usize,
-    pub seal: SealParams,
-    /// Also return each query's weighted n-grams ([`SearchResult::terms`]; SEAL modes).
-    pub explain: bool,
-}
-
-impl Default for SearchOptions {
-    fn default() -> Self {
-        SearchOptions {
-            mode: Mode::Seal,
-            k: 10,
-            beam: 10,
-            max_ngram_len: 10,
-            ngrams_per_step: 50,
-            max_query_len: crate::train::MAX_SOURCE_LEN,
-            batch: 16,
-            seal: SealParams::default(),
-            explain: false,
-        }
-    }
-}
+use crate::retrieve::{Fused, Method, Mode, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::score::Term;
+use crate::seal::{MODEL_PART, Seal};
 
 /// One retrieved document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -129,123 +59,131 @@ pub struct SearchResult {
     /// Wall time of the query's batch divided by the batch size.
     pub took_ms: f64,
     pub results: Vec<Hit>,
-    /// With [`SearchOptions::explain`] (SEAL modes): the terms the query was scored with,
+    /// With [`SearchOptions::explain`] (SEAL): the terms the query was scored with,
     /// strongest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub terms: Vec<Term>,
 }
 
-/// One of a query's SEAL terms: what the model wrote, as documents are scored by it
-/// ([`crate::score`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Term {
-    /// The n-gram as written (its other forms and the n-grams with the same content count
-    /// as it).
-    pub ngram: String,
-    /// `P(n|q)`: the model's probability, summed over the n-grams counted as this one (so a
-    /// sum over overlapping events, clamped below 1 when weighed).
-    pub prob: f64,
-    /// Occurrences in the corpus, every form counted.
-    pub count: usize,
-    /// Documents holding a form (estimated from a sample when `count` is above
-    /// [`SealParams::max_ngram_freq`]); what the weight counts.
-    pub docs: usize,
-    /// Its weight `w(n, q)`; a document's score sums `w^alpha` over the terms it holds.
-    pub weight: f64,
-}
-
-/// One query's hits and, when explained, its terms.
-type Answer = (Vec<Hit>, Vec<Term>);
-
-/// Time split of a [`Searcher::search`] call.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SearchTimes {
-    pub decode: DecodeTimes,
-    /// Ranking documents from decoded strings (and for seal+dense, dense retrieval and
-    /// fusion).
-    pub scoring: std::time::Duration,
-}
-
-/// An index with its models, ready to answer queries.
-pub struct Searcher<'a> {
-    index: &'a Index,
-    /// SEAL's model (`INDEX/model`).
-    model: Option<T5ForConditionalGeneration>,
-    /// DSI's model (`INDEX/dsi`).
+/// An index with its retrievers, ready to answer queries. Reads the index, never writes it.
+pub struct Searcher {
+    index: Arc<Index>,
+    seal: Option<Seal>,
     dsi: Option<DsiModel>,
-    /// Built on the first search that matches word forms.
-    forms: OnceLock<WordForms>,
-    dense: Option<(DenseEncoder, DenseIndex)>,
+    bm25: Option<Bm25>,
+    dense: Option<Dense>,
 }
 
-impl<'a> Searcher<'a> {
-    /// Loads the index's trained models (CPU): SEAL's and DSI's, those it has (at least one).
-    pub fn new(index: &'a Index) -> Result<Searcher<'a>> {
+impl Searcher {
+    /// Loads the index's generative models (CPU), those it has (at least one): SEAL's and
+    /// DSI's.
+    pub fn new(index: impl Into<Arc<Index>>) -> Result<Searcher> {
+        let index = index.into();
         let parts = &index.dir.manifest.parts;
-        let dsi = if parts.contains_key(crate::dsi::DSI_DIR) {
-            Some(DsiModel::load(index, &Device::Cpu)?)
-        } else {
-            None
-        };
-        if !parts.contains_key("model") && dsi.is_some() {
-            return Ok(Searcher {
-                index,
-                model: None,
-                dsi,
-                forms: OnceLock::new(),
-                dense: None,
-            });
+        let mut methods = Vec::new();
+        // Without either, SEAL's loading says how to train a model.
+        if parts.contains_key(MODEL_PART) || !parts.contains_key(DSI_DIR) {
+            methods.push(Method::Seal);
         }
-        let model = crate::train::load_model(index, &Device::Cpu)?;
-        let mut searcher = Searcher::with_model(index, model)?;
-        searcher.dsi = dsi;
+        if parts.contains_key(DSI_DIR) {
+            methods.push(Method::Dsi);
+        }
+        Searcher::open(index, &methods, "")
+    }
+
+    /// Loads the retrievers of `methods`, each or an error saying how to make what it needs;
+    /// dense retrieval with the encoder `dense_model` (a directory or a Hugging Face cache
+    /// name).
+    pub fn open(
+        index: impl Into<Arc<Index>>,
+        methods: &[Method],
+        dense_model: &str,
+    ) -> Result<Searcher> {
+        let mut searcher = Searcher::bare(index);
+        for &m in methods {
+            let index = Arc::clone(&searcher.index);
+            match m {
+                Method::Seal => searcher.seal = Some(Seal::load(index)?),
+                Method::Dsi => searcher.dsi = Some(DsiModel::load(&index, &Device::Cpu)?),
+                Method::Bm25 => searcher.bm25 = Some(Bm25::open_index(&index)?),
+                Method::Dense => searcher.dense = Some(Dense::open(&index, dense_model)?),
+            }
+        }
         Ok(searcher)
     }
 
-    /// Uses a model already in memory; its vocabulary must cover the index's docids.
-    pub fn with_model(index: &'a Index, model: T5ForConditionalGeneration) -> Result<Searcher<'a>> {
-        let need = index.docids.model_vocab() as usize;
-        if model.config.vocab_size < need {
-            return Err(Error::InvalidInput(format!(
-                "the model's vocabulary ({}) is smaller than the index needs ({need}); \
-                 the index was rebuilt after training: retrain with `genret train`",
-                model.config.vocab_size
-            )));
-        }
-        Ok(Searcher {
-            index,
-            model: Some(model),
+    /// A searcher with no retriever yet (add them with the `with_` methods).
+    pub fn bare(index: impl Into<Arc<Index>>) -> Searcher {
+        Searcher {
+            index: index.into(),
+            seal: None,
             dsi: None,
-            forms: OnceLock::new(),
+            bm25: None,
             dense: None,
-        })
+        }
     }
 
-    /// Adds the DSI model that answers [`Mode::Dsi`] ([`DsiModel::load`]).
-    pub fn with_dsi(mut self, dsi: DsiModel) -> Searcher<'a> {
+    pub fn with_seal(mut self, seal: Seal) -> Searcher {
+        self.seal = Some(seal);
+        self
+    }
+
+    pub fn with_dsi(mut self, dsi: DsiModel) -> Searcher {
         self.dsi = Some(dsi);
         self
     }
 
-    /// SEAL's model, or an error saying how to train one.
-    fn seal_model(&self) -> Result<&T5ForConditionalGeneration> {
-        self.model.as_ref().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{}: no SEAL model; train one with `genret train INDEX_DIR`",
-                self.index.dir.path().display()
-            ))
-        })
-    }
-
-    /// Adds dense retrieval over the same documents, for [`Mode::SealDense`]
-    /// ([`DenseIndex::open_or_build`] makes `dense` for this index).
-    pub fn with_dense(mut self, encoder: DenseEncoder, dense: DenseIndex) -> Searcher<'a> {
-        self.dense = Some((encoder, dense));
+    pub fn with_bm25(mut self, bm25: Bm25) -> Searcher {
+        self.bm25 = Some(bm25);
         self
     }
 
-    pub fn index(&self) -> &Index {
-        self.index
+    pub fn with_dense(mut self, dense: Dense) -> Searcher {
+        self.dense = Some(dense);
+        self
+    }
+
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// SEAL's retriever, if loaded.
+    pub fn seal(&self) -> Option<&Seal> {
+        self.seal.as_ref()
+    }
+
+    /// The methods loaded, in [`Method::ALL`]'s order.
+    pub fn methods(&self) -> Vec<Method> {
+        Method::ALL
+            .into_iter()
+            .filter(|&m| self.loaded(m).is_some())
+            .collect()
+    }
+
+    fn loaded(&self, method: Method) -> Option<&dyn Retriever> {
+        match method {
+            Method::Seal => self.seal.as_ref().map(|r| r as &dyn Retriever),
+            Method::Dsi => self.dsi.as_ref().map(|r| r as &dyn Retriever),
+            Method::Bm25 => self.bm25.as_ref().map(|r| r as &dyn Retriever),
+            Method::Dense => self.dense.as_ref().map(|r| r as &dyn Retriever),
+        }
+    }
+
+    /// The retriever of `method`, or an error saying how to have it.
+    pub fn retriever(&self, method: Method) -> Result<&dyn Retriever> {
+        self.loaded(method).ok_or_else(|| {
+            let dir = self.index.dir.path().display();
+            let how = match method {
+                Method::Seal if !self.index.dir.manifest.parts.contains_key(MODEL_PART) => {
+                    format!("no SEAL model; train one with `genret train {dir}`")
+                }
+                Method::Dsi if !self.index.dir.manifest.parts.contains_key(DSI_DIR) => {
+                    format!("no DSI model; train one with `genret train {dir} --dsi`")
+                }
+                m => format!("{} is not loaded in this searcher", m.name()),
+            };
+            Error::InvalidInput(format!("{dir}: {how}"))
+        })
     }
 
     /// Answers `queries`, in order.
@@ -267,248 +205,52 @@ impl<'a> Searcher<'a> {
         for q in queries {
             check_query(q)?;
         }
+        let fused;
+        let retriever: &dyn Retriever = match options.mode {
+            Mode::One(m) => self.retriever(m)?,
+            Mode::Fused(a, b, fusion) => {
+                fused = Fused {
+                    parts: [self.retriever(a)?, self.retriever(b)?],
+                    fusion,
+                };
+                &fused
+            }
+        };
         let mut times = SearchTimes::default();
         let mut results = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(options.batch) {
             let started = Instant::now();
-            let hits = self.search_batch(chunk, options, &mut times)?;
-            for (q, (hits, _)) in chunk.iter().zip(&hits) {
-                if let Some(h) = hits.iter().find(|h| !h.score.is_finite()) {
+            let answers = retriever.retrieve(chunk, options, &mut times)?;
+            for (q, a) in chunk.iter().zip(&answers) {
+                if let Some(h) = a.hits.iter().find(|h| !h.score.is_finite()) {
                     return Err(Error::Model(format!(
                         "query {q:?}: document {} scored {}; refusing a result that is not a number",
-                        h.doc_id, h.score
+                        self.index.docs[h.doc as usize].id, h.score
                     )));
                 }
             }
             let took_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
-            results.extend(
-                chunk
-                    .iter()
-                    .zip(hits)
-                    .map(|(q, (hits, terms))| SearchResult {
-                        query: q.to_string(),
-                        took_ms,
-                        results: hits,
-                        terms,
-                    }),
-            );
+            results.extend(chunk.iter().zip(answers).map(|(q, a)| SearchResult {
+                query: q.to_string(),
+                took_ms,
+                results: a.hits.into_iter().map(|h| self.hit(h)).collect(),
+                terms: a.terms,
+            }));
         }
         Ok((results, times))
     }
 
-    fn search_batch(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
-        if options.mode == Mode::SealDense {
-            return self.search_fused(queries, options, times);
-        }
-        let tok = &self.index.tokenizer;
-        let sp = tok.specials();
-        let sources = queries
-            .iter()
-            .map(|q| {
-                let mut s = vec![sp.query];
-                s.extend(tok.encode(q)?);
-                s.truncate(options.max_query_len.max(2));
-                Ok(s)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        match options.mode {
-            Mode::SealDense => unreachable!("answered above"),
-            Mode::Seal => {
-                let fm = &self.index.fm;
-                let banned = vec![
-                    sp.pad, sp.eos, sp.unk, sp.query, sp.index, sp.ngram, sp.docid,
-                ];
-                let constraint = FmConstraint::new(fm, banned, 1);
-                let beam = BeamOptions {
-                    beam: options.beam,
-                    max_len: options.max_ngram_len,
-                    history: options.ngrams_per_step,
-                };
-                let (decoded, t) = beam_search(
-                    self.seal_model()?,
-                    &sources,
-                    &[sp.ngram],
-                    &constraint,
-                    &fm.full_range(),
-                    &beam,
-                )?;
-                times.decode += t;
-                let clock = Instant::now();
-                let forms = if options.seal.stem {
-                    Some(self.word_forms()?)
-                } else {
-                    None
-                };
-                let hits = decoded
-                    .iter()
-                    .zip(queries)
-                    .map(|(d, query)| {
-                        let content;
-                        let history = if options.seal.content {
-                            content = content_ngrams(&d.history, query, tok, fm, forms)?;
-                            &content
-                        } else {
-                            &d.history
-                        };
-                        let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
-                        let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
-                        let terms = if options.explain {
-                            ngrams
-                                .iter()
-                                .map(|n| {
-                                    Ok(Term {
-                                        ngram: tok.decode(&n.tokens, true)?,
-                                        prob: (n.log_prob as f64).exp(),
-                                        count: n.count(),
-                                        docs: n.doc_freq.round() as usize,
-                                        weight: n.weight,
-                                    })
-                                })
-                                .collect::<Result<_>>()?
-                        } else {
-                            Vec::new()
-                        };
-                        let hits = ranked
-                            .into_iter()
-                            .map(|r| {
-                                let tokens: Vec<Vec<u32>> = r
-                                    .ngrams
-                                    .iter()
-                                    .take(10)
-                                    .filter_map(|&(i, f)| ngrams[i].forms().nth(f))
-                                    .map(|(tokens, _)| tokens.to_vec())
-                                    .collect();
-                                let texts = tokens
-                                    .iter()
-                                    .map(|t| tok.decode(t, true))
-                                    .collect::<Result<_>>()?;
-                                Ok(self.hit(r.doc, r.score, texts, tokens))
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        Ok((hits, terms))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                times.scoring += clock.elapsed();
-                Ok(hits)
-            }
-            Mode::Dsi => {
-                let dsi = self.dsi.as_ref().ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "{}: no DSI model; train one with `genret train INDEX_DIR --dsi`",
-                        self.index.dir.path().display()
-                    ))
-                })?;
-                let (ranked, t) = dsi.search(queries, options.beam, options.k)?;
-                times.decode += t;
-                let clock = Instant::now();
-                let hits = ranked
-                    .into_iter()
-                    .map(|ranked| {
-                        let hits = ranked
-                            .into_iter()
-                            .map(|(doc, score)| {
-                                let id = docid_text(self.index, &dsi.docids, doc);
-                                let tokens = vec![dsi.docids.tokens(doc)];
-                                self.hit(doc, score as f64, vec![id], tokens)
-                            })
-                            .collect();
-                        (hits, Vec::new())
-                    })
-                    .collect();
-                times.scoring += clock.elapsed();
-                Ok(hits)
-            }
-        }
-    }
-
-    /// SEAL's and dense retrieval's best [`FUSION_DEPTH`] fused; a hit keeps the n-grams
-    /// SEAL found it by (none when only dense retrieval found it).
-    fn search_fused(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
-        let Some((encoder, dense)) = &self.dense else {
-            return Err(Error::InvalidInput(
-                "mode seal+dense needs dense retrieval: this searcher was made without it \
-                 (genret search loads it with --mode seal+dense)"
-                    .into(),
-            ));
-        };
-        let seal = SearchOptions {
-            mode: Mode::Seal,
-            k: FUSION_DEPTH.max(options.k),
-            ..*options
-        };
-        let seal = self.search_batch(queries, &seal, times)?;
-        let clock = Instant::now();
-        let embedded = encoder.embed(queries, &|_| {})?;
-        let dense = dense.search(&embedded, FUSION_DEPTH.max(options.k))?;
-        let fused = seal
-            .into_iter()
-            .zip(dense)
-            .map(|((mut seal, terms), dense)| {
-                let s: Vec<(u32, f64)> = seal.iter().map(|h| (h.doc, h.score)).collect();
-                let d: Vec<(u32, f64)> = dense.iter().map(|&(doc, c)| (doc, c as f64)).collect();
-                let hits = fuse_min_max(&[&s, &d], options.k)
-                    .into_iter()
-                    .map(
-                        |(doc, score)| match seal.iter().position(|h| h.doc == doc) {
-                            Some(i) => Hit {
-                                score,
-                                ..seal.swap_remove(i)
-                            },
-                            None => self.hit(doc, score, Vec::new(), Vec::new()),
-                        },
-                    )
-                    .collect();
-                (hits, terms)
-            })
-            .collect();
-        times.scoring += clock.elapsed();
-        Ok(fused)
-    }
-
-    /// The corpus's word forms, built on first use (one pass over the documents).
-    pub fn word_forms(&self) -> Result<&WordForms> {
-        if let Some(f) = self.forms.get() {
-            return Ok(f);
-        }
-        let index = self.index;
-        let built = WordForms::build(&index.docs, &index.tokenizer, &index.fm)?;
-        Ok(self.forms.get_or_init(|| built))
-    }
-
-    fn hit(&self, doc: u32, score: f64, ngrams: Vec<String>, tokens: Vec<Vec<u32>>) -> Hit {
-        let entry = &self.index.docs[doc as usize];
+    fn hit(&self, r: Retrieved) -> Hit {
+        let entry = &self.index.docs[r.doc as usize];
         Hit {
             doc_id: entry.id.clone(),
-            score,
+            score: r.score,
             title: entry.title.clone(),
-            ngrams,
-            tokens,
-            doc,
+            ngrams: r.ngrams,
+            tokens: r.tokens,
+            doc: r.doc,
         }
     }
-}
-
-/// A docid for people: its symbols joined by `-`, or for an atomic one the document's id.
-fn docid_text(index: &Index, docids: &crate::docid::DocIds, doc: u32) -> String {
-    if docids.scheme() == crate::docid::Scheme::Atomic {
-        return index.docs[doc as usize].id.clone();
-    }
-    docids
-        .symbols(doc)
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 /// Refuses a query that has no words or holds a control character (a NUL, an escape): such a

@@ -45,9 +45,7 @@ use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
 use crate::storage::{DirLock, verify_dir, write_dir};
 
-/// Source tokens a SEAL model reads, in training and at search: one constant, so a query is
-/// never cut shorter or longer than the sources the model learnt from.
-pub const MAX_SOURCE_LEN: usize = 64;
+pub use crate::model::MAX_SOURCE_LEN;
 
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 pub const TRAIN_LOG: &str = "train_log.jsonl";
@@ -1318,15 +1316,6 @@ fn warm_start(
         )));
     }
     Ok((config, params))
-}
-
-/// Loads the trained model of an index, verified ([`crate::index::IndexDir::model_dir`]).
-pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
-    let dir = index
-        .dir
-        .model_dir("model", MODEL_DIR, "genret train INDEX_DIR")?;
-    let (config, params) = model::load(&dir, device)?;
-    T5ForConditionalGeneration::new(&config, &params)
 }
 
 #[cfg(test)]

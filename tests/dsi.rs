@@ -13,7 +13,8 @@ use genret::baseline::dense::{DenseEncoder, DenseIndex};
 use genret::docid::Scheme;
 use genret::dsi::{DsiModel, DsiOptions, build_docids, corpus_tokens, init_model, load_tokenizer};
 use genret::index::Index;
-use genret::search::{Mode, SearchOptions, Searcher};
+use genret::retrieve::{Mode, SearchOptions};
+use genret::search::Searcher;
 use genret::train::{Target, TrainConfig, read_log, train};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -85,6 +86,7 @@ fn a_fresh_dsi_model_ranks_as_dense_retrieval() {
         model: genret::model::T5ForConditionalGeneration::new(&config, &params).unwrap(),
         tokenizer,
         docids,
+        ids: Vec::new(),
     };
     let queries = queries();
     let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
@@ -148,10 +150,10 @@ fn dsi_training_raises_indexing_recall_and_search_uses_its_model() {
     );
 
     // The index has a DSI model and no SEAL model: DSI answers, SEAL says what is missing.
-    let index = Index::open(&dir).unwrap();
-    let searcher = Searcher::new(&index).unwrap();
+    let index = std::sync::Arc::new(Index::open(&dir).unwrap());
+    let searcher = Searcher::new(std::sync::Arc::clone(&index)).unwrap();
     let options = SearchOptions {
-        mode: Mode::Dsi,
+        mode: Mode::DSI,
         k: 5,
         ..SearchOptions::default()
     };
@@ -163,7 +165,7 @@ fn dsi_training_raises_indexing_recall_and_search_uses_its_model() {
         assert_eq!(index.doc_position(&hit.doc_id).unwrap(), hit.doc);
     }
     let seal = SearchOptions {
-        mode: Mode::Seal,
+        mode: Mode::SEAL,
         ..SearchOptions::default()
     };
     let err = searcher.search(&["flow"], &seal).unwrap_err().to_string();

@@ -19,8 +19,10 @@ use genret::model::bert::BertModel;
 use genret::model::{
     self, Config, Init, Preset, T5ForConditionalGeneration, init_params, param_specs,
 };
-use genret::search::{Mode, SearchOptions, Searcher};
-use genret::train::{TaskMix, TrainConfig, load_model, read_log, train};
+use genret::retrieve::{Mode, SearchOptions};
+use genret::seal::load_model;
+use genret::search::Searcher;
+use genret::train::{TaskMix, TrainConfig, read_log, train};
 
 fn tiny(vocab: usize) -> Config {
     Config::preset(Preset::Tiny, vocab)
@@ -450,7 +452,7 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
     let (first, last) = (log.first().unwrap().loss, log.last().unwrap().loss);
     assert!(last < 0.9 * first, "loss {first} -> {last}");
 
-    let index = Index::open(&idx).unwrap();
+    let index = std::sync::Arc::new(Index::open(&idx).unwrap());
     let m = load_model(&index, &Device::Cpu).unwrap();
     assert_eq!(m.config.num_layers, 0);
     assert_eq!(m.config.d_model, 16);
@@ -487,8 +489,8 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
 
     // It searches: real documents (SEAL may find no n-gram that this briefly trained model
     // prefers over the corpus's own frequencies, so it may answer nothing).
-    let searcher = Searcher::new(&index).unwrap();
-    for mode in [Mode::Seal] {
+    let searcher = Searcher::new(std::sync::Arc::clone(&index)).unwrap();
+    for mode in [Mode::SEAL] {
         let options = SearchOptions {
             mode,
             k: 5,
@@ -499,7 +501,7 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
             .search(&["computer indexing of documents"], &options)
             .unwrap();
         assert!(
-            mode == Mode::Seal || !results[0].results.is_empty(),
+            mode == Mode::SEAL || !results[0].results.is_empty(),
             "{results:?}"
         );
         for hit in &results[0].results {

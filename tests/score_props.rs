@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use genret::fmindex::FmRange;
-use genret::score::{SealParams, WeightedNgram, fuse_min_max, intersective_score, ngram_weight};
+use genret::retrieve::Fusion;
+use genret::score::{SealParams, WeightedNgram, intersective_score, ngram_weight};
 use genret::stem::Form;
 use proptest::prelude::*;
 
@@ -137,7 +138,7 @@ proptest! {
         let lists: Vec<Vec<(u32, f64)>> =
             lists.into_iter().map(|m| m.into_iter().collect()).collect();
         let refs: Vec<&[(u32, f64)]> = lists.iter().map(Vec::as_slice).collect();
-        let fused = fuse_min_max(&refs, k);
+        let fused = Fusion::MinMax.fuse(&refs, k);
 
         let mut want: BTreeMap<u32, f64> = BTreeMap::new();
         for list in &lists {

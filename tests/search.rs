@@ -10,10 +10,10 @@ use genret::docid::{DocIds, Scheme};
 use genret::fmindex::{BuildOptions, FmIndex};
 use genret::index::{BuildConfig, Index, TokenizerSource, build};
 use genret::model::Preset;
-use genret::score::{
-    SealParams, WeightedNgram, fuse_min_max, intersective_score, ngram_weight, seal_rank,
-};
-use genret::search::{Mode, SearchOptions, Searcher};
+use genret::retrieve::Fusion;
+use genret::retrieve::{Mode, SearchOptions};
+use genret::score::{SealParams, WeightedNgram, intersective_score, ngram_weight, seal_rank};
+use genret::search::Searcher;
 use genret::tokenize::TrainConfig as TokenizerConfig;
 use genret::train::{TaskMix, TrainConfig, train};
 
@@ -130,13 +130,16 @@ fn a_word_with_variants_counts_each_position_once() {
 fn min_max_fusion_normalises_each_list_and_sums() {
     let a = [(1, 10.0), (2, 5.0), (3, 0.0)];
     let b = [(3, 0.9), (4, 0.1)];
-    let fused = fuse_min_max(&[&a, &b], 10);
+    let fused = Fusion::MinMax.fuse(&[&a, &b], 10);
     // 1: 1 + 0; 3: 0 + 1; 2: 0.5; 4: 0 + 0. Ties by document number.
     assert_eq!(fused, vec![(1, 1.0), (3, 1.0), (2, 0.5), (4, 0.0)]);
     // A list of equal scores counts 1 for each of its documents; k truncates.
     let flat = [(7, 3.0), (2, 3.0)];
-    assert_eq!(fuse_min_max(&[&flat, &b], 2), vec![(2, 1.0), (3, 1.0)]);
-    assert!(fuse_min_max(&[], 5).is_empty());
+    assert_eq!(
+        Fusion::MinMax.fuse(&[&flat, &b], 2),
+        vec![(2, 1.0), (3, 1.0)]
+    );
+    assert!(Fusion::MinMax.fuse(&[], 5).is_empty());
 }
 
 #[test]
@@ -324,8 +327,8 @@ fn trimmed(ngram: &str) -> Option<&str> {
 fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
     let dir = tempfile::tempdir().unwrap();
     let idx = dir.path().join("cran.idx");
-    let index = trained_cranfield(&idx);
-    let searcher = Searcher::new(&index).unwrap();
+    let index = std::sync::Arc::new(trained_cranfield(&idx));
+    let searcher = Searcher::new(std::sync::Arc::clone(&index)).unwrap();
     let queries = read_queries(corpus_path("cranfield")).unwrap();
     assert_eq!(queries.len(), 225);
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
@@ -440,11 +443,14 @@ fn search_answers_every_cranfield_query_with_real_ngrams_and_docids() {
 
     // DSI has a model of its own (tests/dsi.rs): without it, --mode dsi says how to train one.
     let dsi = SearchOptions {
-        mode: Mode::Dsi,
+        mode: Mode::DSI,
         ..SearchOptions::default()
     };
     let err = searcher.search(&texts[..1], &dsi).unwrap_err().to_string();
-    assert!(err.contains("genret train INDEX_DIR --dsi"), "{err}");
+    assert!(
+        err.contains("genret train") && err.contains("--dsi"),
+        "{err}"
+    );
 
     // The CLI: one query as JSON, then the whole query file as a TREC run.
     let bin = env!("CARGO_BIN_EXE_genret");

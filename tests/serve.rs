@@ -38,38 +38,120 @@ fn get(agent: &ureq::Agent, url: &str) -> (u16, String) {
     (status, resp.body_mut().read_to_string().unwrap())
 }
 
-/// With --dense-model, mode seal+dense answers as `genret search --mode seal+dense` does.
-/// Needs all-MiniLM-L6-v2 installed (`scripts/install_minilm.sh`; the README's test command
-/// runs it).
+/// Every method from the command line and the server alike: BM25 and dense retrieval once
+/// `genret add` built their parts (a query never builds them), fused with SEAL or each other
+/// by min-max or reciprocal-rank fusion. Needs all-MiniLM-L6-v2 installed
+/// (`scripts/install_minilm.sh`; the README's test command runs it).
 #[test]
-fn serve_fuses_seal_with_dense_retrieval_when_given_a_dense_model() {
+fn serve_and_search_answer_with_every_method_once_added() {
     use genret::baseline::dense::DEFAULT_MODEL;
     common::minilm_dir();
     let dir = tempfile::tempdir().unwrap();
     let idx = common::trained_adi(dir.path());
     let idx_s = idx.to_str().unwrap();
+    let query = "information retrieval systems";
+    let search = |mode: &str| {
+        Command::new(env!("CARGO_BIN_EXE_genret"))
+            .args(["search", idx_s, query, "--mode", mode, "-k", "5", "--json"])
+            .output()
+            .unwrap()
+    };
+
+    // Without the parts, a query is refused with how to add them, and writes nothing.
+    let manifest = std::fs::read(idx.join("manifest.json")).unwrap();
+    for (mode, hint) in [("bm25", "genret add"), ("seal+dense", "genret add")] {
+        let out = search(mode);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{mode}: {err}");
+        assert!(err.contains(hint), "{mode}: {err}");
+    }
+    assert_eq!(std::fs::read(idx.join("manifest.json")).unwrap(), manifest);
+    assert!(!idx.join("bm25").exists() && !idx.join("dense.bin").exists());
+
+    for part in ["bm25", "dense"] {
+        let out = genret(&["add", idx_s, part, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(added["built"], true, "{added}");
+        // A second time there is nothing to do.
+        let again: Value =
+            serde_json::from_slice(&genret(&["add", idx_s, part, "--json"]).stdout).unwrap();
+        assert_eq!(again["built"], false, "{again}");
+    }
+
     let server = common::serve(&idx, &["--dense-model", DEFAULT_MODEL]);
     let http = agent();
-    let query = "information retrieval systems";
-    let (status, answer) = post(
+    let (status, stats) = get(&http, &format!("{}/stats", server.base));
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        stats["index"]["methods"],
+        json!(["seal", "bm25", "dense"]),
+        "{stats}"
+    );
+    let mut answers = std::collections::HashMap::new();
+    for mode in [
+        "bm25",
+        "dense",
+        "seal+dense",
+        "bm25+dense",
+        "rrf:bm25+dense",
+        "rrf:seal+bm25",
+    ] {
+        let (status, answer) = post(
+            &http,
+            &format!("{}/search", server.base),
+            &json!({"query": query, "mode": mode, "k": 5}).to_string(),
+        );
+        assert_eq!(status, 200, "{mode}: {answer}");
+        let cli = search(mode);
+        assert!(
+            cli.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&cli.stderr)
+        );
+        let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+        assert_eq!(answer["results"].as_array().unwrap().len(), 5, "{answer}");
+        assert_eq!(answer["results"], cli["results"], "{mode}");
+        let ids: Vec<String> = answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["doc_id"].as_str().unwrap().to_string())
+            .collect();
+        answers.insert(mode, ids);
+    }
+    // Reciprocal-rank fusion: a document both lists rank first is first.
+    if answers["bm25"][0] == answers["dense"][0] {
+        assert_eq!(answers["rrf:bm25+dense"][0], answers["bm25"][0]);
+    }
+    // A fused hit found by SEAL keeps the n-grams that found it.
+    let (_, fused) = post(
         &http,
         &format!("{}/search", server.base),
         &json!({"query": query, "mode": "seal+dense", "k": 5}).to_string(),
     );
-    assert_eq!(status, 200, "{answer}");
-    let cli = genret(&[
-        "search",
-        idx_s,
-        query,
-        "--mode",
-        "seal+dense",
-        "-k",
-        "5",
-        "--json",
-    ]);
-    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
-    assert_eq!(answer["results"].as_array().unwrap().len(), 5, "{answer}");
-    assert_eq!(answer["results"], cli["results"]);
+    assert!(
+        fused["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| !h["ngrams"].as_array().unwrap().is_empty()),
+        "{fused}"
+    );
+    // A mode whose method is not served says what is.
+    let (status, answer) = post(
+        &http,
+        &format!("{}/search", server.base),
+        &json!({"query": query, "mode": "dsi"}).to_string(),
+    );
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("answers with seal, bm25, dense"), "{error}");
 }
 
 #[test]
@@ -168,10 +250,11 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
             400,
             "ngrams_per_step must be between 1 and 1000",
         ),
+        (r#"{"query": "x", "mode": "bm26"}"#, 400, "unknown mode"),
         (
             r#"{"query": "x", "mode": "bm25"}"#,
             400,
-            "unknown search mode",
+            "genret add INDEX bm25",
         ),
         (
             r#"{"query": "x", "mode": "seal+dense"}"#,
@@ -181,7 +264,7 @@ fn serve_answers_like_search_and_rejects_bad_requests() {
         (
             r#"{"query": "x", "mode": "dsi"}"#,
             400,
-            "genret train INDEX_DIR --dsi",
+            "genret train INDEX --dsi",
         ),
         (
             &format!(r#"{{"query": "{long}"}}"#),

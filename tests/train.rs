@@ -38,7 +38,7 @@ fn tiny_model_halves_its_loss_on_adi() {
     // The model part is registered and reloads.
     let index = Index::open(dir.path().join("adi")).unwrap();
     assert!(index.dir.manifest.parts.contains_key("model"));
-    genret::train::load_model(&index, &candle_core::Device::Cpu).unwrap();
+    genret::seal::load_model(&index, &candle_core::Device::Cpu).unwrap();
     // The log on disk is what the report says.
     let on_disk = read_log(&dir.path().join("adi/train_log.jsonl")).unwrap();
     assert_eq!(on_disk.len(), report.log.len());

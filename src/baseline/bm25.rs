@@ -15,6 +15,7 @@ use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument,
 
 use crate::error::{Error, Result};
 use crate::index::{DocEntry, Index};
+use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
 
 /// Directory of the BM25 index inside an index directory.
 pub const BM25_DIR: &str = "bm25";
@@ -59,6 +60,22 @@ impl Bm25 {
         .collect();
         index.dir.add_part("bm25", BM25_DIR, meta)?;
         Ok(bm25)
+    }
+
+    /// Opens `INDEX/bm25` as built for this corpus, verified; never builds it (a query must
+    /// not write to the index): an index without one gets an error saying how to add it.
+    pub fn open_index(index: &Index) -> Result<Bm25> {
+        let fingerprint = &index.dir.manifest.corpus.fingerprint;
+        if !index.dir.part_meta_is("bm25", "corpus", fingerprint) {
+            return Err(Error::InvalidInput(format!(
+                "{}: no BM25 index for these documents; add one with `genret add {} bm25`",
+                index.dir.path().display(),
+                index.dir.path().display()
+            )));
+        }
+        let dir = index.dir.file(BM25_DIR);
+        crate::storage::verify_dir(&dir)?;
+        Bm25::open(&dir)
     }
 
     /// Builds a fresh index of `docs` into `dir` (replacing it): written to a temporary
@@ -146,6 +163,33 @@ impl Bm25 {
     /// [`search`](Self::search) for many queries in parallel.
     pub fn search_all(&self, queries: &[&str], k: usize) -> Result<Vec<Vec<(u32, f32)>>> {
         queries.par_iter().map(|q| self.search(q, k)).collect()
+    }
+}
+
+impl Retriever for Bm25 {
+    fn retrieve(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Answer>> {
+        let clock = std::time::Instant::now();
+        let ranked = if queries.len() == 1 {
+            vec![self.search(queries[0], options.k)?]
+        } else {
+            self.search_all(queries, options.k)?
+        };
+        times.scoring += clock.elapsed();
+        Ok(ranked
+            .into_iter()
+            .map(|hits| Answer {
+                hits: hits
+                    .into_iter()
+                    .map(|(doc, s)| Retrieved::bare(doc, s as f64))
+                    .collect(),
+                terms: Vec::new(),
+            })
+            .collect())
     }
 }
 

@@ -12,6 +12,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::bert::{BertModel, mean_pool_normalize};
+use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::storage::{ArrayFile, ArrayWriter};
 
 /// The model `genret bench` uses by default.
@@ -119,6 +120,58 @@ impl DenseEncoder {
             progress(done);
         }
         Ok(out)
+    }
+}
+
+/// Dense retrieval ready to answer: an encoder and the index's documents embedded by it.
+pub struct Dense {
+    pub encoder: DenseEncoder,
+    pub index: DenseIndex,
+}
+
+impl Dense {
+    /// Loads the encoder `model` (a directory or a name in the Hugging Face cache) and the
+    /// index's embeddings by it, verified; never embeds the corpus (a query must not write to
+    /// the index): an index without them gets an error saying how to add them.
+    pub fn open(index: &Index, model: &str) -> Result<Dense> {
+        let encoder = DenseEncoder::load(model)?;
+        if !DenseIndex::is_cached(index, &encoder) {
+            let dir = index.dir.path().display();
+            return Err(Error::InvalidInput(format!(
+                "{dir}: no document embeddings by {model}; add them with `genret add {dir} dense --dense-model {model}`"
+            )));
+        }
+        // The file's own checksum is verified as it is read.
+        let path = index.dir.file(DENSE_FILE);
+        let dense = DenseIndex::load(&path, index.docs.len(), encoder.dim())?;
+        Ok(Dense {
+            encoder,
+            index: dense,
+        })
+    }
+}
+
+impl Retriever for Dense {
+    fn retrieve(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Answer>> {
+        let clock = std::time::Instant::now();
+        let embedded = self.encoder.embed(queries, &|_| {})?;
+        let ranked = self.index.search(&embedded, options.k)?;
+        times.scoring += clock.elapsed();
+        Ok(ranked
+            .into_iter()
+            .map(|hits| Answer {
+                hits: hits
+                    .into_iter()
+                    .map(|(doc, c)| Retrieved::bare(doc, c as f64))
+                    .collect(),
+                terms: Vec::new(),
+            })
+            .collect())
     }
 }
 

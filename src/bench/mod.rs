@@ -16,85 +16,30 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::baseline::bm25::{BM25_DIR, Bm25};
-use crate::baseline::dense::{DenseEncoder, DenseIndex};
+use crate::baseline::dense::{Dense, DenseEncoder, DenseIndex};
 use crate::corpus::{Collection, Qrels};
 use crate::docid::SemanticOptions;
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, percentile, write_run};
 use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
-use crate::score::{SealParams, fuse_min_max};
-use crate::search::{Mode, SearchOptions, Searcher};
+use crate::retrieve::{Method, Mode, SearchOptions};
+use crate::score::SealParams;
+use crate::seal::Seal;
+use crate::search::Searcher;
 use crate::storage::dir_bytes;
 use crate::train::{Target, TrainConfig, train};
-
-/// A retrieval method `genret bench` compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Seal,
-    Dsi,
-    Bm25,
-    Dense,
-    /// SEAL and dense retrieval fused ([`fuse_min_max`]); needs both in the same run.
-    #[serde(rename = "seal+dense")]
-    SealDense,
-    /// BM25 and dense retrieval fused the same way: the hybrid to beat.
-    #[serde(rename = "bm25+dense")]
-    Bm25Dense,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Seal => "seal",
-            Method::Dsi => "dsi",
-            Method::Bm25 => "bm25",
-            Method::Dense => "dense",
-            Method::SealDense => "seal+dense",
-            Method::Bm25Dense => "bm25+dense",
-        }
-    }
-
-    /// Whether answering with this method runs `other` (itself, or a part of a fusion).
-    pub fn uses(self, other: Method) -> bool {
-        self == other || self.parts().is_some_and(|p| p.contains(&other))
-    }
-
-    /// The methods a fused method combines.
-    pub fn parts(self) -> Option<[Method; 2]> {
-        match self {
-            Method::SealDense => Some([Method::Seal, Method::Dense]),
-            Method::Bm25Dense => Some([Method::Bm25, Method::Dense]),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Method> {
-        match s.trim() {
-            "seal" => Ok(Method::Seal),
-            "dsi" => Ok(Method::Dsi),
-            "bm25" => Ok(Method::Bm25),
-            "dense" => Ok(Method::Dense),
-            "seal+dense" => Ok(Method::SealDense),
-            "bm25+dense" => Ok(Method::Bm25Dense),
-            other => Err(Error::InvalidInput(format!(
-                "unknown method {other:?}: use seal, dsi, bm25, dense, seal+dense or bm25+dense"
-            ))),
-        }
-    }
-}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub collection: PathBuf,
     pub split: String,
-    pub methods: Vec<Method>,
+    /// Methods and fusions; a fusion fuses the runs of its parts, which must be listed too.
+    pub methods: Vec<Mode>,
     pub out: PathBuf,
     /// Training of SEAL's model (when the index has none yet).
     pub train: TrainConfig,
@@ -160,12 +105,12 @@ impl BenchConfig {
             collection: collection.into(),
             split: "test".into(),
             methods: vec![
-                Method::Seal,
-                Method::Dsi,
-                Method::Bm25,
-                Method::Dense,
-                Method::SealDense,
-                Method::Bm25Dense,
+                Mode::SEAL,
+                Mode::DSI,
+                Mode::BM25,
+                Mode::DENSE,
+                Mode::SEAL_DENSE,
+                Mode::BM25_DENSE,
             ],
             out: out.into(),
             train: TrainConfig {
@@ -242,14 +187,18 @@ struct Timings {
 /// Runs the comparison (see the module docs). Long steps show progress bars.
 pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     for m in &config.methods {
-        if let Some(parts) = m.parts()
-            && let Some(missing) = parts.iter().find(|p| !config.methods.contains(p))
+        if let Some(missing) = m
+            .methods()
+            .into_iter()
+            .find(|p| m.is_fused() && !config.methods.contains(&Mode::One(*p)))
         {
             return Err(Error::InvalidInput(format!(
-                "{} fuses this run's {} and {} results: add {} to --methods",
-                m.name(),
-                parts[0].name(),
-                parts[1].name(),
+                "{m} fuses this run's {} results: add {} to --methods",
+                m.methods()
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
                 missing.name()
             )));
         }
@@ -323,8 +272,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let training_queries = train_split
         .as_ref()
         .map(|s| (config.collection.clone(), s.clone()));
-    let seal = config.methods.iter().any(|m| m.uses(Method::Seal));
-    let dsi = config.methods.contains(&Method::Dsi);
+    let uses = |method: Method| config.methods.iter().any(|m| m.uses(method));
+    let seal = uses(Method::Seal);
+    let dsi = uses(Method::Dsi);
     if seal && !index.dir.manifest.parts.contains_key("model") {
         // Warm start: the encoder's document embeddings also cluster the semantic docids, so
         // that documents near a query in the encoder's space share its docid prefix.
@@ -374,36 +324,68 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         warn_differences(&index_dir, "DSI model", &had, &asked);
     }
 
-    // Loaded before the methods run (a Searcher borrows the index, which the baselines below
-    // still extend).
-    let model = if seal {
-        Some(crate::train::load_model(&index, &candle_core::Device::Cpu)?)
+    // The baselines' indexes, built (and timed) when missing.
+    let bm25 = if uses(Method::Bm25) {
+        let started = Instant::now();
+        let fresh = !index.dir.manifest.parts.contains_key("bm25");
+        let bm25 = Bm25::open_or_build(&mut index)?;
+        if fresh {
+            timings.bm25_s = started.elapsed().as_secs_f64();
+            save_timings(&timings)?;
+        }
+        Some(bm25)
     } else {
         None
     };
-    let dsi_model = if dsi {
-        Some(crate::dsi::DsiModel::load(
+    let dense = if uses(Method::Dense) {
+        let encoder = DenseEncoder::load(&config.dense_model)?;
+        let started = Instant::now();
+        let fresh = !DenseIndex::is_cached(&index, &encoder);
+        let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
+        if fresh {
+            timings.dense_s = started.elapsed().as_secs_f64();
+            save_timings(&timings)?;
+        }
+        Some(Dense {
+            encoder,
+            index: dense,
+        })
+    } else {
+        None
+    };
+
+    // Every method's retriever, over the finished index.
+    let index = Arc::new(index);
+    let mut searcher = Searcher::bare(Arc::clone(&index));
+    if seal {
+        searcher = searcher.with_seal(Seal::load(Arc::clone(&index))?);
+    }
+    if dsi {
+        searcher = searcher.with_dsi(crate::dsi::DsiModel::load(
             &index,
             &candle_core::Device::Cpu,
-        )?)
-    } else {
-        None
-    };
+        )?);
+    }
+    if let Some(bm25) = bm25 {
+        searcher = searcher.with_bm25(bm25);
+    }
+    if let Some(dense) = dense {
+        searcher = searcher.with_dense(dense);
+    }
     let query_ids: Vec<&str> = judged.iter().map(|(q, _)| q.as_str()).collect();
     let query_texts: Vec<&str> = judged.iter().map(|(_, t)| t.as_str()).collect();
     let mut results = Vec::new();
-    let mut evals: Vec<(Method, Evaluation)> = Vec::new();
-    // A fused method fuses runs of this one, so it comes after them.
-    let mut methods = config.methods.clone();
-    methods.sort_by_key(|m| m.parts().is_some());
-    let mut runs: BTreeMap<&str, PerQuery> = BTreeMap::new();
-    for &method in &methods {
-        let (per_query, ms) = match method {
-            Method::Seal => {
-                let model = model.clone().expect("loaded for SEAL");
-                let searcher = Searcher::with_model(&index, model)?;
+    let mut evals: Vec<(Mode, Evaluation)> = Vec::new();
+    // A fusion fuses runs of single methods (each run once, so its latency is the sum of its
+    // parts'), so those come first.
+    let mut modes = config.methods.clone();
+    modes.sort_by_key(|m| m.is_fused());
+    let mut runs: BTreeMap<Method, PerQuery> = BTreeMap::new();
+    for &mode in &modes {
+        let (per_query, ms) = match mode {
+            Mode::One(method) => {
                 let options = SearchOptions {
-                    mode: Mode::Seal,
+                    mode,
                     k: config.depth,
                     beam: config.beam,
                     ngrams_per_step: config.ngrams_per_step,
@@ -411,72 +393,27 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     seal: SealParams::exact_ngrams(!config.stem),
                     ..SearchOptions::default()
                 };
-                timed(method, &query_texts, |q| {
+                let run = timed(&mode, &query_texts, |q| {
                     Ok(searcher.search(&[q], &options)?[0]
                         .results
                         .iter()
                         .map(|h| (h.doc, h.score))
                         .collect())
-                })?
+                })?;
+                runs.insert(method, run.clone());
+                run
             }
-            Method::Dsi => {
-                let dsi = dsi_model.as_ref().expect("loaded for DSI");
-                timed(method, &query_texts, |q| {
-                    let (ranked, _) = dsi.search(&[q], config.beam, config.depth)?;
-                    Ok(ranked[0].iter().map(|&(d, s)| (d, s as f64)).collect())
-                })?
-            }
-            Method::Bm25 => {
-                let started = Instant::now();
-                let fresh = !index.dir.manifest.parts.contains_key("bm25");
-                let bm25 = Bm25::open_or_build(&mut index)?;
-                if fresh {
-                    timings.bm25_s = started.elapsed().as_secs_f64();
-                    save_timings(&timings)?;
-                }
-                timed(method, &query_texts, |q| {
-                    Ok(bm25
-                        .search(q, config.depth)?
-                        .into_iter()
-                        .map(|(d, s)| (d, s as f64))
-                        .collect())
-                })?
-            }
-            Method::Dense => {
-                let encoder = DenseEncoder::load(&config.dense_model)?;
-                let started = Instant::now();
-                let fresh = !DenseIndex::is_cached(&index, &encoder);
-                let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
-                if fresh {
-                    timings.dense_s = started.elapsed().as_secs_f64();
-                    save_timings(&timings)?;
-                }
-                timed(method, &query_texts, |q| {
-                    let e = encoder.embed(&[q], &|_| {})?;
-                    Ok(dense.search(&e, config.depth)?[0]
-                        .iter()
-                        .map(|&(d, s)| (d, s as f64))
-                        .collect())
-                })?
-            }
-            Method::SealDense | Method::Bm25Dense => {
-                let [a, b] = method.parts().expect("a fused method");
-                let ((a, a_ms), (b, b_ms)) = (&runs[a.name()], &runs[b.name()]);
+            Mode::Fused(a, b, fusion) => {
+                let ((a, a_ms), (b, b_ms)) = (&runs[&a], &runs[&b]);
                 let fused = a
                     .iter()
                     .zip(b)
-                    .map(|(x, y)| fuse_min_max(&[x, y], config.depth))
+                    .map(|(x, y)| fusion.fuse(&[x, y], config.depth))
                     .collect();
                 let ms = a_ms.iter().zip(b_ms).map(|(x, y)| x + y).collect();
                 (fused, ms)
             }
         };
-        if methods
-            .iter()
-            .any(|m| m.parts().is_some_and(|p| p.contains(&method)))
-        {
-            runs.insert(method.name(), (per_query.clone(), ms.clone()));
-        }
         let run: Run = query_ids
             .iter()
             .zip(&per_query)
@@ -490,9 +427,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             })
             .collect();
         write_run(
-            &config.out.join(format!("{}.trec", method.name())),
+            &config.out.join(format!("{}.trec", mode.name())),
             &run,
-            method.name(),
+            &mode.name(),
         )?;
         let eval = evaluate(&run, &qrels, &Metric::standard(), true);
         let mut sorted = ms.clone();
@@ -519,14 +456,14 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             ),
             Method::Bm25 => (dir_bytes(&index.dir.file(BM25_DIR)), 0, timings.bm25_s),
             Method::Dense => (part("dense"), 0, timings.dense_s),
-            Method::SealDense | Method::Bm25Dense => (0, 0, 0.0),
         };
-        let (index_bytes, model_bytes, build_s) = method.parts().map_or(cost(method), |p| {
-            let (a, b) = (cost(p[0]), cost(p[1]));
-            (a.0 + b.0, a.1 + b.1, a.2 + b.2)
-        });
+        let (index_bytes, model_bytes, build_s) = mode
+            .methods()
+            .into_iter()
+            .map(cost)
+            .fold((0, 0, 0.0), |(a, b, c), (x, y, z)| (a + x, b + y, c + z));
         results.push(MethodResult {
-            name: method.name().into(),
+            name: mode.name(),
             metrics: eval.mean.clone(),
             p50_ms: percentile(&sorted, 0.5),
             p95_ms: percentile(&sorted, 0.95),
@@ -539,9 +476,9 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             model_bytes,
             build_s,
         });
-        evals.push((method, eval));
+        evals.push((mode, eval));
     }
-    let baselines = [Method::Bm25, Method::Dense];
+    let baselines = [Mode::BM25, Mode::DENSE];
     let tests = evals
         .iter()
         .filter(|(m, _)| !baselines.contains(m))
@@ -550,8 +487,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                 .iter()
                 .filter(|(b, _)| baselines.contains(b))
                 .map(|(b, base)| BaselineTests {
-                    method: m.name().into(),
-                    baseline: b.name().into(),
+                    method: m.name(),
+                    baseline: b.name(),
                     tests: compare(e, base, &Metric::standard()),
                 })
         })
@@ -583,11 +520,11 @@ type PerQuery = (Vec<Vec<(u32, f64)>>, Vec<f64>);
 /// Answers every query with `f`, one at a time, under a progress bar; returns the hits and
 /// each query's milliseconds.
 fn timed(
-    method: Method,
+    mode: &Mode,
     queries: &[&str],
     f: impl Fn(&str) -> Result<Vec<(u32, f64)>>,
 ) -> Result<PerQuery> {
-    let pb = crate::progress::bar(queries.len() as u64, &format!("{} queries", method.name()));
+    let pb = crate::progress::bar(queries.len() as u64, &format!("{mode} queries"));
     let mut hits = Vec::with_capacity(queries.len());
     let mut ms = Vec::with_capacity(queries.len());
     for q in queries {

@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use genret::bench::{BenchConfig, Method, run, table};
+use genret::bench::{BenchConfig, run, table};
 use genret::model::Preset;
+use genret::retrieve::Mode;
 
 /// Compare generative retrieval with BM25 and dense retrieval on a BEIR collection: builds
 /// what is missing under --out (index, model, BM25 index, dense embeddings), answers every
@@ -22,9 +23,9 @@ pub struct BenchArgs {
     /// Qrels split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Methods to compare, comma-separated: seal, dsi, bm25, dense, and the fusions
-    /// seal+dense and bm25+dense (each part's scores min-max normalised per query and summed;
-    /// both parts must be listed too).
+    /// Methods to compare, comma-separated: seal, dsi, bm25, dense, and fusions of two of
+    /// them: A+B (each part's scores min-max normalised per query and summed) or rrf:A+B
+    /// (reciprocal-rank fusion); a fusion's parts must be listed too.
     #[arg(
         long,
         value_delimiter = ',',
@@ -44,7 +45,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub beam: u32,
     /// N-grams kept from every decoding step (seal; see `genret search --help`).
-    #[arg(long, default_value_t = genret::search::SearchOptions::default().ngrams_per_step as u32,
+    #[arg(long, default_value_t = genret::retrieve::SearchOptions::default().ngrams_per_step as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub ngrams_per_step: u32,
     /// Match SEAL's n-grams exactly, not read as English words (see `genret search --help`).
@@ -73,7 +74,7 @@ pub enum PresetArg {
 }
 
 pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
-    let methods: Vec<Method> = args
+    let methods: Vec<Mode> = args
         .methods
         .iter()
         .map(|m| m.parse())

@@ -5,10 +5,11 @@ use std::process::{Command, Stdio};
 use anyhow::Context;
 use clap::Args;
 use genret::baseline::dense::DEFAULT_MODEL;
-use genret::bench::{BenchConfig, Method, run, table};
+use genret::bench::{BenchConfig, run, table};
 use genret::corpus::Collection;
 use genret::index::Index;
-use genret::search::{SearchOptions, Searcher};
+use genret::retrieve::{Method, Mode, SearchOptions};
+use genret::search::Searcher;
 
 /// The installer of the dense baseline's model, kept as the one script that README and CI use.
 const INSTALL_MINILM: &str = include_str!("../../scripts/install_minilm.sh");
@@ -54,7 +55,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let mut config = BenchConfig::new(&args.collection, &args.out);
     config.train.steps = Some(args.steps);
     // DSI's model reads with the dense baseline's encoder: without it, neither runs.
-    let without_dense = |m: &Method| !m.uses(Method::Dense) && *m != Method::Dsi;
+    let without_dense = |m: &Mode| !m.uses(Method::Dense) && !m.uses(Method::Dsi);
     if args.no_dense {
         config.methods.retain(without_dense);
     } else if genret::model::resolve_model_dir(DEFAULT_MODEL).is_err() {
@@ -67,7 +68,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             config.methods.retain(without_dense);
         }
     }
-    let dsi = if config.methods.contains(&Method::Dsi) {
+    let dsi = if config.methods.contains(&Mode::DSI) {
         " and DSI's model"
     } else {
         ""
@@ -91,8 +92,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .take(3)
         .map(|q| q.text.as_str())
         .collect();
-    let index = Index::open(args.out.join("index"))?;
-    let searcher = Searcher::new(&index)?;
+    let searcher = Searcher::open(Index::open(args.out.join("index"))?, &[Method::Seal], "")?;
     let options = SearchOptions {
         k: 3,
         ..SearchOptions::default()

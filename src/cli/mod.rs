@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch. Each subcommand lives in its
 //! own file and only parses, validates and prints; the work is done by the library.
 
+mod add;
 mod bench;
 mod count;
 mod demo;
@@ -20,7 +21,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "genret", version, about, long_about = None)]
 #[command(
     after_help = "Examples:\n  genret demo\n  genret index corpus/cranfield --out cranfield.idx\n  \
-    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small\n  genret search cranfield.idx \"boundary layer transition\"\n  genret serve cranfield.idx"
+    genret count cranfield.idx \"boundary layer\"\n  genret extract cranfield.idx 184\n  genret train cranfield.idx --preset small\n  genret add cranfield.idx bm25\n  genret search cranfield.idx \"boundary layer transition\"\n  genret serve cranfield.idx"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -47,6 +48,7 @@ pub enum Command {
     Count(count::CountArgs),
     Extract(extract::ExtractArgs),
     Train(train::TrainArgs),
+    Add(add::AddArgs),
     Search(search::SearchArgs),
     Eval(eval::EvalArgs),
     Bench(bench::BenchArgs),
@@ -81,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Count(args) => count::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Train(args) => train::run(args),
+        Command::Add(args) => add::run(args),
         Command::Search(args) => search::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run_cli(args),

@@ -3,16 +3,16 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use genret::baseline::dense::{DenseEncoder, DenseIndex};
 use genret::corpus::read_queries;
 use genret::eval::{Run, write_run};
 use genret::index::Index;
+use genret::retrieve::{Mode, SearchOptions};
 use genret::score::SealParams;
-use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
+use genret::search::{SearchResult, Searcher};
 
-/// Search an index with its trained model: the model writes corpus n-grams (seal, the
-/// default) or document identifiers (dsi) under constrained beam search, and documents are
-/// ranked from what it wrote.
+/// Search an index: with its trained model, which writes corpus n-grams (seal, the default)
+/// or document identifiers (dsi) under constrained beam search, documents ranked from what it
+/// wrote; with BM25 or dense retrieval; or with two of them fused.
 ///
 /// Give one QUERY to print its results, or --queries FILE (BEIR queries.jsonl, or
 /// id<TAB>text TSV) with --out RUN.trec to answer many in batches and write a TREC run.
@@ -21,6 +21,7 @@ use genret::search::{Mode, SearchOptions, SearchResult, Searcher};
     after_help = "Examples:\n  genret search cranfield.idx \"boundary layer transition\"\n  \
     genret search cranfield.idx \"heat transfer\" --mode dsi -k 5 --json\n  \
     genret search cranfield.idx \"heat transfer\" --mode seal+dense\n  \
+    genret search cranfield.idx \"heat transfer\" --mode rrf:bm25+dense\n  \
     genret search cranfield.idx \"heat transfer\" --explain\n  \
     genret search cranfield.idx --queries corpus/cranfield/queries.jsonl --out seal.trec"
 )]
@@ -39,12 +40,13 @@ pub struct SearchArgs {
     /// Documents per query.
     #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub k: u32,
-    /// What the model writes: seal (n-grams) or dsi (docids); seal+dense fuses SEAL's best
-    /// 100 with dense retrieval's (min-max normalised scores summed; the first use embeds
-    /// every document and keeps the embeddings in the index).
-    #[arg(long, value_enum, default_value_t = ModeArg::Seal)]
-    pub mode: ModeArg,
-    /// Dense model for seal+dense: a directory, or a name in the Hugging Face cache.
+    /// Retrieval method: seal (the model writes n-grams), dsi (the model writes docids), bm25
+    /// or dense; or two fused, each part's best 100 (at least -k) merged: A+B sums min-max
+    /// normalised scores (seal+dense, bm25+dense), rrf:A+B sums reciprocal ranks. bm25 and
+    /// dense read what `genret add INDEX bm25|dense` built.
+    #[arg(long, default_value = "seal")]
+    pub mode: Mode,
+    /// Dense model (modes with dense): a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
     pub dense_model: String,
     /// Beam size.
@@ -84,38 +86,15 @@ pub struct SearchArgs {
     pub explain: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum ModeArg {
-    Seal,
-    Dsi,
-    #[value(name = "seal+dense")]
-    SealDense,
-}
-
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if let Some(query) = &args.query {
         // Before loading anything: a bad query is the answer whatever the index holds.
         genret::search::check_query(query)?;
     }
-    let mut index = Index::open(&args.index)?;
-    let dense = match args.mode {
-        ModeArg::SealDense => {
-            let encoder = DenseEncoder::load(&args.dense_model)?;
-            let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
-            Some((encoder, dense))
-        }
-        _ => None,
-    };
-    let mut searcher = Searcher::new(&index)?;
-    if let Some((encoder, dense)) = dense {
-        searcher = searcher.with_dense(encoder, dense);
-    }
+    let index = Index::open(&args.index)?;
+    let searcher = Searcher::open(index, &args.mode.methods(), &args.dense_model)?;
     let options = SearchOptions {
-        mode: match args.mode {
-            ModeArg::Seal => Mode::Seal,
-            ModeArg::Dsi => Mode::Dsi,
-            ModeArg::SealDense => Mode::SealDense,
-        },
+        mode: args.mode,
         k: args.k as usize,
         beam: args.beam as usize,
         max_ngram_len: args.max_ngram_len as usize,

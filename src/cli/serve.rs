@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use candle_core::Device;
 use clap::Args;
-use genret::baseline::dense::{DenseEncoder, DenseIndex};
 use genret::index::Index;
+use genret::retrieve::{Method, Mode, SearchOptions};
+use genret::search::Searcher;
 use genret::serve::{ServeConfig, Server};
 
 /// Serve an index over HTTP (loopback by default).
@@ -15,7 +15,10 @@ use genret::serve::{ServeConfig, Server};
 /// POST /search with {"query": "...", "k": 10, "mode": "seal", "beam": 10,
 /// "ngrams_per_step": 50, "explain": false} (all but query optional) answers with the JSON of
 /// `genret search --json` (with "explain": true, `--explain`); GET /health; GET /stats (index,
-/// model, uptime, requests, latency percentiles). Concurrent requests are decoded together:
+/// model, methods served, uptime, requests, latency percentiles). Every method the index has
+/// is served: SEAL and DSI when trained, BM25 when `genret add INDEX bm25` built it, dense
+/// retrieval with --dense-model; and any two of them fused ("mode": "seal+dense",
+/// "rrf:bm25+dense"; see `genret search --help`). Concurrent requests are decoded together:
 /// the search thread collects up to --max-batch requests, waiting at most --max-wait-ms for
 /// more once it holds one. Errors are JSON {"error": "..."} with a 4xx (bad request, limits)
 /// or 5xx (busy, timeout) status.
@@ -28,12 +31,15 @@ use genret::serve::{ServeConfig, Server};
 pub struct ServeArgs {
     /// Index directory (with a model from `genret train`).
     pub index: PathBuf,
-    /// Also serve mode seal+dense, fusing SEAL with this dense model's retrieval: a
-    /// directory, or a name in the Hugging Face cache (e.g.
-    /// sentence-transformers/all-MiniLM-L6-v2). Loaded at start with the documents'
-    /// embeddings (computed the first time and kept in the index).
+    /// Also serve dense retrieval (alone and fused) with this model: a directory, or a name
+    /// in the Hugging Face cache (e.g. sentence-transformers/all-MiniLM-L6-v2). The index
+    /// must hold the documents' embeddings by it (`genret add INDEX dense --dense-model M`).
     #[arg(long)]
     pub dense_model: Option<String>,
+    /// Mode of requests that name none (default: seal when the index has a SEAL model, else
+    /// the first method served).
+    #[arg(long)]
+    pub mode: Option<Mode>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -80,6 +86,31 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let index = Index::open(&args.index)?;
+    let parts = &index.dir.manifest.parts;
+    let mut methods = Vec::new();
+    if parts.contains_key(genret::seal::MODEL_PART) {
+        methods.push(Method::Seal);
+    }
+    if parts.contains_key(genret::dsi::DSI_DIR) {
+        methods.push(Method::Dsi);
+    }
+    if parts.contains_key(genret::baseline::bm25::BM25_DIR) {
+        methods.push(Method::Bm25);
+    }
+    if args.dense_model.is_some() {
+        methods.push(Method::Dense);
+    }
+    if methods.is_empty() {
+        let dir = args.index.display();
+        return Err(genret::Error::InvalidInput(format!(
+            "{dir}: nothing to serve: train a model with `genret train {dir}` or add BM25 with \
+             `genret add {dir} bm25`"
+        ))
+        .into());
+    }
+    let docs = index.docs.len();
+    let searcher = Searcher::open(index, &methods, args.dense_model.as_deref().unwrap_or(""))?;
     let config = ServeConfig {
         max_batch: args.max_batch as usize,
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -93,19 +124,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         body_timeout: Duration::from_millis(args.body_timeout_ms),
         max_connections: args.max_connections as usize,
+        defaults: SearchOptions {
+            mode: args.mode.unwrap_or(Mode::One(methods[0])),
+            ..SearchOptions::default()
+        },
         ..ServeConfig::default()
     };
-    let mut index = Index::open(&args.index)?;
-    let docs = index.docs.len();
-    let server = match &args.dense_model {
-        Some(name) => {
-            let encoder = DenseEncoder::load(name)?;
-            let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
-            let model = genret::train::load_model(&index, &Device::Cpu)?;
-            Server::with_dense(index, model, encoder, dense, config)?
-        }
-        None => Server::start(index, config)?,
-    };
+    let server = Server::start(searcher, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.http_threads as usize)
         .enable_all()

@@ -1703,6 +1703,10 @@ impl T5ForConditionalGeneration {
     }
 }
 
+/// Source tokens a SEAL model reads, in training and at search: one constant, so a query is
+/// never cut shorter or longer than the sources the model learnt from.
+pub const MAX_SOURCE_LEN: usize = 64;
+
 /// Names of the files of a saved model directory.
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";

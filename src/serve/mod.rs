@@ -3,9 +3,10 @@
 //! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step", "explain"}` (all
 //! but `query` optional) and answers with the JSON of `genret search --json` (`--explain`);
 //! `GET /health` says the server is up; `GET /stats`
-//! reports the index, the model, uptime, request counts and latency percentiles.
+//! reports the index, the model, the modes served, uptime, request counts and latency
+//! percentiles. Any mode whose methods the [`Searcher`] has loaded is served.
 //!
-//! One worker thread owns the model. Requests go through a bounded queue; the worker takes
+//! One worker thread owns the searcher. Requests go through a bounded queue; the worker takes
 //! the first waiting request, then keeps collecting for at most `max_wait` or until
 //! `max_batch` requests are in hand, and decodes requests with equal options in one batched
 //! beam search: under load, many queries cost little more than one (see `docs/BENCHMARKS.md`).
@@ -18,7 +19,8 @@
 //! use genret::index::Index;
 //! use genret::serve::{ServeConfig, Server};
 //!
-//! let server = Server::start(Index::open("cranfield.idx")?, ServeConfig::default())?;
+//! let searcher = genret::search::Searcher::new(Index::open("cranfield.idx")?)?;
+//! let server = Server::start(searcher, ServeConfig::default())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
 //! server.serve(listener, std::future::pending()).await?;
 //! # Ok(())
@@ -39,15 +41,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::baseline::dense::{DenseEncoder, DenseIndex};
 use crate::error::{Error, Result};
-use crate::index::Index;
-use crate::model::T5ForConditionalGeneration;
-use crate::search::{Mode, SearchOptions, SearchResult, Searcher};
+use crate::retrieve::{Method, Mode, SearchOptions};
+use crate::search::{SearchResult, Searcher};
 
 /// Server limits and batching. Every limit is enforced with a 4xx answer that says which.
 #[derive(Debug, Clone)]
@@ -131,8 +130,7 @@ struct Shared {
     jobs: SyncSender<Job>,
     started: Instant,
     info: IndexInfo,
-    /// Whether the worker has dense retrieval (mode seal+dense).
-    dense: bool,
+    served: Vec<Method>,
     // Shared with the worker, which must not hold `Shared`: its queue sender would keep the
     // worker alive after the server is gone.
     stats: Arc<Mutex<Counters>>,
@@ -150,7 +148,11 @@ struct IndexInfo {
     bytes: u64,
     docs: usize,
     tokens: u64,
-    model: ModelInfo,
+    /// SEAL's model, when served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<ModelInfo>,
+    /// The methods the server answers with, alone or two fused.
+    methods: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -201,41 +203,10 @@ struct Percentiles {
 }
 
 impl Server {
-    /// Loads the index's model and starts the worker thread. Fails if the index has no
-    /// trained model or the configuration is out of range.
-    pub fn start(index: Index, config: ServeConfig) -> Result<Server> {
-        let model = crate::train::load_model(&index, &Device::Cpu)?;
-        Server::with_model(index, model, config)
-    }
-
-    /// [`start`](Self::start) with a model already in memory.
-    pub fn with_model(
-        index: Index,
-        model: T5ForConditionalGeneration,
-        config: ServeConfig,
-    ) -> Result<Server> {
-        Server::spawn(index, model, None, config)
-    }
-
-    /// [`with_model`](Self::with_model) that also serves mode `seal+dense`, fusing SEAL with
-    /// dense retrieval by `encoder` over the index's document embeddings `dense` (e.g. from
-    /// [`DenseIndex::open_or_build`]).
-    pub fn with_dense(
-        index: Index,
-        model: T5ForConditionalGeneration,
-        encoder: DenseEncoder,
-        dense: DenseIndex,
-        config: ServeConfig,
-    ) -> Result<Server> {
-        Server::spawn(index, model, Some((encoder, dense)), config)
-    }
-
-    fn spawn(
-        index: Index,
-        model: T5ForConditionalGeneration,
-        dense: Option<(DenseEncoder, DenseIndex)>,
-        config: ServeConfig,
-    ) -> Result<Server> {
+    /// Starts the worker thread, which answers with `searcher`'s methods. Fails if the
+    /// searcher has none, if the default mode is not among them, or if the configuration is
+    /// out of range.
+    pub fn start(searcher: Searcher, config: ServeConfig) -> Result<Server> {
         if config.max_batch == 0
             || config.queue == 0
             || config.max_k == 0
@@ -247,6 +218,14 @@ impl Server {
                     .into(),
             ));
         }
+        let served = searcher.methods();
+        if served.is_empty() {
+            return Err(Error::InvalidInput(
+                "the searcher has no retrieval method to serve".into(),
+            ));
+        }
+        check_served(config.defaults.mode, &served).map_err(Error::InvalidInput)?;
+        let index = searcher.index();
         let info = IndexInfo {
             // The directory's name only: an absolute path tells clients about the machine.
             path: index
@@ -257,15 +236,17 @@ impl Server {
             bytes: index.dir.bytes(),
             docs: index.docs.len(),
             tokens: index.stats.tokens,
-            model: ModelInfo {
-                parameters: model.config.num_params(),
-                d_model: model.config.d_model,
-                layers: model.config.num_layers,
-                vocab: model.config.vocab_size,
-            },
+            model: searcher.seal().map(|seal| {
+                let c = &seal.model().config;
+                ModelInfo {
+                    parameters: c.num_params(),
+                    d_model: c.d_model,
+                    layers: c.num_layers,
+                    vocab: c.vocab_size,
+                }
+            }),
+            methods: served.iter().map(|m| m.name()).collect(),
         };
-        // Checked here so that a model that does not fit the index fails at start, not per query.
-        Searcher::with_model(&index, model.clone())?;
         let (jobs, queue) = mpsc::sync_channel::<Job>(config.queue);
         let stats = Arc::new(Mutex::new(Counters::default()));
         let (worker_stats, max_batch, max_wait) =
@@ -276,22 +257,16 @@ impl Server {
             jobs,
             started: Instant::now(),
             info,
-            dense: dense.is_some(),
+            served,
             stats,
         });
         std::thread::Builder::new()
             .name("genret-search".into())
             .spawn(move || {
-                // The searcher borrows the index, so both live on this thread.
-                let mut searcher =
-                    Searcher::with_model(&index, model).expect("checked before the thread started");
-                if let Some((encoder, dense)) = dense {
-                    searcher = searcher.with_dense(encoder, dense);
-                }
                 // Built now so that the first request does not wait for it; a failure shows
                 // in the answers (each search builds it again).
-                if stem {
-                    searcher.word_forms().ok();
+                if stem && let Some(seal) = searcher.seal() {
+                    seal.word_forms().ok();
                 }
                 worker(&searcher, &queue, max_batch, max_wait, &worker_stats);
             })
@@ -394,7 +369,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn validate(
     body: &[u8],
     config: &ServeConfig,
-    dense: bool,
+    served: &[Method],
 ) -> Result<(String, SearchOptions), String> {
     let req: SearchRequest = serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -431,15 +406,31 @@ fn validate(
     options.explain = req.explain;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
-        if options.mode == Mode::SealDense && !dense {
-            return Err(
-                "mode seal+dense is not served: start the server with --dense-model \
-                 (e.g. sentence-transformers/all-MiniLM-L6-v2), or use seal or dsi"
-                    .into(),
-            );
-        }
+        check_served(options.mode, served)?;
     }
     Ok((query.to_string(), options))
+}
+
+/// Refuses a mode that needs a method the server has not loaded, naming those it has.
+fn check_served(mode: Mode, served: &[Method]) -> Result<(), String> {
+    match mode.methods().into_iter().find(|m| !served.contains(m)) {
+        None => Ok(()),
+        Some(missing) => Err(format!(
+            "mode {mode} is not served: this server has no {} retriever ({}); it answers with {}",
+            missing.name(),
+            match missing {
+                Method::Seal => "train a model with `genret train INDEX`",
+                Method::Dsi => "train one with `genret train INDEX --dsi`",
+                Method::Bm25 => "build it with `genret add INDEX bm25` and restart",
+                Method::Dense => "start the server with --dense-model",
+            },
+            served
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 async fn search(State(state): State<Arc<Shared>>, body: Body) -> Response {
@@ -469,7 +460,7 @@ async fn answer(state: &Shared, body: Body) -> Response {
         Ok(body) => body,
         Err(response) => return response,
     };
-    let (query, options) = match validate(&body, &state.config, state.dense) {
+    let (query, options) = match validate(&body, &state.config, &state.served) {
         Ok(v) => v,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };

@@ -1,0 +1,185 @@
+//! seal: here is a query, which documents hold the n-grams the model writes for it?
+//!
+//! SEAL's whole pipeline behind one call ([`Retriever::retrieve`]): the query is tokenized as
+//! the model was trained to read it, constrained beam search writes corpus n-grams
+//! ([`crate::decode`] with an [`FmConstraint`]), the n-grams are read as their content words
+//! and word forms ([`crate::stem`]), weighed and ranked ([`crate::score`]).
+//!
+//! Cost per query: the decoder's `max_ngram_len` steps of `beam` hypotheses, then a locate of
+//! every rare n-gram's occurrences and an extraction of the best `rerank` candidates
+//! (`SealParams`). The first search that reads word forms builds the corpus's word table (one
+//! pass over the documents), kept for later searches.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use crate::decode::{BeamOptions, FmConstraint, beam_search};
+use crate::error::{Error, Result};
+use crate::index::{Index, MODEL_DIR};
+use crate::model::{self, T5ForConditionalGeneration};
+use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::score::{Term, seal_rank, weigh_ngrams};
+use crate::stem::{WordForms, content_ngrams};
+
+/// The index's part holding SEAL's model.
+pub const MODEL_PART: &str = "model";
+
+/// Loads the trained SEAL model of an index, verified ([`crate::index::IndexDir::model_dir`]).
+pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
+    let dir = index
+        .dir
+        .model_dir(MODEL_PART, MODEL_DIR, "genret train INDEX_DIR")?;
+    let (config, params) = model::load(&dir, device)?;
+    T5ForConditionalGeneration::new(&config, &params)
+}
+
+/// An index with SEAL's model: answers queries with the documents its n-grams point to.
+pub struct Seal {
+    index: Arc<Index>,
+    model: T5ForConditionalGeneration,
+    /// Built on the first search that matches word forms.
+    forms: OnceLock<WordForms>,
+}
+
+impl Seal {
+    /// Loads the index's model (CPU).
+    pub fn load(index: Arc<Index>) -> Result<Seal> {
+        let model = load_model(&index, &Device::Cpu)?;
+        Seal::new(index, model)
+    }
+
+    /// Uses a model already in memory; its vocabulary must cover the index's tokens.
+    pub fn new(index: Arc<Index>, model: T5ForConditionalGeneration) -> Result<Seal> {
+        let need = index.docids.model_vocab() as usize;
+        if model.config.vocab_size < need {
+            return Err(Error::InvalidInput(format!(
+                "the model's vocabulary ({}) is smaller than the index needs ({need}); \
+                 the index was rebuilt after training: retrain with `genret train`",
+                model.config.vocab_size
+            )));
+        }
+        Ok(Seal {
+            index,
+            model,
+            forms: OnceLock::new(),
+        })
+    }
+
+    pub fn model(&self) -> &T5ForConditionalGeneration {
+        &self.model
+    }
+
+    /// The corpus's word forms, built on first use (one pass over the documents).
+    pub fn word_forms(&self) -> Result<&WordForms> {
+        if let Some(f) = self.forms.get() {
+            return Ok(f);
+        }
+        let index = &self.index;
+        let built = WordForms::build(&index.docs, &index.tokenizer, &index.fm)?;
+        Ok(self.forms.get_or_init(|| built))
+    }
+}
+
+impl Retriever for Seal {
+    fn retrieve(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+        times: &mut SearchTimes,
+    ) -> Result<Vec<Answer>> {
+        let tok = &self.index.tokenizer;
+        let fm = &self.index.fm;
+        let sp = tok.specials();
+        let sources = queries
+            .iter()
+            .map(|q| {
+                let mut s = vec![sp.query];
+                s.extend(tok.encode(q)?);
+                s.truncate(options.max_query_len.max(2));
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let banned = vec![
+            sp.pad, sp.eos, sp.unk, sp.query, sp.index, sp.ngram, sp.docid,
+        ];
+        let constraint = FmConstraint::new(fm, banned, 1);
+        let beam = BeamOptions {
+            beam: options.beam,
+            max_len: options.max_ngram_len,
+            history: options.ngrams_per_step,
+        };
+        let (decoded, t) = beam_search(
+            &self.model,
+            &sources,
+            &[sp.ngram],
+            &constraint,
+            &fm.full_range(),
+            &beam,
+        )?;
+        times.decode += t;
+        let clock = Instant::now();
+        let forms = if options.seal.stem {
+            Some(self.word_forms()?)
+        } else {
+            None
+        };
+        let answers = decoded
+            .iter()
+            .zip(queries)
+            .map(|(d, query)| {
+                let content;
+                let history = if options.seal.content {
+                    content = content_ngrams(&d.history, query, tok, fm, forms)?;
+                    &content
+                } else {
+                    &d.history
+                };
+                let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
+                let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
+                let terms = if options.explain {
+                    ngrams
+                        .iter()
+                        .map(|n| {
+                            Ok(Term {
+                                ngram: tok.decode(&n.tokens, true)?,
+                                prob: (n.log_prob as f64).exp(),
+                                count: n.count(),
+                                docs: n.doc_freq.round() as usize,
+                                weight: n.weight,
+                            })
+                        })
+                        .collect::<Result<_>>()?
+                } else {
+                    Vec::new()
+                };
+                let hits = ranked
+                    .into_iter()
+                    .map(|r| {
+                        let tokens: Vec<Vec<u32>> = r
+                            .ngrams
+                            .iter()
+                            .take(10)
+                            .filter_map(|&(i, f)| ngrams[i].forms().nth(f))
+                            .map(|(tokens, _)| tokens.to_vec())
+                            .collect();
+                        let texts = tokens
+                            .iter()
+                            .map(|t| tok.decode(t, true))
+                            .collect::<Result<_>>()?;
+                        Ok(Retrieved {
+                            doc: r.doc,
+                            score: r.score,
+                            ngrams: texts,
+                            tokens,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Answer { hits, terms })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        times.scoring += clock.elapsed();
+        Ok(answers)
+    }
+}
