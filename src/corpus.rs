@@ -174,15 +174,19 @@ impl Collection {
     pub fn split(&self, name: &str) -> Result<&Qrels> {
         self.qrels.get(name).ok_or_else(|| {
             let have: Vec<&str> = self.qrels.keys().map(String::as_str).collect();
-            Error::InvalidInput(format!(
-                "{}: no qrels split {name:?} (found: {})",
-                self.dir.display(),
-                if have.is_empty() {
-                    "none".to_string()
-                } else {
-                    have.join(", ")
-                }
-            ))
+            Error::UnknownName {
+                what: "qrels split",
+                got: name.to_string(),
+                expected: format!(
+                    "one {} holds ({})",
+                    self.dir.display(),
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                ),
+            }
         })
     }
 }

@@ -204,7 +204,11 @@ pub fn beam_search_encoded<C: Constraint>(
         return Ok((Vec::new(), times));
     }
     if options.beam == 0 {
-        return Err(Error::InvalidInput("beam size must be at least 1".into()));
+        return Err(Error::OutOfRange {
+            name: "beam size",
+            expected: "at least 1".into(),
+            got: "0".into(),
+        });
     }
     let b = options.beam;
     let rows = queries * b;

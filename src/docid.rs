@@ -88,9 +88,11 @@ impl std::str::FromStr for Scheme {
             "naive" => Ok(Scheme::Naive),
             "semantic" => Ok(Scheme::Semantic),
             "title" => Ok(Scheme::Title),
-            _ => Err(Error::InvalidInput(format!(
-                "unknown docid scheme {s:?}: use atomic, naive, semantic or title"
-            ))),
+            _ => Err(Error::UnknownName {
+                what: "docid scheme",
+                got: s.to_string(),
+                expected: "atomic, naive, semantic or title".into(),
+            }),
         }
     }
 }

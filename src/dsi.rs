@@ -45,7 +45,7 @@ use crate::docid::{DocIds, Scheme, SemanticOptions};
 use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::{self, Config, Encoded, Params, T5ForConditionalGeneration};
-use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::score::dsi_rank;
 
 /// The DSI model's directory inside an index.
@@ -947,15 +947,9 @@ impl DsiModel {
 }
 
 impl Retriever for DsiModel {
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
-        let (ranked, t) = self.search(queries, options.beam, options.k)?;
-        times.decode += t;
-        Ok(ranked
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
+        let (ranked, decode) = self.search(queries, options.beam, options.k)?;
+        let answers = ranked
             .into_iter()
             .map(|ranked| Answer {
                 hits: ranked
@@ -969,7 +963,12 @@ impl Retriever for DsiModel {
                     .collect(),
                 terms: Vec::new(),
             })
-            .collect())
+            .collect();
+        let times = SearchTimes {
+            decode,
+            ..SearchTimes::default()
+        };
+        Ok(Retrieval { answers, times })
     }
 }
 

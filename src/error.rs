@@ -102,7 +102,40 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
-    /// An argument is out of range or inconsistent with the data.
+    /// A name genret does not know: a method, mode, metric, docid scheme or qrels split.
+    #[error("unknown {what} {got:?}: use {expected}")]
+    UnknownName {
+        what: &'static str,
+        got: String,
+        expected: String,
+    },
+
+    /// A number outside the range it must lie in.
+    #[error("{name} must be {expected} (got {got})")]
+    OutOfRange {
+        name: &'static str,
+        expected: String,
+        got: String,
+    },
+
+    /// A model or file named by the user is not there.
+    #[error("no {what} at {name:?}: {hint}")]
+    NotFound {
+        what: &'static str,
+        name: String,
+        hint: String,
+    },
+
+    /// Two things made for each other do not fit: a model and the index or encoder it is
+    /// used with, a checkpoint and the index it was made for.
+    #[error("{path}: {message}")]
+    Mismatch { path: PathBuf, message: String },
+
+    /// A query that cannot be answered as given (empty, control characters).
+    #[error("{0}")]
+    BadQuery(String),
+
+    /// Any other input that is inconsistent or cannot be used; the message says why.
     #[error("{0}")]
     InvalidInput(String),
 

@@ -138,10 +138,10 @@ impl Metric {
 impl std::str::FromStr for Metric {
     type Err = Error;
     fn from_str(s: &str) -> Result<Metric> {
-        let bad = || {
-            Error::InvalidInput(format!(
-                "unknown metric {s:?}: use ndcg@K, mrr@K, recall@K, map@K or hits@K"
-            ))
+        let bad = || Error::UnknownName {
+            what: "metric",
+            got: s.to_string(),
+            expected: "ndcg@K, mrr@K, recall@K, map@K or hits@K".into(),
         };
         let (name, k) = s.split_once('@').ok_or_else(bad)?;
         let k: usize = k.parse().ok().filter(|&k| k > 0).ok_or_else(bad)?;

@@ -56,10 +56,10 @@ impl std::str::FromStr for Method {
         Method::ALL
             .into_iter()
             .find(|m| m.name() == s.trim())
-            .ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "unknown method {s:?}: use seal, dsi, bm25 or dense"
-                ))
+            .ok_or_else(|| Error::UnknownName {
+                what: "method",
+                got: s.to_string(),
+                expected: "seal, dsi, bm25 or dense".into(),
             })
     }
 }
@@ -184,19 +184,21 @@ impl std::str::FromStr for Mode {
             Some(("rrf", rest)) => (Fusion::Rrf, rest),
             Some(("minmax", rest)) => (Fusion::MinMax, rest),
             Some((other, _)) => {
-                return Err(Error::InvalidInput(format!(
-                    "unknown fusion {other:?} in mode {s:?}: use minmax (the default) or rrf, \
-                     as in rrf:bm25+dense"
-                )));
+                return Err(Error::UnknownName {
+                    what: "fusion",
+                    got: other.to_string(),
+                    expected: "minmax (the default) or rrf, as in rrf:bm25+dense".into(),
+                });
             }
             None => (Fusion::MinMax, s),
         };
         let parts: Vec<&str> = rest.split('+').collect();
-        let bad = || {
-            Error::InvalidInput(format!(
-                "unknown mode {s:?}: use seal, dsi, bm25 or dense, or two of them fused, as in \
-                 seal+dense or rrf:bm25+dense"
-            ))
+        let bad = || Error::UnknownName {
+            what: "mode",
+            got: s.to_string(),
+            expected: "seal, dsi, bm25 or dense, or two different ones fused, as in seal+dense \
+                       or rrf:bm25+dense"
+                .into(),
         };
         let methods = parts
             .iter()
@@ -205,10 +207,6 @@ impl std::str::FromStr for Mode {
         match methods[..] {
             [m] if !s.contains(':') => Ok(Mode::One(m)),
             [a, b] if a != b => Ok(Mode::Fused(a, b, fusion)),
-            [a, b] if a == b => Err(Error::InvalidInput(format!(
-                "mode {s:?} fuses {} with itself; fuse two different methods",
-                a.name()
-            ))),
             _ => Err(bad()),
         }
     }
@@ -301,6 +299,37 @@ pub struct Answer {
     pub terms: Vec<Term>,
 }
 
+/// A retriever's answers to a batch of queries, in order, and where its time went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retrieval {
+    pub answers: Vec<Answer>,
+    pub times: SearchTimes,
+}
+
+impl Retrieval {
+    /// Documents with scores (best first) and nothing else to show, per query, found in
+    /// `took`: BM25's and dense retrieval's answers.
+    pub fn scored(lists: Vec<Vec<(u32, f32)>>, took: Duration) -> Retrieval {
+        let answers = lists
+            .into_iter()
+            .map(|scores| Answer {
+                hits: scores
+                    .into_iter()
+                    .map(|(doc, s)| Retrieved::bare(doc, s as f64))
+                    .collect(),
+                terms: Vec::new(),
+            })
+            .collect();
+        Retrieval {
+            answers,
+            times: SearchTimes {
+                scoring: took,
+                ..SearchTimes::default()
+            },
+        }
+    }
+}
+
 /// Where a search's time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SearchTimes {
@@ -310,16 +339,18 @@ pub struct SearchTimes {
     pub scoring: Duration,
 }
 
+impl std::ops::AddAssign for SearchTimes {
+    fn add_assign(&mut self, o: SearchTimes) {
+        self.decode += o.decode;
+        self.scoring += o.scoring;
+    }
+}
+
 /// A retrieval method ready to answer queries.
 pub trait Retriever: Send + Sync {
     /// The best `options.k` documents for each of `queries` (answered together; `batch` is
-    /// the caller's concern), in order; adds its time to `times`.
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>>;
+    /// the caller's concern), in order.
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval>;
 }
 
 /// Two retrievers' best [`FUSION_DEPTH`] fused: a hit keeps the evidence (n-grams, docid) of
@@ -331,22 +362,20 @@ pub struct Fused<'a> {
 }
 
 impl Retriever for Fused<'_> {
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
         let deep = SearchOptions {
             k: FUSION_DEPTH.max(options.k),
             ..*options
         };
-        let a = self.parts[0].retrieve(queries, &deep, times)?;
-        let b = self.parts[1].retrieve(queries, &deep, times)?;
+        let a = self.parts[0].retrieve(queries, &deep)?;
+        let b = self.parts[1].retrieve(queries, &deep)?;
+        let mut times = a.times;
+        times += b.times;
         let clock = std::time::Instant::now();
-        let fused = a
+        let answers = a
+            .answers
             .into_iter()
-            .zip(b)
+            .zip(b.answers)
             .map(|(mut a, mut b)| {
                 let lists: Vec<Vec<(u32, f64)>> = [&a, &b]
                     .iter()
@@ -373,7 +402,7 @@ impl Retriever for Fused<'_> {
             })
             .collect();
         times.scoring += clock.elapsed();
-        Ok(fused)
+        Ok(Retrieval { answers, times })
     }
 }
 

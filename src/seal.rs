@@ -19,7 +19,7 @@ use crate::decode::{BeamOptions, FmConstraint, beam_search};
 use crate::error::{Error, Result};
 use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, T5ForConditionalGeneration};
-use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::score::{Term, seal_rank, weigh_ngrams};
 use crate::stem::{WordForms, content_ngrams};
 
@@ -83,12 +83,8 @@ impl Seal {
 }
 
 impl Retriever for Seal {
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
+        let mut times = SearchTimes::default();
         let tok = &self.index.tokenizer;
         let fm = &self.index.fm;
         let sp = tok.specials();
@@ -180,6 +176,6 @@ impl Retriever for Seal {
             })
             .collect::<Result<Vec<_>>>()?;
         times.scoring += clock.elapsed();
-        Ok(answers)
+        Ok(Retrieval { answers, times })
     }
 }

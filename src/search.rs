@@ -31,7 +31,9 @@ use crate::baseline::dense::Dense;
 use crate::dsi::{DSI_DIR, DsiModel};
 use crate::error::{Error, Result};
 use crate::index::Index;
-use crate::retrieve::{Fused, Method, Mode, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::retrieve::{
+    Fused, Method, Mode, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes,
+};
 use crate::score::Term;
 use crate::seal::{MODEL_PART, Seal};
 
@@ -172,17 +174,31 @@ impl Searcher {
     /// The retriever of `method`, or an error saying how to have it.
     pub fn retriever(&self, method: Method) -> Result<&dyn Retriever> {
         self.loaded(method).ok_or_else(|| {
-            let dir = self.index.dir.path().display();
-            let how = match method {
-                Method::Seal if !self.index.dir.manifest.parts.contains_key(MODEL_PART) => {
-                    format!("no SEAL model; train one with `genret train {dir}`")
-                }
-                Method::Dsi if !self.index.dir.manifest.parts.contains_key(DSI_DIR) => {
-                    format!("no DSI model; train one with `genret train {dir} --dsi`")
-                }
-                m => format!("{} is not loaded in this searcher", m.name()),
+            let dir = self.index.dir.path();
+            let parts = &self.index.dir.manifest.parts;
+            let missing = |part: &str, file: &str, hint: String| Error::MissingPart {
+                dir: dir.to_path_buf(),
+                part: part.into(),
+                file: file.into(),
+                hint,
             };
-            Error::InvalidInput(format!("{dir}: {how}"))
+            match method {
+                Method::Seal if !parts.contains_key(MODEL_PART) => missing(
+                    "SEAL model",
+                    MODEL_PART,
+                    format!("train one with `genret train {}`", dir.display()),
+                ),
+                Method::Dsi if !parts.contains_key(DSI_DIR) => missing(
+                    "DSI model",
+                    DSI_DIR,
+                    format!("train one with `genret train {} --dsi`", dir.display()),
+                ),
+                m => Error::InvalidInput(format!(
+                    "{}: {} is not loaded in this searcher (Searcher::open loads it)",
+                    dir.display(),
+                    m.name()
+                )),
+            }
         })
     }
 
@@ -197,10 +213,18 @@ impl Searcher {
         queries: &[&str],
         options: &SearchOptions,
     ) -> Result<(Vec<SearchResult>, SearchTimes)> {
-        if options.k == 0 || options.beam == 0 || options.batch == 0 {
-            return Err(Error::InvalidInput(
-                "k, beam and batch must be at least 1".into(),
-            ));
+        for (name, value) in [
+            ("k", options.k),
+            ("beam", options.beam),
+            ("batch", options.batch),
+        ] {
+            if value == 0 {
+                return Err(Error::OutOfRange {
+                    name,
+                    expected: "at least 1".into(),
+                    got: "0".into(),
+                });
+            }
         }
         for q in queries {
             check_query(q)?;
@@ -220,7 +244,11 @@ impl Searcher {
         let mut results = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(options.batch) {
             let started = Instant::now();
-            let answers = retriever.retrieve(chunk, options, &mut times)?;
+            let Retrieval {
+                answers,
+                times: took,
+            } = retriever.retrieve(chunk, options)?;
+            times += took;
             for (q, a) in chunk.iter().zip(&answers) {
                 if let Some(h) = a.hits.iter().find(|h| !h.score.is_finite()) {
                     return Err(Error::Model(format!(
@@ -257,12 +285,12 @@ impl Searcher {
 /// query is a caller's mistake, and answering it would hide that.
 pub fn check_query(query: &str) -> Result<()> {
     if query.trim().is_empty() {
-        return Err(Error::InvalidInput(
+        return Err(Error::BadQuery(
             "the query is empty; give some words to search for".into(),
         ));
     }
     if let Some(c) = query.chars().find(|c| c.is_control() && !c.is_whitespace()) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::BadQuery(format!(
             "the query holds the control character U+{:04X}; queries are plain text",
             c as u32
         )));

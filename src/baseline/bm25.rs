@@ -15,7 +15,7 @@ use tantivy::{Index as TantivyIndex, IndexReader, ReloadPolicy, TantivyDocument,
 
 use crate::error::{Error, Result};
 use crate::index::{DocEntry, Index};
-use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::retrieve::{Retrieval, Retriever, SearchOptions};
 
 /// Directory of the BM25 index inside an index directory.
 pub const BM25_DIR: &str = "bm25";
@@ -67,11 +67,15 @@ impl Bm25 {
     pub fn open_index(index: &Index) -> Result<Bm25> {
         let fingerprint = &index.dir.manifest.corpus.fingerprint;
         if !index.dir.part_meta_is("bm25", "corpus", fingerprint) {
-            return Err(Error::InvalidInput(format!(
-                "{}: no BM25 index for these documents; add one with `genret add {} bm25`",
-                index.dir.path().display(),
-                index.dir.path().display()
-            )));
+            return Err(Error::MissingPart {
+                dir: index.dir.path().to_path_buf(),
+                part: "BM25 index for these documents".into(),
+                file: BM25_DIR.into(),
+                hint: format!(
+                    "add one with `genret add {} bm25`",
+                    index.dir.path().display()
+                ),
+            });
         }
         let dir = index.dir.file(BM25_DIR);
         crate::storage::verify_dir(&dir)?;
@@ -167,29 +171,14 @@ impl Bm25 {
 }
 
 impl Retriever for Bm25 {
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
         let clock = std::time::Instant::now();
         let ranked = if queries.len() == 1 {
             vec![self.search(queries[0], options.k)?]
         } else {
             self.search_all(queries, options.k)?
         };
-        times.scoring += clock.elapsed();
-        Ok(ranked
-            .into_iter()
-            .map(|hits| Answer {
-                hits: hits
-                    .into_iter()
-                    .map(|(doc, s)| Retrieved::bare(doc, s as f64))
-                    .collect(),
-                terms: Vec::new(),
-            })
-            .collect())
+        Ok(Retrieval::scored(ranked, clock.elapsed()))
     }
 }
 

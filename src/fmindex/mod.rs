@@ -142,7 +142,11 @@ impl FmIndex {
         options: BuildOptions,
     ) -> Result<FmIndex> {
         if options.sample_rate == 0 {
-            return Err(Error::InvalidInput("sample rate must be at least 1".into()));
+            return Err(Error::OutOfRange {
+                name: "sample rate",
+                expected: "at least 1".into(),
+                got: "0".into(),
+            });
         }
         let sigma = vocab_size as u64 + SHIFT;
         let tokens: u64 = docs.iter().map(|d| d.as_ref().len() as u64).sum();
@@ -445,10 +449,11 @@ impl FmIndex {
     pub fn extract(&self, doc: u32) -> Result<Vec<u32>> {
         let d = doc as usize;
         if d >= self.docs() {
-            return Err(Error::InvalidInput(format!(
-                "document number {doc} is out of range: the index has {} documents",
-                self.docs()
-            )));
+            return Err(Error::OutOfRange {
+                name: "document number",
+                expected: format!("below {}, the index's documents", self.docs()),
+                got: doc.to_string(),
+            });
         }
         let mut row = self.sep_rows[d] as usize;
         let len = self.doc_len(doc);

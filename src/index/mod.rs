@@ -326,12 +326,14 @@ impl IndexDir {
         let mine = self.fingerprint();
         match &seal.index {
             Some(fp) if *fp == mine => Ok(()),
-            other => Err(Error::InvalidInput(format!(
-                "{}: made for another build of this index (index fingerprint {}, this index is \
-                 {mine}): the index was rebuilt or the directory copied from elsewhere; {fix}",
-                dir.display(),
-                other.as_deref().unwrap_or("none")
-            ))),
+            other => Err(Error::Mismatch {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "made for another build of this index (index fingerprint {}, this index is \
+                     {mine}): the index was rebuilt or the directory copied from elsewhere; {fix}",
+                    other.as_deref().unwrap_or("none")
+                ),
+            }),
         }
     }
 
