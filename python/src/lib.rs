@@ -1,0 +1,308 @@
+//! The Python module `genret._genret`: genret's index, training, search and evaluation for
+//! Python callers (the package `genret` re-exports it with docstrings and helpers).
+//!
+//! Errors become `ValueError` when they are the caller's to fix (bad input, a missing model,
+//! a damaged file) and `RuntimeError` otherwise, with genret's message. Long calls (build,
+//! train, search) release the GIL, so other Python threads run meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use genret::baseline::bm25::Bm25;
+use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder, DenseIndex};
+use genret::eval::{Metric, Run};
+use genret::index::{BuildConfig, Index};
+use genret::model::Preset;
+use genret::retrieve::{Method, Mode, SearchOptions};
+use genret::search::Searcher;
+use genret::train::TrainConfig;
+
+fn err(e: genret::Error) -> PyErr {
+    if e.is_user_error() {
+        PyValueError::new_err(e.to_string())
+    } else {
+        PyRuntimeError::new_err(e.to_string())
+    }
+}
+
+/// One retrieved document.
+#[pyclass(name = "Hit", module = "genret", frozen, get_all)]
+#[derive(Clone)]
+struct Hit {
+    /// The document's id in the corpus.
+    doc_id: String,
+    score: f64,
+    title: String,
+    /// SEAL: the n-grams that found it; DSI: its identifier; BM25 and dense: empty.
+    ngrams: Vec<String>,
+}
+
+#[pymethods]
+impl Hit {
+    fn __repr__(&self) -> String {
+        format!(
+            "Hit(doc_id={:?}, score={:.4}, title={:?})",
+            self.doc_id, self.score, self.title
+        )
+    }
+}
+
+/// A genret index directory with the retrievers loaded for it.
+#[pyclass(name = "Index", module = "genret")]
+struct PyIndex {
+    path: PathBuf,
+    index: Arc<Index>,
+    /// Loaded on the first search that needs each method, kept for the next.
+    searcher: Mutex<Option<Searcher>>,
+}
+
+impl PyIndex {
+    fn wrap(path: PathBuf, index: Index) -> PyIndex {
+        PyIndex {
+            path,
+            index: Arc::new(index),
+            searcher: Mutex::new(None),
+        }
+    }
+
+    /// Reopens the directory after a command wrote to it (training, an added part).
+    fn reopen(&mut self) -> PyResult<()> {
+        *self = PyIndex::wrap(self.path.clone(), Index::open(&self.path).map_err(err)?);
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyIndex {
+    /// Indexes a corpus (BEIR folder or corpus.jsonl, or id<TAB>text TSV) into `out`.
+    #[staticmethod]
+    fn build(py: Python<'_>, corpus: PathBuf, out: PathBuf) -> PyResult<PyIndex> {
+        let index = py.detach(|| {
+            let corpus = genret::corpus::read_corpus(&corpus)?;
+            genret::index::build(&corpus, &out, &BuildConfig::default())
+        });
+        Ok(PyIndex::wrap(out, index.map_err(err)?))
+    }
+
+    /// Opens an index directory, verifying its parts.
+    #[staticmethod]
+    fn open(py: Python<'_>, path: PathBuf) -> PyResult<PyIndex> {
+        let index = py.detach(|| Index::open(&path)).map_err(err)?;
+        Ok(PyIndex::wrap(path, index))
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// The parts the index holds (`model`, `dsi`, `bm25`, `dense`, ...).
+    #[getter]
+    fn parts(&self) -> Vec<String> {
+        self.index.dir.manifest.parts.keys().cloned().collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.index.docs.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Index({:?}, documents={}, parts={:?})",
+            self.path.display().to_string(),
+            self.index.docs.len(),
+            self.parts()
+        )
+    }
+
+    /// Trains SEAL's model (or DSI's with `dsi=True`); returns what the run reports.
+    // Python's keyword arguments, one per setting.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (steps=None, preset="small", dsi=false, queries=None, split="train", seed=42))]
+    fn train(
+        &mut self,
+        py: Python<'_>,
+        steps: Option<usize>,
+        preset: &str,
+        dsi: bool,
+        queries: Option<PathBuf>,
+        split: &str,
+        seed: u64,
+    ) -> PyResult<BTreeMap<String, f64>> {
+        let mut config = if dsi {
+            TrainConfig::dsi()
+        } else {
+            TrainConfig {
+                preset: match preset {
+                    "tiny" => Preset::Tiny,
+                    "small" => Preset::Small,
+                    "base" => Preset::Base,
+                    other => {
+                        return Err(PyValueError::new_err(format!(
+                            "unknown preset {other:?}: use tiny, small or base"
+                        )));
+                    }
+                },
+                ..TrainConfig::default()
+            }
+        };
+        if steps.is_some() {
+            config.steps = steps;
+            config.epochs = None;
+        }
+        config.seed = seed;
+        config.queries = queries.map(|q| (q, split.to_string()));
+        // The searcher holds the index; training needs it alone.
+        *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let path = self.path.clone();
+        let report = py
+            .detach(|| {
+                let mut index = Index::open(&path)?;
+                genret::train::train(&mut index, &config, false)
+            })
+            .map_err(err)?;
+        self.reopen()?;
+        let mut out = BTreeMap::new();
+        out.insert("steps".into(), report.steps as f64);
+        out.insert("seconds".into(), report.seconds);
+        out.insert("parameters".into(), report.params as f64);
+        if let Some(last) = report.log.last() {
+            out.insert("loss".into(), last.loss);
+        }
+        Ok(out)
+    }
+
+    /// Builds BM25's index (`part="bm25"`) or the documents' dense embeddings
+    /// (`part="dense"`), which searches in those modes read.
+    #[pyo3(signature = (part, dense_model=DEFAULT_MODEL))]
+    fn add(&mut self, py: Python<'_>, part: &str, dense_model: &str) -> PyResult<()> {
+        *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let path = self.path.clone();
+        py.detach(|| {
+            let mut index = Index::open(&path)?;
+            match part {
+                "bm25" => Bm25::open_or_build(&mut index).map(|_| ()),
+                "dense" => {
+                    let encoder = DenseEncoder::load(dense_model)?;
+                    DenseIndex::open_or_build(&mut index, &encoder).map(|_| ())
+                }
+                other => Err(genret::Error::UnknownName {
+                    what: "part",
+                    got: other.to_string(),
+                    expected: "bm25 or dense".into(),
+                }),
+            }
+        })
+        .map_err(err)?;
+        self.reopen()
+    }
+
+    /// Answers `queries` (a list of strings): one list of hits per query, best first.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (queries, mode="seal", k=10, beam=10, batch=16, dense_model=DEFAULT_MODEL))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        mode: &str,
+        k: usize,
+        beam: usize,
+        batch: usize,
+        dense_model: &str,
+    ) -> PyResult<Vec<Vec<Hit>>> {
+        let mode: Mode = mode.parse().map_err(err)?;
+        let options = SearchOptions {
+            mode,
+            k,
+            beam,
+            batch,
+            ..SearchOptions::default()
+        };
+        let mut slot = self.searcher.lock().unwrap_or_else(|e| e.into_inner());
+        let current = slot.take();
+        let index = Arc::clone(&self.index);
+        let dense_model = dense_model.to_string();
+        let (searcher, results) = py
+            .detach(move || -> genret::Result<_> {
+                let loaded = current.as_ref().map(Searcher::methods).unwrap_or_default();
+                let searcher = match current {
+                    Some(s) if mode.methods().iter().all(|m| loaded.contains(m)) => s,
+                    _ => {
+                        let mut methods: Vec<Method> = loaded;
+                        methods.extend(mode.methods());
+                        methods.sort();
+                        methods.dedup();
+                        Searcher::open(index, &methods, &dense_model)?
+                    }
+                };
+                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+                let results = searcher.search(&refs, &options);
+                Ok((searcher, results))
+            })
+            .map_err(err)?;
+        *slot = Some(searcher);
+        let results = results.map_err(err)?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.results
+                    .into_iter()
+                    .map(|h| Hit {
+                        doc_id: h.doc_id,
+                        score: h.score,
+                        title: h.title,
+                        ngrams: h.ngrams,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// A run as genret reads it: query id -> [(doc id, score)], in the order given.
+fn to_run(run: BTreeMap<String, Vec<(String, f64)>>) -> Run {
+    run.into_iter().collect()
+}
+
+/// Evaluates a run (dict: query id -> list of (doc id, score)) against a qrels file (TREC or
+/// BEIR TSV); returns each metric's mean over the judged queries.
+#[pyfunction]
+#[pyo3(signature = (run, qrels, metrics=None))]
+fn evaluate(
+    run: BTreeMap<String, Vec<(String, f64)>>,
+    qrels: PathBuf,
+    metrics: Option<Vec<String>>,
+) -> PyResult<BTreeMap<String, f64>> {
+    let qrels = genret::corpus::read_qrels(&qrels, None, false).map_err(err)?;
+    let metrics = match metrics {
+        Some(names) => names
+            .iter()
+            .map(|m| m.parse::<Metric>())
+            .collect::<genret::Result<Vec<_>>>()
+            .map_err(err)?,
+        None => Metric::standard(),
+    };
+    Ok(genret::eval::evaluate(&to_run(run), &qrels, &metrics, false).mean)
+}
+
+/// Writes a run (dict: query id -> list of (doc id, score), best first) as a TREC run file,
+/// atomically.
+#[pyfunction]
+#[pyo3(signature = (path, run, name="genret"))]
+fn write_run(path: PathBuf, run: BTreeMap<String, Vec<(String, f64)>>, name: &str) -> PyResult<()> {
+    genret::eval::write_run(&path, &to_run(run), name).map_err(err)
+}
+
+#[pymodule]
+fn _genret(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyIndex>()?;
+    m.add_class::<Hit>()?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(write_run, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+"""The Python package end to end on the shipped ADI collection: build, train, search in every
+mode, evaluate, write a run; answers equal the command line's; searching releases the GIL."""
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import genret
+
+ROOT = Path(__file__).resolve().parents[2]
+ADI = ROOT / "corpus" / "adi"
+
+
+def genret_bin():
+    path = os.environ.get("GENRET_BIN")
+    assert path and Path(path).exists(), "set GENRET_BIN to the genret binary (scripts/test_python.sh does)"
+    return path
+
+
+def queries():
+    lines = (ADI / "queries.jsonl").read_text().splitlines()
+    return {q["_id"]: q["text"] for q in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    out = tmp_path_factory.mktemp("py") / "adi.idx"
+    index = genret.Index.build(str(ADI), str(out))
+    assert len(index) == 82
+    with pytest.raises(ValueError, match="genret train"):
+        index.search(["information retrieval"])
+    report = index.train(steps=30, preset="tiny")
+    assert report["steps"] == 30 and report["loss"] > 0
+    assert "model" in index.parts
+    return index
+
+
+def test_seal_answers_equal_the_command_line(index):
+    query = "information retrieval systems"
+    hits = index.search([query], k=5)[0]
+    assert 0 < len(hits) <= 5
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    out = subprocess.run(
+        [genret_bin(), "search", str(index.path), query, "-k", "5", "--json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    cli = json.loads(out)["results"]
+    assert [(h.doc_id, h.title, h.ngrams) for h in hits] == [
+        (c["doc_id"], c["title"], c["ngrams"]) for c in cli
+    ]
+    assert [h.score for h in hits] == pytest.approx([c["score"] for c in cli], rel=1e-12)
+
+
+def test_every_mode_and_evaluation(index, tmp_path):
+    with pytest.raises(ValueError, match="genret add"):
+        index.search(["retrieval"], mode="bm25")
+    index.add("bm25")
+    qs = queries()
+    for mode in ["bm25", "seal+bm25", "rrf:seal+bm25"]:
+        run = genret.run_of(index, qs, mode=mode, k=20)
+        assert len(run) == len(qs)
+        metrics = genret.evaluate(run, str(ADI / "qrels" / "test.tsv"))
+        assert 0.0 < metrics["ndcg@10"] <= 1.0, (mode, metrics)
+    with pytest.raises(ValueError, match="unknown mode"):
+        index.search(["retrieval"], mode="bm26")
+    with pytest.raises(ValueError, match="empty"):
+        index.search(["  "], mode="bm25")
+
+    # The run file is TREC's, and evaluates as the in-memory run does.
+    run = genret.run_of(index, qs, mode="bm25", k=20)
+    path = tmp_path / "bm25.trec"
+    genret.write_run(str(path), run, name="bm25")
+    first = path.read_text().splitlines()[0].split()
+    assert len(first) == 6 and first[1] == "Q0" and first[3] == "1" and first[5] == "bm25"
+    out = subprocess.run(
+        [genret_bin(), "eval", str(path), str(ADI / "qrels" / "test.tsv"), "--json"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    cli = json.loads(out.splitlines()[-1])
+    mine = genret.evaluate(run, str(ADI / "qrels" / "test.tsv"))
+    assert cli["mean"]["ndcg@10"] == pytest.approx(mine["ndcg@10"], abs=1e-12)
+
+
+def test_evaluate_counts_a_relevant_document_at_rank_two(tmp_path):
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
+    metrics = genret.evaluate({"q1": [("d1", 2.0), ("d2", 1.0)]}, str(qrels), ["mrr@10", "recall@1"])
+    assert metrics == {"mrr@10": 0.5, "recall@1": 0.0}
+
+
+def test_search_releases_the_gil(index):
+    texts = list(queries().values()) * 2
+    index.search(texts[:2])  # loaded and warm
+    count = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    thread = threading.Thread(target=spin)
+    thread.start()
+    try:
+        # The counter's pace while the main thread sleeps (which releases the GIL).
+        c0 = count[0]
+        time.sleep(0.2)
+        rate = (count[0] - c0) / 0.2
+        c0, t0 = count[0], time.perf_counter()
+        index.search(texts, batch=8)
+        took = time.perf_counter() - t0
+        ran = count[0] - c0
+    finally:
+        stop.set()
+        thread.join()
+    assert took > 0.05, f"search too quick to tell ({took:.3f} s)"
+    # Holding the GIL, the counter would advance for a switch interval or two at most.
+    assert ran > 0.1 * rate * took, (ran, rate, took)
