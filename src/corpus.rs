@@ -5,7 +5,12 @@
 //!   (`{"_id", "text"}`) and `qrels/<split>.tsv` (header `query-id corpus-id score`);
 //! - a **TSV collection** (MS MARCO style): `id<TAB>text` or `id<TAB>title<TAB>text`, and
 //!   queries as `id<TAB>text`;
-//! - **TREC qrels**: `qid iteration docid relevance`, whitespace separated.
+//! - **TREC qrels**: `qid iteration docid relevance`, whitespace separated;
+//! - **Pyserini JSONL**: `{"id", "contents"}` (read as `_id` and `text`).
+//!
+//! Any of these files may be gzip-compressed (a name ending in `.gz`: `corpus.jsonl.gz`,
+//! `collection.tsv.gz`); a BEIR folder's `corpus.jsonl.gz` and `queries.jsonl.gz` are found
+//! when the uncompressed files are absent.
 //!
 //! Files are streamed line by line, so memory holds the parsed records but never a whole raw
 //! file. Every error names the file and the 1-based line and says what is wrong. Empty
@@ -13,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -139,7 +144,7 @@ impl Collection {
     pub fn open(dir: impl AsRef<Path>, strict: bool) -> Result<Collection> {
         let dir = dir.as_ref();
         let corpus = read_corpus(dir)?;
-        let queries_path = dir.join("queries.jsonl");
+        let queries_path = folder_file(dir, "queries");
         let queries = if queries_path.exists() {
             read_queries(&queries_path)?
         } else {
@@ -195,7 +200,7 @@ impl Collection {
 /// line and byte column. Trailing `\n` / `\r\n` are removed.
 pub struct Lines {
     path: PathBuf,
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read + Send>>,
     buf: Vec<u8>,
     line: u64,
 }
@@ -204,9 +209,15 @@ impl Lines {
     pub fn open(path: impl AsRef<Path>) -> Result<Lines> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // A damaged stream surfaces as a read error naming the file.
+        let source: Box<dyn Read + Send> = if path.extension().is_some_and(|x| x == "gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
         Ok(Lines {
             path,
-            reader: BufReader::with_capacity(1 << 16, file),
+            reader: BufReader::with_capacity(1 << 16, source),
             buf: Vec::new(),
             line: 0,
         })
@@ -291,10 +302,13 @@ impl JsonId {
 
 #[derive(Deserialize)]
 struct JsonRecord {
-    #[serde(rename = "_id")]
+    /// BEIR's `_id`, or Pyserini's `id`.
+    #[serde(rename = "_id", alias = "id")]
     id: Option<JsonId>,
     #[serde(default)]
     title: Option<String>,
+    /// BEIR's `text`, or Pyserini's `contents`.
+    #[serde(alias = "contents")]
     text: Option<String>,
 }
 
@@ -304,24 +318,37 @@ fn parse_json_record(line: &Line) -> Result<(String, String, String)> {
         serde_json::from_str(line.text).map_err(|e| line.error(format!("malformed JSON: {e}")))?;
     let id = record
         .id
-        .ok_or_else(|| line.error("missing \"_id\" field"))?
+        .ok_or_else(|| line.error("missing \"_id\" (or \"id\") field"))?
         .into_string();
     if id.is_empty() {
         return Err(line.error("empty \"_id\""));
     }
     let body = record
         .text
-        .ok_or_else(|| line.error("missing \"text\" field"))?;
+        .ok_or_else(|| line.error("missing \"text\" (or \"contents\") field"))?;
     Ok((id, record.title.unwrap_or_default(), body))
 }
 
-/// Which file holds the documents: a BEIR folder's `corpus.jsonl`, or the file itself.
-fn corpus_file(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        path.join("corpus.jsonl")
-    } else {
-        path.to_path_buf()
+/// Which file holds the records: a BEIR folder's `NAME.jsonl` (or `NAME.jsonl.gz` when only
+/// that exists), or the file itself.
+fn folder_file(path: &Path, name: &str) -> PathBuf {
+    if !path.is_dir() {
+        return path.to_path_buf();
     }
+    let plain = path.join(format!("{name}.jsonl"));
+    let gz = path.join(format!("{name}.jsonl.gz"));
+    if !plain.exists() && gz.exists() {
+        gz
+    } else {
+        plain
+    }
+}
+
+/// Whether a file holds JSON lines (by its name, a `.gz` ending aside).
+fn is_jsonl(file: &Path) -> bool {
+    let name = file.to_string_lossy();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    name.ends_with(".jsonl") || name.ends_with(".json")
 }
 
 /// Reads a corpus: a BEIR folder, a `.jsonl` file or a TSV file (`id<TAB>text` or
@@ -329,11 +356,9 @@ fn corpus_file(path: &Path) -> PathBuf {
 ///
 /// Cost: one pass over the file; memory is the documents themselves.
 pub fn read_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
-    let file = corpus_file(path.as_ref());
+    let file = folder_file(path.as_ref(), "corpus");
     let mut lines = Lines::open(&file)?;
-    let jsonl = file
-        .extension()
-        .is_some_and(|x| x == "jsonl" || x == "json");
+    let jsonl = is_jsonl(&file);
     let mut corpus = Corpus {
         source: file.clone(),
         ..Corpus::default()
@@ -403,14 +428,8 @@ fn is_tsv_header(cols: &[&str]) -> bool {
 /// `id<TAB>text`. Duplicate ids are an error.
 pub fn read_queries(path: impl AsRef<Path>) -> Result<Vec<Query>> {
     let path = path.as_ref();
-    let file = if path.is_dir() {
-        path.join("queries.jsonl")
-    } else {
-        path.to_path_buf()
-    };
-    let jsonl = file
-        .extension()
-        .is_some_and(|x| x == "jsonl" || x == "json");
+    let file = folder_file(path, "queries");
+    let jsonl = is_jsonl(&file);
     let mut lines = Lines::open(&file)?;
     let mut queries = Vec::new();
     let mut seen: HashMap<String, u64> = HashMap::new();

@@ -237,3 +237,48 @@ fn a_missing_file_is_named() {
     let err = read_corpus("/nonexistent/genret/corpus.jsonl").unwrap_err();
     assert!(err.to_string().contains("/nonexistent/genret/corpus.jsonl"));
 }
+
+fn gzip(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(content).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn pyserini_jsonl_and_gzip_compressed_files_read_as_their_plain_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pyserini's {"id", "contents"}, compressed.
+    let docs = br#"{"id": "d1", "contents": "boundary layer flow"}
+{"id": "d2", "contents": "heat transfer"}
+"#;
+    let corpus = read_corpus(write(dir.path(), "docs.jsonl.gz", &gzip(docs))).unwrap();
+    let plain = read_corpus(write(dir.path(), "docs.jsonl", docs)).unwrap();
+    assert_eq!(corpus.len(), 2);
+    assert_eq!(corpus.docs, plain.docs);
+    assert_eq!(corpus.docs[1].text, "heat transfer");
+    // A BEIR folder holding only compressed files.
+    let beir = dir.path().join("beir");
+    std::fs::create_dir_all(beir.join("qrels")).unwrap();
+    write(&beir, "corpus.jsonl.gz", &gzip(docs));
+    write(
+        &beir,
+        "queries.jsonl.gz",
+        &gzip(br#"{"_id": "q1", "text": "flow"}"#),
+    );
+    write(
+        &beir.join("qrels"),
+        "test.tsv",
+        b"query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+    );
+    let c = Collection::open(&beir, true).unwrap();
+    assert_eq!((c.corpus.len(), c.queries.len()), (2, 1));
+    // A TSV collection too; line numbers count uncompressed lines.
+    let tsv = write(dir.path(), "c.tsv.gz", &gzip(b"d1\tone\nd2\n"));
+    assert_at(read_corpus(tsv).unwrap_err(), 2, "columns");
+    // A damaged stream is an error naming the file, not a short corpus.
+    let mut cut = gzip(docs);
+    cut.truncate(cut.len() / 2);
+    let err = read_corpus(write(dir.path(), "cut.jsonl.gz", &cut)).unwrap_err();
+    assert!(err.to_string().contains("cut.jsonl.gz"), "{err}");
+}
