@@ -30,8 +30,39 @@ use crate::storage::write_atomic_with;
 /// Ranked documents per query: `(query id, [(doc id, score)] best first)`.
 pub type Run = Vec<(String, Vec<(String, f64)>)>;
 
+/// How a run file lays out its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunFormat {
+    /// `qid Q0 docid rank score name` (trec_eval's input).
+    #[default]
+    Trec,
+    /// `qid<TAB>docid<TAB>rank` (MS MARCO's evaluation script's input).
+    MsMarco,
+}
+
+impl std::str::FromStr for RunFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<RunFormat> {
+        match s {
+            "trec" => Ok(RunFormat::Trec),
+            "msmarco" => Ok(RunFormat::MsMarco),
+            _ => Err(Error::UnknownName {
+                what: "run format",
+                got: s.to_string(),
+                expected: "trec or msmarco".into(),
+            }),
+        }
+    }
+}
+
 /// Writes `run` in TREC format, atomically. Ids must not contain whitespace.
 pub fn write_run(path: &Path, run: &Run, name: &str) -> Result<()> {
+    write_run_as(path, run, name, RunFormat::Trec)
+}
+
+/// Writes `run` in `format`, atomically (`name` is TREC's run name). Ids must not contain
+/// whitespace.
+pub fn write_run_as(path: &Path, run: &Run, name: &str, format: RunFormat) -> Result<()> {
     for (q, docs) in run {
         let bad = std::iter::once(q.as_str())
             .chain(docs.iter().map(|(d, _)| d.as_str()))
@@ -57,7 +88,10 @@ pub fn write_run(path: &Path, run: &Run, name: &str) -> Result<()> {
     write_atomic_with(path, |w| {
         for (q, docs) in run {
             for (rank, (d, score)) in docs.iter().enumerate() {
-                writeln!(w, "{q} Q0 {d} {} {score:.6} {name}", rank + 1)?;
+                match format {
+                    RunFormat::Trec => writeln!(w, "{q} Q0 {d} {} {score:.6} {name}", rank + 1)?,
+                    RunFormat::MsMarco => writeln!(w, "{q}\t{d}\t{}", rank + 1)?,
+                }
             }
         }
         Ok(())
@@ -106,11 +140,14 @@ pub enum Metric {
     Recall(usize),
     Ap(usize),
     Success(usize),
+    /// Precision at k: relevant documents among the first k, over k (trec_eval's `P_k`: a
+    /// run shorter than k still divides by k).
+    Precision(usize),
 }
 
 impl Metric {
     /// The metric's name as genret reports it (`ndcg@10`, `mrr@10`, `recall@100`, `map@100`,
-    /// `hits@1`).
+    /// `hits@1`, `p@10`).
     pub fn name(&self) -> String {
         match self {
             Metric::Ndcg(k) => format!("ndcg@{k}"),
@@ -118,6 +155,7 @@ impl Metric {
             Metric::Recall(k) => format!("recall@{k}"),
             Metric::Ap(k) => format!("map@{k}"),
             Metric::Success(k) => format!("hits@{k}"),
+            Metric::Precision(k) => format!("p@{k}"),
         }
     }
 
@@ -141,7 +179,7 @@ impl std::str::FromStr for Metric {
         let bad = || Error::UnknownName {
             what: "metric",
             got: s.to_string(),
-            expected: "ndcg@K, mrr@K, recall@K, map@K or hits@K".into(),
+            expected: "ndcg@K, mrr@K, recall@K, map@K, hits@K or p@K".into(),
         };
         let (name, k) = s.split_once('@').ok_or_else(bad)?;
         let k: usize = k.parse().ok().filter(|&k| k > 0).ok_or_else(bad)?;
@@ -151,6 +189,7 @@ impl std::str::FromStr for Metric {
             "recall" | "r" => Ok(Metric::Recall(k)),
             "map" | "ap" => Ok(Metric::Ap(k)),
             "hits" | "success" => Ok(Metric::Success(k)),
+            "p" | "precision" => Ok(Metric::Precision(k)),
             _ => Err(bad()),
         }
     }
@@ -211,6 +250,9 @@ pub fn query_metric(metric: Metric, ranked: &[&str], judged: &BTreeMap<String, i
             } else {
                 0.0
             }
+        }
+        Metric::Precision(k) => {
+            ranked.iter().take(k).filter(|d| grade(d) >= 1).count() as f64 / k as f64
         }
     }
 }

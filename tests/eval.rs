@@ -195,3 +195,23 @@ fn eval_warns_when_run_and_qrels_do_not_belong_together() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("none of the 1 documents"), "{err}");
 }
+
+#[test]
+fn msmarco_runs_are_query_doc_rank_lines() {
+    use genret::eval::{RunFormat, write_run_as};
+    let dir = tempfile::tempdir().unwrap();
+    let run = vec![
+        (
+            "q1".to_string(),
+            vec![("d3".to_string(), 2.5), ("d1".to_string(), 1.0)],
+        ),
+        ("q2".to_string(), vec![("d2".to_string(), 0.5)]),
+    ];
+    let path = dir.path().join("run.tsv");
+    write_run_as(&path, &run, "x", RunFormat::MsMarco).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "q1\td3\t1\nq1\td1\t2\nq2\td2\t1\n"
+    );
+    assert!("tsv".parse::<RunFormat>().is_err());
+}

@@ -39,6 +39,33 @@ fn tiny_model_halves_its_loss_on_adi() {
     let index = Index::open(dir.path().join("adi")).unwrap();
     assert!(index.dir.manifest.parts.contains_key("model"));
     genret::seal::load_model(&index, &candle_core::Device::Cpu).unwrap();
+    // The model folder is complete for people and HF tools: the tokenizer it reads with, a
+    // generation config that agrees with config.json, and a model card.
+    let model = dir.path().join("adi/model");
+    assert_eq!(
+        std::fs::read(model.join("tokenizer.json")).unwrap(),
+        std::fs::read(dir.path().join("adi/tokenizer.json")).unwrap()
+    );
+    let read_json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(model.join(name)).unwrap()).unwrap()
+    };
+    let (generation, config) = (
+        read_json("generation_config.json"),
+        read_json("config.json"),
+    );
+    for key in ["eos_token_id", "pad_token_id", "decoder_start_token_id"] {
+        assert_eq!(generation[key], config[key], "{key}");
+    }
+    let card = std::fs::read_to_string(model.join("README.md")).unwrap();
+    assert!(card.contains("genret SEAL model"), "{card}");
+    assert!(
+        card.contains("82 documents") && card.contains("250 steps"),
+        "{card}"
+    );
+    assert!(
+        card.contains("copy head") && card.contains("--no-copy"),
+        "{card}"
+    );
     // The log on disk is what the report says.
     let on_disk = read_log(&dir.path().join("adi/train_log.jsonl")).unwrap();
     assert_eq!(on_disk.len(), report.log.len());

@@ -97,7 +97,11 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         k: 3,
         ..SearchOptions::default()
     };
-    let answers = searcher.search(&examples, &options)?;
+    // One at a time, so that each shows its own time (a batch's is shared out evenly).
+    let answers = examples
+        .iter()
+        .map(|q| Ok(searcher.search(&[q], &options)?.remove(0)))
+        .collect::<genret::Result<Vec<_>>>()?;
     if args.json {
         for a in &answers {
             super::print_json(a)?;

@@ -27,7 +27,7 @@ pub struct EvalArgs {
     pub run: PathBuf,
     /// Qrels file.
     pub qrels: PathBuf,
-    /// Metrics, comma-separated: ndcg@K, mrr@K, recall@K, map@K, hits@K.
+    /// Metrics, comma-separated: ndcg@K, mrr@K, recall@K, map@K, hits@K, p@K.
     #[arg(long, value_delimiter = ',')]
     pub metrics: Option<Vec<String>>,
     /// Also report every query's values.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use genret::corpus::read_queries;
-use genret::eval::{Run, write_run};
+use genret::eval::{Run, RunFormat, write_run_as};
 use genret::index::Index;
 use genret::retrieve::{Mode, SearchOptions};
 use genret::score::SealParams;
@@ -74,6 +74,10 @@ pub struct SearchArgs {
     /// Run name in the TREC file.
     #[arg(long, default_value = "genret")]
     pub run_name: String,
+    /// Run file format: trec (`qid Q0 docid rank score name`) or msmarco
+    /// (`qid<TAB>docid<TAB>rank`).
+    #[arg(long, default_value = "trec", value_parser = ["trec", "msmarco"])]
+    pub format: String,
     /// Print JSON: one object per query,
     /// {"query", "took_ms", "results": [{"doc_id", "score", "title", "ngrams"}]}.
     #[arg(long)]
@@ -137,7 +141,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    write_run(out, &run, &args.run_name)?;
+    let format: RunFormat = args.format.parse()?;
+    write_run_as(out, &run, &args.run_name, format)?;
     if !args.json {
         let n = queries.len().max(1) as f64;
         let summary = format!(

@@ -44,6 +44,7 @@ use crate::model::{self, Config, Params, Preset, T5ForConditionalGeneration};
 use crate::progress;
 use crate::storage::{DirLock, verify_dir, write_dir};
 
+mod card;
 mod checkpoint;
 mod optim;
 mod tasks;
@@ -626,7 +627,8 @@ pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<Tr
         Some(&owner),
         |tmp| {
             model::save(tmp, &model_config, &params)?;
-            save_extra(tmp)
+            save_extra(tmp)?;
+            card::write(tmp, index, &config, &model_config, &log, recall.as_ref())
         },
     )?;
     let mut meta = BTreeMap::from([

@@ -12,7 +12,7 @@
 # here is shorter than 1000).
 import json
 import ir_measures
-from ir_measures import nDCG, RR, R, AP, Success
+from ir_measures import nDCG, RR, R, AP, Success, P
 
 qrels = [ir_measures.Qrel(q, d, int(g)) for q, d, g in
          (line.rstrip("\n").split("\t") for line in open("qrels.tsv").readlines()[1:])]
@@ -23,6 +23,7 @@ measures = {
     "recall@10": R @ 10, "recall@100": R @ 100, "recall@3": R @ 3,
     "map@100": AP @ 100, "map@5": AP @ 5,
     "hits@1": Success @ 1, "hits@10": Success @ 10,
+    "p@5": P @ 5, "p@10": P @ 10,
 }
 out = {"mean": {}, "per_query": {}}
 trec = ir_measures.providers.registry["pytrec_eval"]
