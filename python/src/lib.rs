@@ -18,6 +18,7 @@ use genret::eval::{Metric, Run};
 use genret::index::{BuildConfig, Index};
 use genret::model::Preset;
 use genret::retrieve::{Method, Mode, SearchOptions};
+use genret::score::SealParams;
 use genret::search::Searcher;
 use genret::train::TrainConfig;
 
@@ -201,9 +202,14 @@ impl PyIndex {
         self.reopen()
     }
 
-    /// Answers `queries` (a list of strings): one list of hits per query, best first.
+    /// Answers `queries` (a list of strings): one list of hits per query, best first. The
+    /// options are `genret search`'s (see its --help): `ngrams_per_step`, `max_ngram_len` and
+    /// `exact_ngrams` concern SEAL.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (queries, mode="seal", k=10, beam=10, batch=16, dense_model=DEFAULT_MODEL))]
+    #[pyo3(signature = (
+        queries, mode="seal", k=10, beam=10, batch=16, dense_model=DEFAULT_MODEL,
+        ngrams_per_step=50, max_ngram_len=10, exact_ngrams=false
+    ))]
     fn search(
         &self,
         py: Python<'_>,
@@ -213,6 +219,9 @@ impl PyIndex {
         beam: usize,
         batch: usize,
         dense_model: &str,
+        ngrams_per_step: usize,
+        max_ngram_len: usize,
+        exact_ngrams: bool,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let mode: Mode = mode.parse().map_err(err)?;
         let options = SearchOptions {
@@ -220,6 +229,9 @@ impl PyIndex {
             k,
             beam,
             batch,
+            ngrams_per_step,
+            max_ngram_len,
+            seal: SealParams::exact_ngrams(exact_ngrams),
             ..SearchOptions::default()
         };
         let mut slot = self.searcher.lock().unwrap_or_else(|e| e.into_inner());

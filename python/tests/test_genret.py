@@ -40,13 +40,23 @@ def index(tmp_path_factory):
     return index
 
 
-def test_seal_answers_equal_the_command_line(index):
+@pytest.mark.parametrize(
+    "options, flags",
+    [
+        ({}, []),
+        (
+            {"exact_ngrams": True, "ngrams_per_step": 20, "max_ngram_len": 4, "beam": 5},
+            ["--exact-ngrams", "--ngrams-per-step", "20", "--max-ngram-len", "4", "--beam", "5"],
+        ),
+    ],
+)
+def test_seal_answers_equal_the_command_line(index, options, flags):
     query = "information retrieval systems"
-    hits = index.search([query], k=5)[0]
+    hits = index.search([query], k=5, **options)[0]
     assert 0 < len(hits) <= 5
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     out = subprocess.run(
-        [genret_bin(), "search", str(index.path), query, "-k", "5", "--json"],
+        [genret_bin(), "search", str(index.path), query, "-k", "5", "--json", *flags],
         check=True, capture_output=True, text=True,
     ).stdout
     cli = json.loads(out)["results"]
