@@ -12,8 +12,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use genret::baseline::bm25::Bm25;
-use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder, DenseIndex};
+use genret::baseline::dense::DEFAULT_MODEL;
 use genret::eval::{Metric, Run};
 use genret::index::{BuildConfig, Index};
 use genret::model::Preset;
@@ -183,22 +182,8 @@ impl PyIndex {
     fn add(&mut self, py: Python<'_>, part: &str, dense_model: &str) -> PyResult<()> {
         *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = self.path.clone();
-        py.detach(|| {
-            let mut index = Index::open(&path)?;
-            match part {
-                "bm25" => Bm25::open_or_build(&mut index).map(|_| ()),
-                "dense" => {
-                    let encoder = DenseEncoder::load(dense_model)?;
-                    DenseIndex::open_or_build(&mut index, &encoder).map(|_| ())
-                }
-                other => Err(genret::Error::UnknownName {
-                    what: "part",
-                    got: other.to_string(),
-                    expected: "bm25 or dense".into(),
-                }),
-            }
-        })
-        .map_err(err)?;
+        py.detach(|| genret::baseline::add(&mut Index::open(&path)?, part, dense_model))
+            .map_err(err)?;
         self.reopen()
     }
 

@@ -173,11 +173,7 @@ impl Bm25 {
 impl Retriever for Bm25 {
     fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
         let clock = std::time::Instant::now();
-        let ranked = if queries.len() == 1 {
-            vec![self.search(queries[0], options.k)?]
-        } else {
-            self.search_all(queries, options.k)?
-        };
+        let ranked = self.search_all(queries, options.k)?;
         Ok(Retrieval::scored(ranked, clock.elapsed()))
     }
 }

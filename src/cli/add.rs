@@ -2,8 +2,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use genret::baseline::bm25::{BM25_DIR, Bm25};
-use genret::baseline::dense::{DEFAULT_MODEL, DENSE_FILE, DenseEncoder, DenseIndex};
+use genret::baseline::dense::DEFAULT_MODEL;
 use genret::index::Index;
 use serde::Serialize;
 
@@ -50,22 +49,11 @@ struct Added {
 pub fn run(args: AddArgs) -> anyhow::Result<()> {
     let mut index = Index::open(&args.index)?;
     let started = Instant::now();
-    let (built, path) = match args.part {
-        Part::Bm25 => {
-            let fresh =
-                !index
-                    .dir
-                    .part_meta_is("bm25", "corpus", &index.dir.manifest.corpus.fingerprint);
-            Bm25::open_or_build(&mut index)?;
-            (fresh, index.dir.file(BM25_DIR))
-        }
-        Part::Dense => {
-            let encoder = DenseEncoder::load(&args.dense_model)?;
-            let fresh = !DenseIndex::is_cached(&index, &encoder);
-            DenseIndex::open_or_build(&mut index, &encoder)?;
-            (fresh, index.dir.file(DENSE_FILE))
-        }
+    let name = match args.part {
+        Part::Bm25 => "bm25",
+        Part::Dense => "dense",
     };
+    let (built, path) = genret::baseline::add(&mut index, name, &args.dense_model)?;
     let added = Added {
         index: args.index.display().to_string(),
         part: args.part,
