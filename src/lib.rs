@@ -108,6 +108,7 @@ pub mod baseline;
 pub mod bench;
 pub mod corpus;
 pub mod decode;
+pub mod device;
 pub mod docid;
 pub mod dsi;
 pub mod error;

@@ -44,9 +44,9 @@ pub struct Seal {
 }
 
 impl Seal {
-    /// Loads the index's model (CPU).
-    pub fn load(index: Arc<Index>) -> Result<Seal> {
-        let model = load_model(&index, &Device::Cpu)?;
+    /// Loads the index's model onto `device`.
+    pub fn load(index: Arc<Index>, device: &Device) -> Result<Seal> {
+        let model = load_model(&index, device)?;
         Seal::new(index, model)
     }
 

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::Device;
+use crate::device::{self, Device};
 use serde::Serialize;
 
 use crate::baseline::bm25::Bm25;
@@ -77,8 +77,8 @@ pub struct Searcher {
 }
 
 impl Searcher {
-    /// Loads the index's generative models (CPU), those it has (at least one): SEAL's and
-    /// DSI's.
+    /// Loads the index's generative models, those it has (at least one): SEAL's and DSI's,
+    /// onto [`device::auto`] (the first GPU of a CUDA build, else the CPU).
     pub fn new(index: impl Into<Arc<Index>>) -> Result<Searcher> {
         let index = index.into();
         let parts = &index.dir.manifest.parts;
@@ -90,25 +90,26 @@ impl Searcher {
         if parts.contains_key(DSI_DIR) {
             methods.push(Method::Dsi);
         }
-        Searcher::open(index, &methods, "")
+        Searcher::open(index, &methods, "", &device::auto())
     }
 
     /// Loads the retrievers of `methods`, each or an error saying how to make what it needs;
     /// dense retrieval with the encoder `dense_model` (a directory or a Hugging Face cache
-    /// name).
+    /// name). The models run on `device`.
     pub fn open(
         index: impl Into<Arc<Index>>,
         methods: &[Method],
         dense_model: &str,
+        device: &Device,
     ) -> Result<Searcher> {
         let mut searcher = Searcher::bare(index);
         for &m in methods {
             let index = Arc::clone(&searcher.index);
             match m {
-                Method::Seal => searcher.seal = Some(Seal::load(index)?),
-                Method::Dsi => searcher.dsi = Some(DsiModel::load(&index, &Device::Cpu)?),
+                Method::Seal => searcher.seal = Some(Seal::load(index, device)?),
+                Method::Dsi => searcher.dsi = Some(DsiModel::load(&index, device)?),
                 Method::Bm25 => searcher.bm25 = Some(Bm25::open_index(&index)?),
-                Method::Dense => searcher.dense = Some(Dense::open(&index, dense_model)?),
+                Method::Dense => searcher.dense = Some(Dense::open(&index, dense_model, device)?),
             }
         }
         Ok(searcher)

@@ -20,8 +20,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn minilm_matches_reference_embeddings() {
-    let encoder = DenseEncoder::load(&common::minilm_dir().display().to_string())
-        .unwrap_or_else(|e| panic!("{DEFAULT_MODEL}: {e}"));
+    let encoder = DenseEncoder::load(
+        &common::minilm_dir().display().to_string(),
+        &genret::device::Device::Cpu,
+    )
+    .unwrap_or_else(|e| panic!("{DEFAULT_MODEL}: {e}"));
     let fixture: serde_json::Value = serde_json::from_slice(
         &std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -73,7 +73,8 @@ fn a_fresh_dsi_model_ranks_as_dense_retrieval() {
     let mut index = adi_index_2k(&tmp.path().join("adi.idx"));
     let bert = tmp.path().join("bert");
     write_tiny_bert(&bert, &index);
-    let encoder = DenseEncoder::load(&bert.display().to_string()).unwrap();
+    let encoder =
+        DenseEncoder::load(&bert.display().to_string(), &genret::device::Device::Cpu).unwrap();
     let dense = DenseIndex::open_or_build(&mut index, &encoder).unwrap();
     let vectors = dense.vectors().unwrap();
     let docids = build_docids(&index, Scheme::Atomic, &vectors, 32, 42).unwrap();
@@ -128,7 +129,7 @@ fn dsi_training_raises_indexing_recall_and_search_uses_its_model() {
     let bert = tmp.path().join("bert");
     write_tiny_bert(&bert, &index);
     let config = dsi_config(&bert);
-    let report = train(&mut index, &config, false).unwrap();
+    let report = train(&mut index, &config, false, &genret::device::Device::Cpu).unwrap();
     let first = report.log.iter().find_map(|e| e.recall).unwrap();
     let last = report.recall.unwrap();
     let losses: Vec<f64> = report.log.iter().map(|e| e.loss).collect();
@@ -181,12 +182,12 @@ fn a_killed_dsi_run_resumes_exactly() {
     write_tiny_bert(&bert, &whole);
     let mut config = dsi_config(&bert);
     config.epochs = Some(3);
-    let reference = train(&mut whole, &config, false).unwrap();
+    let reference = train(&mut whole, &config, false, &genret::device::Device::Cpu).unwrap();
 
     let mut halted = adi_index_2k(&tmp.path().join("halted.idx"));
     let mut first = config.clone();
     first.halt_after = Some(13);
-    let part = train(&mut halted, &first, false).unwrap();
+    let part = train(&mut halted, &first, false, &genret::device::Device::Cpu).unwrap();
     assert_eq!(part.steps, 13);
     let resumed = train(
         &mut halted,
@@ -195,6 +196,7 @@ fn a_killed_dsi_run_resumes_exactly() {
             ..TrainConfig::default()
         },
         true,
+        &genret::device::Device::Cpu,
     )
     .unwrap();
     let a: Vec<(usize, f64)> = reference.log.iter().map(|e| (e.step, e.loss)).collect();

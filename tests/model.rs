@@ -447,7 +447,7 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
         checkpoint_every: 1000,
         ..TrainConfig::default()
     };
-    train(&mut index, &config, false).unwrap();
+    train(&mut index, &config, false, &genret::device::Device::Cpu).unwrap();
     let log = read_log(&idx.join("train_log.jsonl")).unwrap();
     let (first, last) = (log.first().unwrap().loss, log.last().unwrap().loss);
     assert!(last < 0.9 * first, "loss {first} -> {last}");
@@ -522,7 +522,9 @@ fn warm_start_refuses_an_index_with_another_tokenizer() {
         steps: Some(2),
         ..TrainConfig::default()
     };
-    let err = train(&mut index, &config, false).unwrap_err().to_string();
+    let err = train(&mut index, &config, false, &genret::device::Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("--tokenizer") && err.contains("300"), "{err}");
 }
 

@@ -304,7 +304,7 @@ fn trained_cranfield(dir: &Path) -> Index {
         checkpoint_every: 1000,
         ..TrainConfig::default()
     };
-    train(&mut index, &config, false).unwrap();
+    train(&mut index, &config, false, &genret::device::Device::Cpu).unwrap();
     Index::open(dir).unwrap()
 }
 

@@ -31,7 +31,13 @@ fn tiny_config(steps: usize) -> TrainConfig {
 fn tiny_model_halves_its_loss_on_adi() {
     let dir = tempfile::tempdir().unwrap();
     let mut index = common::adi_index(&dir.path().join("adi"), 2000);
-    let report = train(&mut index, &tiny_config(250), false).unwrap();
+    let report = train(
+        &mut index,
+        &tiny_config(250),
+        false,
+        &genret::device::Device::Cpu,
+    )
+    .unwrap();
     let first = report.log.first().unwrap().loss;
     let last = report.log.last().unwrap().loss;
     assert!(last <= first / 2.0, "loss {first} -> {last}");
@@ -81,7 +87,13 @@ fn tiny_model_halves_its_loss_on_adi() {
 fn a_killed_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut straight = common::adi_index(&dir.path().join("a"), 2000);
-    let full = train(&mut straight, &tiny_config(40), false).unwrap();
+    let full = train(
+        &mut straight,
+        &tiny_config(40),
+        false,
+        &genret::device::Device::Cpu,
+    )
+    .unwrap();
 
     let mut killed = common::adi_index(&dir.path().join("b"), 2000);
     let halted = train(
@@ -91,11 +103,18 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one() {
             ..tiny_config(40)
         },
         false,
+        &genret::device::Device::Cpu,
     )
     .unwrap();
     assert_eq!(halted.steps, 25);
     assert!(!killed.dir.manifest.parts.contains_key("model"));
-    let resumed = train(&mut killed, &tiny_config(40), true).unwrap();
+    let resumed = train(
+        &mut killed,
+        &tiny_config(40),
+        true,
+        &genret::device::Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(resumed.steps, 40);
     assert_eq!(resumed.log.len(), full.log.len());
     for (a, b) in full.log.iter().zip(&resumed.log) {
@@ -118,9 +137,14 @@ fn a_killed_and_resumed_run_matches_an_uninterrupted_one() {
 fn resume_without_a_checkpoint_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut index = common::adi_index(&dir.path().join("c"), 2000);
-    let err = train(&mut index, &tiny_config(5), true)
-        .unwrap_err()
-        .to_string();
+    let err = train(
+        &mut index,
+        &tiny_config(5),
+        true,
+        &genret::device::Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no checkpoint"), "{err}");
 }
 

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use genret::baseline::dense::DEFAULT_MODEL;
+use genret::device::Device;
 use genret::eval::{Metric, Run};
 use genret::index::{BuildConfig, Index};
 use genret::model::Preset;
@@ -56,43 +57,59 @@ impl Hit {
 struct PyIndex {
     path: PathBuf,
     index: Arc<Index>,
+    /// Where its models train and run.
+    device: Device,
     /// Loaded on the first search that needs each method, kept for the next.
     searcher: Mutex<Option<Searcher>>,
 }
 
 impl PyIndex {
-    fn wrap(path: PathBuf, index: Index) -> PyIndex {
+    fn wrap(path: PathBuf, index: Index, device: Device) -> PyIndex {
         PyIndex {
             path,
             index: Arc::new(index),
+            device,
             searcher: Mutex::new(None),
         }
     }
 
     /// Reopens the directory after a command wrote to it (training, an added part).
     fn reopen(&mut self) -> PyResult<()> {
-        *self = PyIndex::wrap(self.path.clone(), Index::open(&self.path).map_err(err)?);
+        let index = Index::open(&self.path).map_err(err)?;
+        *self = PyIndex::wrap(self.path.clone(), index, self.device.clone());
         Ok(())
     }
 }
 
 #[pymethods]
 impl PyIndex {
-    /// Indexes a corpus (BEIR folder or corpus.jsonl, or id<TAB>text TSV) into `out`.
+    /// Indexes a corpus (BEIR folder or corpus.jsonl, or id<TAB>text TSV) into `out`; its
+    /// models will train and run on `device` (`genret --device`'s values).
     #[staticmethod]
-    fn build(py: Python<'_>, corpus: PathBuf, out: PathBuf) -> PyResult<PyIndex> {
+    #[pyo3(signature = (corpus, out, device="auto"))]
+    fn build(py: Python<'_>, corpus: PathBuf, out: PathBuf, device: &str) -> PyResult<PyIndex> {
+        let device = genret::device::parse(device).map_err(err)?;
         let index = py.detach(|| {
             let corpus = genret::corpus::read_corpus(&corpus)?;
             genret::index::build(&corpus, &out, &BuildConfig::default())
         });
-        Ok(PyIndex::wrap(out, index.map_err(err)?))
+        Ok(PyIndex::wrap(out, index.map_err(err)?, device))
     }
 
-    /// Opens an index directory, verifying its parts.
+    /// Opens an index directory, verifying its parts; its models will train and run on
+    /// `device` (`auto`, `cpu`, `cuda`, `cuda:N`).
     #[staticmethod]
-    fn open(py: Python<'_>, path: PathBuf) -> PyResult<PyIndex> {
+    #[pyo3(signature = (path, device="auto"))]
+    fn open(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<PyIndex> {
+        let device = genret::device::parse(device).map_err(err)?;
         let index = py.detach(|| Index::open(&path)).map_err(err)?;
-        Ok(PyIndex::wrap(path, index))
+        Ok(PyIndex::wrap(path, index, device))
+    }
+
+    /// Where the models train and run (`cpu`, `cuda:0`).
+    #[getter]
+    fn device(&self) -> String {
+        genret::device::name(&self.device)
     }
 
     #[getter]
@@ -159,10 +176,11 @@ impl PyIndex {
         // The searcher holds the index; training needs it alone.
         *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = self.path.clone();
+        let device = &self.device;
         let report = py
             .detach(|| {
                 let mut index = Index::open(&path)?;
-                genret::train::train(&mut index, &config, false)
+                genret::train::train(&mut index, &config, false, device)
             })
             .map_err(err)?;
         self.reopen()?;
@@ -182,7 +200,8 @@ impl PyIndex {
     fn add(&mut self, py: Python<'_>, part: &str, dense_model: &str) -> PyResult<()> {
         *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = self.path.clone();
-        py.detach(|| genret::baseline::add(&mut Index::open(&path)?, part, dense_model))
+        let device = &self.device;
+        py.detach(|| genret::baseline::add(&mut Index::open(&path)?, part, dense_model, device))
             .map_err(err)?;
         self.reopen()
     }
@@ -223,6 +242,7 @@ impl PyIndex {
         let current = slot.take();
         let index = Arc::clone(&self.index);
         let dense_model = dense_model.to_string();
+        let device = self.device.clone();
         let (searcher, results) = py
             .detach(move || -> genret::Result<_> {
                 let loaded = current.as_ref().map(Searcher::methods).unwrap_or_default();
@@ -233,7 +253,7 @@ impl PyIndex {
                         methods.extend(mode.methods());
                         methods.sort();
                         methods.dedup();
-                        Searcher::open(index, &methods, &dense_model)?
+                        Searcher::open(index, &methods, &dense_model, &device)?
                     }
                 };
                 let refs: Vec<&str> = queries.iter().map(String::as_str).collect();

@@ -130,3 +130,14 @@ def test_search_releases_the_gil(index):
     assert took > 0.05, f"search too quick to tell ({took:.3f} s)"
     # Holding the GIL, the counter would advance for a switch interval or two at most.
     assert ran > 0.1 * rate * took, (ran, rate, took)
+
+
+def test_device_choice(index):
+    # The package is built without CUDA (CI has no GPU): auto and cpu are the CPU, cuda says
+    # how to get a CUDA build, and a misspelt device is refused before anything loads.
+    assert index.device == "cpu"
+    assert genret.Index.open(str(index.path), device="cpu").device == "cpu"
+    with pytest.raises(ValueError, match="build_cuda.sh"):
+        genret.Index.open(str(index.path), device="cuda:0")
+    with pytest.raises(ValueError, match="unknown device"):
+        genret.Index.open(str(index.path), device="gpu")

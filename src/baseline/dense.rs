@@ -34,8 +34,8 @@ pub struct DenseEncoder {
 
 impl DenseEncoder {
     /// Loads a model directory (`config.json`, `model.safetensors`, `tokenizer.json`) or a model
-    /// name from the Hugging Face cache.
-    pub fn load(name_or_path: &str) -> Result<DenseEncoder> {
+    /// name from the Hugging Face cache, onto `device`.
+    pub fn load(name_or_path: &str, device: &Device) -> Result<DenseEncoder> {
         let dir = crate::model::resolve_model_dir(name_or_path).map_err(|_| Error::NotFound {
             what: "dense model",
             name: name_or_path.to_string(),
@@ -44,7 +44,7 @@ impl DenseEncoder {
                        - see README"
                 .into(),
         })?;
-        let model = BertModel::load(&dir, &Device::Cpu)?;
+        let model = BertModel::load(&dir, device)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Corrupt {
             path: tok_path.clone(),
@@ -132,9 +132,10 @@ pub struct Dense {
 impl Dense {
     /// Loads the encoder `model` (a directory or a name in the Hugging Face cache) and the
     /// index's embeddings by it, verified; never embeds the corpus (a query must not write to
-    /// the index): an index without them gets an error saying how to add them.
-    pub fn open(index: &Index, model: &str) -> Result<Dense> {
-        let encoder = DenseEncoder::load(model)?;
+    /// the index): an index without them gets an error saying how to add them. The encoder
+    /// runs on `device`; the embeddings and the cosine search stay on the CPU.
+    pub fn open(index: &Index, model: &str, device: &Device) -> Result<Dense> {
+        let encoder = DenseEncoder::load(model, device)?;
         if !DenseIndex::is_cached(index, &encoder) {
             let dir = index.dir.path().display();
             return Err(Error::MissingPart {

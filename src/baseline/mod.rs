@@ -9,13 +9,20 @@ pub mod dense;
 
 use std::path::PathBuf;
 
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::index::Index;
 
 /// Builds a baseline's part of `index` (`"bm25"`, or `"dense"`: every document embedded by
 /// `dense_model`) unless it is already there for these documents and this model. Returns
-/// whether it was built now, and where it lies. Queries only read these parts.
-pub fn add(index: &mut Index, part: &str, dense_model: &str) -> Result<(bool, PathBuf)> {
+/// whether it was built now, and where it lies. Queries only read these parts. The dense
+/// encoder runs on `device`.
+pub fn add(
+    index: &mut Index,
+    part: &str,
+    dense_model: &str,
+    device: &Device,
+) -> Result<(bool, PathBuf)> {
     match part {
         "bm25" => {
             let fingerprint = index.dir.manifest.corpus.fingerprint.clone();
@@ -24,7 +31,7 @@ pub fn add(index: &mut Index, part: &str, dense_model: &str) -> Result<(bool, Pa
             Ok((fresh, index.dir.file(bm25::BM25_DIR)))
         }
         "dense" => {
-            let encoder = dense::DenseEncoder::load(dense_model)?;
+            let encoder = dense::DenseEncoder::load(dense_model, device)?;
             let fresh = !dense::DenseIndex::is_cached(index, &encoder);
             dense::DenseIndex::open_or_build(index, &encoder)?;
             Ok((fresh, index.dir.file(dense::DENSE_FILE)))

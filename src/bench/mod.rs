@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::baseline::bm25::{BM25_DIR, Bm25};
 use crate::baseline::dense::{Dense, DenseEncoder, DenseIndex};
 use crate::corpus::{Collection, Qrels};
+use crate::device::Device;
 use crate::docid::SemanticOptions;
 use crate::error::{Error, Result};
 use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, percentile, write_run};
@@ -54,6 +55,8 @@ pub struct BenchConfig {
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
     pub dense_model: String,
+    /// Where the models train and run (`--device`).
+    pub device: Device,
 }
 
 /// The training settings in which `had` (an existing model's run) differs from `asked`, as
@@ -99,7 +102,7 @@ fn warn_differences(index_dir: &Path, what: &str, had: &TrainConfig, asked: &Tra
 
 impl BenchConfig {
     /// Defaults: split `test`, every method, `small` model for 600 steps, beam 10, depth 100,
-    /// all-MiniLM-L6-v2.
+    /// all-MiniLM-L6-v2, [`crate::device::auto`].
     pub fn new(collection: impl Into<PathBuf>, out: impl Into<PathBuf>) -> BenchConfig {
         BenchConfig {
             collection: collection.into(),
@@ -124,6 +127,7 @@ impl BenchConfig {
             stem: SealParams::default().stem,
             depth: 100,
             dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
+            device: crate::device::auto(),
         }
     }
 }
@@ -279,7 +283,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         // Warm start: the encoder's document embeddings also cluster the semantic docids, so
         // that documents near a query in the encoder's space share its docid prefix.
         if let Some(name) = &config.train.encoder {
-            let encoder = DenseEncoder::load(name)?;
+            let encoder = DenseEncoder::load(name, &config.device)?;
             let started = Instant::now();
             let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
             timings.dense_s = started.elapsed().as_secs_f64();
@@ -292,7 +296,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         }
         let mut tc = config.train.clone();
         tc.queries = training_queries.clone();
-        let report = train(&mut index, &tc, false)?;
+        let report = train(&mut index, &tc, false, &config.device)?;
         timings.train_s = report.seconds;
         save_timings(&timings)?;
         index = Index::open(&index_dir)?;
@@ -304,7 +308,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     if dsi && !index.dir.manifest.parts.contains_key(crate::dsi::DSI_DIR) {
         // The encoder's document embeddings are the dense baseline's: built (and timed) as
         // dense's when missing, so DSI's time is its own training.
-        let encoder = DenseEncoder::load(&config.dense_model)?;
+        let encoder = DenseEncoder::load(&config.dense_model, &config.device)?;
         if !DenseIndex::is_cached(&index, &encoder) {
             let started = Instant::now();
             DenseIndex::open_or_build(&mut index, &encoder)?;
@@ -313,7 +317,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         let mut tc = config.dsi.clone();
         tc.encoder = Some(config.dense_model.clone());
         tc.queries = training_queries.clone();
-        let report = train(&mut index, &tc, false)?;
+        let report = train(&mut index, &tc, false, &config.device)?;
         timings.dsi_train_s = report.seconds;
         save_timings(&timings)?;
         index = Index::open(&index_dir)?;
@@ -338,7 +342,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         None
     };
     let dense = if uses(Method::Dense) {
-        let encoder = DenseEncoder::load(&config.dense_model)?;
+        let encoder = DenseEncoder::load(&config.dense_model, &config.device)?;
         let started = Instant::now();
         let fresh = !DenseIndex::is_cached(&index, &encoder);
         let dense = DenseIndex::open_or_build(&mut index, &encoder)?;
@@ -358,13 +362,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let index = Arc::new(index);
     let mut searcher = Searcher::bare(Arc::clone(&index));
     if seal {
-        searcher = searcher.with_seal(Seal::load(Arc::clone(&index))?);
+        searcher = searcher.with_seal(Seal::load(Arc::clone(&index), &config.device)?);
     }
     if dsi {
-        searcher = searcher.with_dsi(crate::dsi::DsiModel::load(
-            &index,
-            &candle_core::Device::Cpu,
-        )?);
+        searcher = searcher.with_dsi(crate::dsi::DsiModel::load(&index, &config.device)?);
     }
     if let Some(bm25) = bm25 {
         searcher = searcher.with_bm25(bm25);

@@ -27,6 +27,8 @@ pub struct AddArgs {
     /// Print {"index", "part", "built", "bytes", "seconds"}.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
@@ -53,7 +55,8 @@ pub fn run(args: AddArgs) -> anyhow::Result<()> {
         Part::Bm25 => "bm25",
         Part::Dense => "dense",
     };
-    let (built, path) = genret::baseline::add(&mut index, name, &args.dense_model)?;
+    let (built, path) =
+        genret::baseline::add(&mut index, name, &args.dense_model, &args.device.device()?)?;
     let added = Added {
         index: args.index.display().to_string(),
         part: args.part,

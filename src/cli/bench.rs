@@ -64,6 +64,8 @@ pub struct BenchArgs {
     /// Print results.json instead of the table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -91,6 +93,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     let mut config = BenchConfig::new(&args.collection, &out);
     config.split = args.split.clone();
     config.methods = methods;
+    config.device = args.device.device()?;
     config.train.steps = Some(args.steps);
     config.train.preset = match args.preset {
         PresetArg::Tiny => Preset::Tiny,

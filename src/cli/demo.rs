@@ -44,6 +44,8 @@ pub struct DemoArgs {
     /// Print the example answers and results.json as JSON lines instead of tables.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
@@ -54,6 +56,7 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     let mut config = BenchConfig::new(&args.collection, &args.out);
     config.train.steps = Some(args.steps);
+    config.device = args.device.device()?;
     // DSI's model reads with the dense baseline's encoder: without it, neither runs.
     let without_dense = |m: &Mode| !m.uses(Method::Dense) && !m.uses(Method::Dsi);
     if args.no_dense {
@@ -92,7 +95,12 @@ pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .take(3)
         .map(|q| q.text.as_str())
         .collect();
-    let searcher = Searcher::open(Index::open(args.out.join("index"))?, &[Method::Seal], "")?;
+    let searcher = Searcher::open(
+        Index::open(args.out.join("index"))?,
+        &[Method::Seal],
+        "",
+        &config.device,
+    )?;
     let options = SearchOptions {
         k: 3,
         ..SearchOptions::default()

@@ -41,6 +41,28 @@ pub struct Global {
     pub verbose: u8,
 }
 
+/// `--device`, for the commands that run a model.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArg {
+    /// Where models run: auto (the first GPU when genret was built with CUDA and one is
+    /// present, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    pub device: String,
+    /// How a GPU runs f32 matrix products: f32 (exact; results equal the CPU's) or tf32
+    /// (tensor cores, 10-bit mantissas, f32 sums: faster). No effect on the CPU.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "tf32"])]
+    pub precision: String,
+}
+
+impl DeviceArg {
+    /// The device named (its precision set), or an error saying what is accepted; checked
+    /// when a model loads, so that commands which run none never start a GPU.
+    pub fn device(&self) -> genret::error::Result<genret::device::Device> {
+        genret::device::set_precision(self.precision.parse()?);
+        genret::device::parse(&self.device)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Demo(demo::DemoArgs),

@@ -88,6 +88,8 @@ pub struct SearchArgs {
     /// "weight"}].
     #[arg(long)]
     pub explain: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
@@ -96,7 +98,12 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         genret::search::check_query(query)?;
     }
     let index = Index::open(&args.index)?;
-    let searcher = Searcher::open(index, &args.mode.methods(), &args.dense_model)?;
+    let searcher = Searcher::open(
+        index,
+        &args.mode.methods(),
+        &args.dense_model,
+        &args.device.device()?,
+    )?;
     let options = SearchOptions {
         mode: args.mode,
         k: args.k as usize,

@@ -83,6 +83,8 @@ pub struct ServeArgs {
     /// HTTP threads (the search itself runs on its own thread and candle's pool).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub http_threads: u32,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -110,7 +112,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .into());
     }
     let docs = index.docs.len();
-    let searcher = Searcher::open(index, &methods, args.dense_model.as_deref().unwrap_or(""))?;
+    let searcher = Searcher::open(
+        index,
+        &methods,
+        args.dense_model.as_deref().unwrap_or(""),
+        &args.device.device()?,
+    )?;
     let config = ServeConfig {
         max_batch: args.max_batch as usize,
         max_wait: Duration::from_millis(args.max_wait_ms),

@@ -114,6 +114,8 @@ pub struct TrainArgs {
     /// Print the final report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: super::DeviceArg,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -158,7 +160,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eval_every: args.eval_every.unwrap_or(base.eval_every),
         ..base
     };
-    let report = train(&mut index, &config, args.resume)?;
+    let report = train(&mut index, &config, args.resume, &args.device.device()?)?;
     let last = report.log.last();
     if args.json {
         return super::print_json(&serde_json::json!({

@@ -3,6 +3,7 @@
 
 use candle_core::Tensor;
 
+use super::heads::CopyRows;
 use crate::error::{Error, Result, cerr};
 
 /// The encoder's output for a batch of queries, with its padding mask as an additive bias.
@@ -44,9 +45,8 @@ pub(super) struct CopySource {
     /// `(batch, 1, src_len)`: 0 where the token can be copied, a large negative number where
     /// not (padding, tokens outside the output vocabulary).
     pub(super) bias: Tensor,
-    /// Per batch row and source position: the output row its token copies into, `u32::MAX`
-    /// for none.
-    pub(super) rows: Vec<Vec<u32>>,
+    /// Per batch row and source position: the output row its token copies into.
+    pub(super) rows: CopyRows,
 }
 
 /// The decoder's state for rows = queries x beams (row `r` belongs to query `r / beams`).

@@ -3,6 +3,7 @@
 use candle_core::{D, Tensor};
 use candle_nn::Linear;
 
+use crate::device;
 use crate::error::{Error, Result, cerr};
 
 /// The copy head (pointer-generator, See et al., "Get To The Point", ACL 2017): one attention
@@ -24,17 +25,21 @@ pub(super) struct CopyHead {
 }
 
 /// `log((1 - g) softmax(logits) + g * copy)` for `n` rows: `logits` `(n, out)`, copy attention
-/// `attn` `(n, src)` and gate `(n, 1)`; row `i` copies from the source tokens
-/// `rows[source_of(i)]` (output rows, `u32::MAX` for none). Inference only, on the host:
-/// O(n * out) additions (a token no source position names keeps `log(1 - g) + logp`) plus
-/// O(n * src) for the copied tokens.
+/// `attn` `(n, src)` and gate `(n, 1)`; each source row serves `repeat` consecutive rows (a
+/// query's beams, a sequence's positions). `source` says which output row each source
+/// position copies into. Inference only: on the host, O(n * out) additions (a token no source
+/// position names keeps `log(1 - g) + logp`) plus O(n * src) for the copied tokens; on other
+/// devices the same mixture from device-generic ops, without leaving the device.
 pub(super) fn mix_copy(
     logits: &Tensor,
     attn: &Tensor,
     gate: &Tensor,
-    rows: &[Vec<u32>],
-    source_of: impl Fn(usize) -> usize,
+    source: &CopyRows,
+    repeat: usize,
 ) -> candle_core::Result<Tensor> {
+    if !device::host_kernels(logits.device()) {
+        return mix_copy_portable(logits, attn, gate, &source.index, repeat);
+    }
     let (n, out) = logits.dims2()?;
     let mut logp = candle_nn::ops::log_softmax(logits, D::Minus1)?
         .flatten_all()?
@@ -49,7 +54,7 @@ pub(super) fn mix_copy(
         row.iter_mut().for_each(|x| *x += keep);
         // A token at several source positions copies their summed attention.
         copied.clear();
-        for (j, &r) in rows[source_of(i)].iter().enumerate() {
+        for (j, &r) in source.rows[i / repeat.max(1)].iter().enumerate() {
             if r == u32::MAX {
                 continue;
             }
@@ -64,6 +69,61 @@ pub(super) fn mix_copy(
         }
     }
     Tensor::from_vec(logp, (n, out), logits.device())
+}
+
+/// [`mix_copy`] with device-generic ops: the attention is scattered into `(n, out + 1)`
+/// columns (the last one takes the positions that copy nothing), then mixed in log space,
+/// `logaddexp(log(1 - g) + logp, log(g * copy))` where a token is copied.
+fn mix_copy_portable(
+    logits: &Tensor,
+    attn: &Tensor,
+    gate: &Tensor,
+    index: &Tensor,
+    repeat: usize,
+) -> candle_core::Result<Tensor> {
+    let (n, out) = logits.dims2()?;
+    let (batch, src) = index.dims2()?;
+    let index = index
+        .unsqueeze(1)?
+        .broadcast_as((batch, repeat, src))?
+        .reshape((n, src))?;
+    let copy = Tensor::zeros((n, out + 1), logits.dtype(), logits.device())?
+        .scatter_add(&index, &attn.contiguous()?, 1)?
+        .narrow(1, 0, out)?;
+    let keep = candle_nn::ops::log_softmax(logits, D::Minus1)?
+        .broadcast_add(&gate.affine(-1.0, 1.0)?.log()?)?;
+    let copied = copy.broadcast_mul(gate)?.log()?;
+    let top = keep.maximum(&copied)?;
+    let both = (&top + ((&keep - &top)?.exp()? + (&copied - &top)?.exp()?)?.log()?)?;
+    copy.gt(0.0)?.where_cond(&both, &keep)
+}
+
+/// Which output row each source position copies into, per source row.
+#[derive(Debug, Clone)]
+pub(super) struct CopyRows {
+    /// `rows[b][j]`: the output row of source `b`'s token `j`, `u32::MAX` for none (padding,
+    /// a token outside the output vocabulary).
+    pub(super) rows: Vec<Vec<u32>>,
+    /// The same as a `(batch, src_len)` u32 tensor on the model's device, with the number of
+    /// output rows in place of `u32::MAX`.
+    pub(super) index: Tensor,
+}
+
+impl CopyRows {
+    pub(super) fn new(
+        rows: Vec<Vec<u32>>,
+        outputs: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<CopyRows> {
+        let src = rows.first().map_or(0, Vec::len);
+        let flat: Vec<u32> = rows
+            .iter()
+            .flatten()
+            .map(|&r| if r == u32::MAX { outputs as u32 } else { r })
+            .collect();
+        let index = Tensor::from_vec(flat, (rows.len(), src), device)?;
+        Ok(CopyRows { rows, index })
+    }
 }
 
 /// A restricted output vocabulary (`Config::output_tokens`): a decoder writes only tokens of

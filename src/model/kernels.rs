@@ -1,5 +1,7 @@
 //! Hand-written CPU kernels: a single-threaded gemm for the decoder step's small products, and
 //! fused training ops with their backward passes (label log-probabilities, RMS norm, softmax).
+//! On other devices (and with `GENRET_PORTABLE_OPS`, see [`crate::device`]) the training ops
+//! are candle's composed ops, which compute the same function on any backend.
 //!
 //! Written by hand because candle composes these from elementwise ops for training (its fused
 //! `rms_norm` and `softmax_last_dim` have no backward pass): every composed op is another pass
@@ -9,6 +11,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use crate::device;
 
 /// `dst (m x n, row-major) = lhs (m x k) @ rhs (k x n)`, operands addressed by (row, column)
 /// strides, on the calling thread. Panics if a stride walks out of its slice.
@@ -77,6 +81,11 @@ pub(super) fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_c
 /// Cost: two reads of `logits` forward; one read and one `(n, v)` write backward, instead of
 /// candle's `log_softmax` + `gather` (about a dozen full passes over both).
 pub fn label_log_softmax(logits: &Tensor, labels: &Tensor) -> candle_core::Result<Tensor> {
+    if !device::host_kernels(logits.device()) {
+        return candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?
+            .gather(&labels.unsqueeze(1)?, 1)?
+            .squeeze(1);
+    }
     logits.apply_op2(labels, LabelLogSoftmax)
 }
 
@@ -193,6 +202,9 @@ impl CustomOp2 for LabelLogSoftmax {
 /// T5's RMS norm over the last dimension, `x * w / sqrt(mean(x^2) + eps)`, differentiable in
 /// both `x` `(..., d)` and `w` `(d,)`. One pass forward; one pass backward for both gradients.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    if !device::host_kernels(x.device()) {
+        return candle_nn::ops::rms_norm_slow(x, w, eps as f32);
+    }
     x.contiguous()?.apply_op2(w, RmsNorm { eps: eps as f32 })
 }
 
@@ -290,6 +302,9 @@ impl CustomOp2 for RmsNorm {
 /// Softmax over the last dimension, differentiable. One pass forward; one pass backward
 /// (`dx = y (g - sum(g y))` per row, from the saved result `y`).
 pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
+    if !device::host_kernels(x.device()) {
+        return candle_nn::ops::softmax(x, candle_core::D::Minus1);
+    }
     x.contiguous()?.apply_op1(Softmax)
 }
 

@@ -52,7 +52,7 @@ fn single_threaded(mode: Mode, rows: usize, ts: &[&Tensor]) -> bool {
         && rows <= SMALL_ROWS
         && ts
             .iter()
-            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+            .all(|t| crate::device::host_kernels(t.device()) && t.dtype() == DType::F32)
 }
 
 /// `x @ l.weight^T` (T5 linears have no bias); single-threaded for a decoder step.

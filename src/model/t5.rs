@@ -8,7 +8,7 @@ use super::Params;
 use super::bert::BertModel;
 use super::cache::{CopySource, DecoderCache, Encoded, mask_bias};
 use super::config::Config;
-use super::heads::{CopyHead, OutputVocab, mix_copy};
+use super::heads::{CopyHead, CopyRows, OutputVocab, mix_copy};
 use super::kernels;
 use super::layers::{
     Getter, Mode, SMALL_ROWS, T5Block, bias_table, linear, matmul, position_bias, rms_norm, softmax,
@@ -224,10 +224,14 @@ impl T5ForConditionalGeneration {
                     .flatten()
                     .map(|&r| if r == u32::MAX { -1e9 } else { 0.0 })
                     .collect();
+                let outputs = match &self.output {
+                    Some(o) => o.ids.dim(0)?,
+                    None => self.config.vocab_size,
+                };
                 Some(CopySource {
                     keys: linear(&head.k, &states, mode)?,
                     bias: Tensor::from_vec(bias, (b, 1, s), &self.device)?,
-                    rows,
+                    rows: CopyRows::new(rows, outputs, &self.device)?,
                 })
             }
             None => None,
@@ -449,7 +453,7 @@ impl T5ForConditionalGeneration {
                 &attn.reshape((b * t, s))?,
                 &gate.reshape((b * t, 1))?,
                 &src.rows,
-                |i| i / t,
+                t,
             )?;
             self.full_vocab(logp.reshape((b, t, out))?)
         };
@@ -512,7 +516,7 @@ impl T5ForConditionalGeneration {
                 let (b, t, s) = attn.dims3()?;
                 let matches: Vec<f32> = (0..b)
                     .flat_map(|i| {
-                        let (rows, src_rows) = (&rows[i], &src.rows[i]);
+                        let (rows, src_rows) = (&rows[i], &src.rows.rows[i]);
                         (0..t).flat_map(move |j| {
                             let label = rows.get(j).copied().unwrap_or(u32::MAX);
                             src_rows
@@ -622,7 +626,7 @@ impl T5ForConditionalGeneration {
                     &attn.reshape((rows, s))?,
                     &gate.reshape((rows, 1))?,
                     &src.rows,
-                    |r| r / beams,
+                    beams,
                 )?
             }
             _ => candle_nn::ops::log_softmax(&logits, D::Minus1)?,

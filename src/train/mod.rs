@@ -293,7 +293,8 @@ fn dsi_start(
         .clone()
         .unwrap_or_else(|| crate::baseline::dense::DEFAULT_MODEL.into());
     let encoder_dir = model::resolve_model_dir(&name)?;
-    let dense = crate::baseline::dense::DenseEncoder::load(&encoder_dir.display().to_string())?;
+    let dense =
+        crate::baseline::dense::DenseEncoder::load(&encoder_dir.display().to_string(), device)?;
     let vectors = crate::baseline::dense::DenseIndex::open_or_build(index, &dense)?.vectors()?;
     let scheme = config.dsi.scheme(index.docs.len());
     let docids = crate::dsi::build_docids(index, scheme, &vectors, dense.dim(), config.seed)?;
@@ -381,10 +382,16 @@ impl Data {
 
 /// Trains a model on `index` (or resumes the run whose checkpoint is in the index), saving the
 /// final model into `INDEX/model` (SEAL) or `INDEX/dsi/model` (DSI, with its docids and
-/// tokenizer) and registering it in the manifest.
-pub fn train(index: &mut Index, config: &TrainConfig, resume: bool) -> Result<TrainReport> {
+/// tokenizer) and registering it in the manifest. The model trains on `device`; a run resumed
+/// on another device continues from the same checkpoint.
+pub fn train(
+    index: &mut Index,
+    config: &TrainConfig,
+    resume: bool,
+    device: &Device,
+) -> Result<TrainReport> {
     let started = Instant::now();
-    let device = Device::Cpu;
+    let device = device.clone();
     let dir = index.dir.path().to_path_buf();
     let paths = RunPaths::of(&dir, config.target);
     let ckpt = paths.checkpoint.clone();

@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
 use super::TrainConfig;
+use crate::device;
 use crate::error::{Error, Result, cerr};
 use crate::model::{self, Params};
 
@@ -71,6 +72,9 @@ impl AdamW {
                 scale,
             );
             let run = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+                if !device::host_kernels(theta.device()) {
+                    return h.apply_tensors(g, &self.m[name], &self.v[name], theta);
+                }
                 let (m, v, new) = model::kernels::with_f32s(
                     &[g, &self.m[name], &self.v[name], theta],
                     "adamw",
@@ -189,6 +193,24 @@ impl AdamStep {
             });
         (m2, v2, t2)
     }
+
+    /// [`apply`](Self::apply) with tensor ops, for parameters on a device other than the CPU
+    /// (where the parameters, gradients and moments stay).
+    fn apply_tensors(
+        &self,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        theta: &Tensor,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let f = |x: f32| f64::from(x);
+        let g = (g * f(self.scale))?;
+        let m = ((m * f(self.b1))? + (&g * f(1.0 - self.b1))?)?;
+        let v = ((v * f(self.b2))? + (g.sqr()? * f(1.0 - self.b2))?)?;
+        let step = ((&m / f(self.c1))? / ((&v / f(self.c2))?.sqrt()? + f(self.eps))?)?;
+        let new = ((theta * f(self.keep))? - (step * f(self.lr))?)?;
+        Ok((m, v, new))
+    }
 }
 
 /// Learning rate at `step` (0-based) of `total`: linear warm-up, then linear decay to 0.
@@ -209,6 +231,11 @@ pub(super) fn global_norm(
     let mut sum = 0.0f64;
     for var in params.values() {
         if let Some(g) = grads.get(var.as_tensor()) {
+            if !device::host_kernels(g.device()) {
+                let squares = g.sqr().and_then(|s| s.sum_all()?.to_scalar::<f32>());
+                sum += f64::from(squares.map_err(cerr)?);
+                continue;
+            }
             // Fixed chunks summed in order: the same bits whatever rayon's split.
             let chunks: Vec<f64> = model::kernels::with_f32s(&[g], "gradient norm", |s| {
                 s[0].par_chunks(1 << 14)
@@ -226,7 +253,8 @@ pub(super) fn global_norm(
 mod tests {
     use super::*;
 
-    /// The fused update equals AdamW written with candle's tensor ops (the reference).
+    /// The fused update and the tensor-op one (a GPU's) equal AdamW written with candle's tensor
+    /// ops (the reference).
     #[test]
     fn fused_adam_step_matches_the_composed_update() {
         let dev = Device::Cpu;
@@ -244,6 +272,7 @@ mod tests {
         let (m2, v2, t2) = h.apply(&g, &m, &v, &theta);
 
         let t_ = |x: &Vec<f32>| Tensor::from_slice(x, n, &dev).unwrap();
+        // The tensor-op update (what a GPU runs) against the composed formula written out.
         let reference = || -> candle_core::Result<(Tensor, Tensor, Tensor)> {
             let g = (t_(&g) * scale)?;
             let m = ((t_(&m) * b1)? + (&g * (1.0 - b1))?)?;
@@ -253,6 +282,24 @@ mod tests {
             Ok((m, v, new))
         };
         let (rm, rv, rt) = reference().unwrap();
+        let (pm, pv, pt) = h
+            .apply_tensors(&t_(&g), &t_(&m), &t_(&v), &t_(&theta))
+            .unwrap();
+        for (portable, reference) in [(&pm, &rm), (&pv, &rv), (&pt, &rt)] {
+            let (p, r) = (
+                portable.to_vec1::<f32>().unwrap(),
+                reference.to_vec1::<f32>().unwrap(),
+            );
+            let worst = p
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-6))
+                .fold(0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "tensor-op update: relative difference {worst}"
+            );
+        }
         for (fused, reference) in [(m2, rm), (v2, rv), (t2, rt)] {
             let reference = reference.to_vec1::<f32>().unwrap();
             let worst = fused

@@ -12,10 +12,18 @@ use genret::index::{BuildConfig, Index, TokenizerSource, build};
 use genret::model::bert::{BertConfig, tensor_shapes};
 use genret::tokenize::TrainConfig as TokenizerConfig;
 
+/// The repository: `GENRET_ROOT` where a test binary runs away from the tree it was built in
+/// (scripts/gpu_check.sh on a GPU machine), else the tree it was built in.
+pub fn root() -> std::path::PathBuf {
+    std::env::var_os("GENRET_ROOT")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// The shipped ADI collection (82 documents) indexed into `dir` with a BPE tokenizer of
 /// `vocab` tokens trained on it.
 pub fn adi_index(dir: &Path, vocab: usize) -> Index {
-    let corpus = read_corpus(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/adi")).unwrap();
+    let corpus = read_corpus(root().join("corpus/adi")).unwrap();
     let config = BuildConfig {
         tokenizer: TokenizerSource::Train(TokenizerConfig {
             vocab_size: vocab,

@@ -21,6 +21,9 @@ Example::
     genret.write_run("bm25.trec", run)
     print(genret.evaluate(run, "corpus/cranfield/qrels/test.tsv"))
 
+Models train and run on ``device`` (``Index.open(path, device="cuda")``; default ``"auto"``:
+the first GPU when genret was built with its ``cuda`` feature, else the CPU).
+
 Errors are ``ValueError`` when the input is at fault (a missing model, a bad query, a damaged
 file; the message says what to do) and ``RuntimeError`` otherwise. ``build``, ``train`` and
 ``search`` release the GIL.
