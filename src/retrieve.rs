@@ -244,8 +244,46 @@ pub struct SearchOptions {
     /// Queries answered together.
     pub batch: usize,
     pub seal: SealParams,
+    /// BM25's parameters (modes with `bm25`).
+    pub bm25: Bm25Params,
     /// Also return each query's weighted n-grams ([`Answer::terms`]; SEAL).
     pub explain: bool,
+}
+
+/// BM25's term-frequency saturation `k1` and length normalisation `b` (Robertson et al.;
+/// Lucene's form). The defaults, k1 = 1.2 and b = 0.75, are Lucene's, Pyserini's (0.9/0.4
+/// there for MS MARCO) and tantivy's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bm25Params {
+    pub k1: f32,
+    pub b: f32,
+}
+
+impl Default for Bm25Params {
+    fn default() -> Self {
+        Bm25Params { k1: 1.2, b: 0.75 }
+    }
+}
+
+impl Bm25Params {
+    /// The parameters, checked: `k1 >= 0` and `0 <= b <= 1`, both finite.
+    pub fn new(k1: f32, b: f32) -> Result<Bm25Params> {
+        if !(k1.is_finite() && k1 >= 0.0) {
+            return Err(Error::OutOfRange {
+                name: "BM25's k1",
+                expected: "a finite number >= 0".into(),
+                got: k1.to_string(),
+            });
+        }
+        if !(0.0..=1.0).contains(&b) {
+            return Err(Error::OutOfRange {
+                name: "BM25's b",
+                expected: "between 0 and 1".into(),
+                got: b.to_string(),
+            });
+        }
+        Ok(Bm25Params { k1, b })
+    }
 }
 
 impl Default for SearchOptions {
@@ -259,6 +297,7 @@ impl Default for SearchOptions {
             max_query_len: crate::model::MAX_SOURCE_LEN,
             batch: 16,
             seal: SealParams::default(),
+            bm25: Bm25Params::default(),
             explain: false,
         }
     }

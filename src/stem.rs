@@ -431,12 +431,7 @@ mod tests {
     use crate::tokenize::TrainConfig;
 
     fn doc(text: &str) -> DocEntry {
-        DocEntry {
-            id: String::new(),
-            title: String::new(),
-            text: text.into(),
-            tokens: 0,
-        }
+        DocEntry::of_text(text)
     }
 
     fn corpus() -> ([DocEntry; 4], GenretTokenizer, FmIndex) {

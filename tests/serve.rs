@@ -125,6 +125,47 @@ fn serve_and_search_answer_with_every_method_once_added() {
             .collect();
         answers.insert(mode, ids);
     }
+    // BM25's parameters: the server's and the CLI's answers agree, and differ from the
+    // defaults' (k1 = 0, b = 0 counts only which terms a document holds).
+    let (status, flat) = post(
+        &http,
+        &format!("{}/search", server.base),
+        &json!({"query": query, "mode": "bm25", "k": 5, "k1": 0.0, "b": 0.0}).to_string(),
+    );
+    assert_eq!(status, 200, "{flat}");
+    let cli = Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args([
+            "search", idx_s, query, "--mode", "bm25", "-k", "5", "--json",
+        ])
+        .args(["--k1", "0", "--b", "0"])
+        .output()
+        .unwrap();
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(flat["results"], cli["results"]);
+    let scores = |v: &Value| -> Vec<f64> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["score"].as_f64().unwrap())
+            .collect()
+    };
+    let (_, default) = post(
+        &http,
+        &format!("{}/search", server.base),
+        &json!({"query": query, "mode": "bm25", "k": 5}).to_string(),
+    );
+    assert_ne!(scores(&flat), scores(&default));
+    let (status, answer) = post(
+        &http,
+        &format!("{}/search", server.base),
+        &json!({"query": query, "mode": "bm25", "b": 1.5}).to_string(),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("BM25's b"),
+        "{answer}"
+    );
     // Reciprocal-rank fusion: a document both lists rank first is first.
     if answers["bm25"][0] == answers["dense"][0] {
         assert_eq!(answers["rrf:bm25+dense"][0], answers["bm25"][0]);

@@ -17,7 +17,7 @@ use genret::device::Device;
 use genret::eval::{Metric, Run};
 use genret::index::{BuildConfig, Index};
 use genret::model::Preset;
-use genret::retrieve::{Method, Mode, SearchOptions};
+use genret::retrieve::{Bm25Params, Method, Mode, SearchOptions};
 use genret::score::SealParams;
 use genret::search::Searcher;
 use genret::train::TrainConfig;
@@ -40,6 +40,31 @@ struct Hit {
     title: String,
     /// SEAL: the n-grams that found it; DSI: its identifier; BM25 and dense: empty.
     ngrams: Vec<String>,
+}
+
+/// One n-gram SEAL scored a query with (`Index.explain`).
+#[pyclass(name = "Term", module = "genret", frozen, get_all)]
+#[derive(Clone)]
+struct Term {
+    ngram: String,
+    /// The model's probability of the n-gram (summed over its forms).
+    prob: f64,
+    /// Occurrences in the corpus.
+    count: usize,
+    /// Documents holding it.
+    docs: usize,
+    /// Its weight in a document's score.
+    weight: f64,
+}
+
+#[pymethods]
+impl Term {
+    fn __repr__(&self) -> String {
+        format!(
+            "Term({:?}, prob={:.4}, count={}, weight={:.4})",
+            self.ngram, self.prob, self.count, self.weight
+        )
+    }
 }
 
 #[pymethods]
@@ -136,10 +161,16 @@ impl PyIndex {
         )
     }
 
-    /// Trains SEAL's model (or DSI's with `dsi=True`); returns what the run reports.
+    /// Trains SEAL's model (or DSI's with `dsi=True`); returns what the run reports. `lr`
+    /// and `batch_size` default to the recipe's; `encoder` (a directory or a Hugging Face
+    /// cache name) warm-starts SEAL's model from a frozen BERT-family encoder, or sets DSI's,
+    /// as `genret train --encoder` does.
     // Python's keyword arguments, one per setting.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (steps=None, preset="small", dsi=false, queries=None, split="train", seed=42))]
+    #[pyo3(signature = (
+        steps=None, preset="small", dsi=false, queries=None, split="train", seed=42, lr=None,
+        batch_size=None, encoder=None
+    ))]
     fn train(
         &mut self,
         py: Python<'_>,
@@ -149,6 +180,9 @@ impl PyIndex {
         queries: Option<PathBuf>,
         split: &str,
         seed: u64,
+        lr: Option<f64>,
+        batch_size: Option<usize>,
+        encoder: Option<String>,
     ) -> PyResult<BTreeMap<String, f64>> {
         let mut config = if dsi {
             TrainConfig::dsi()
@@ -173,6 +207,21 @@ impl PyIndex {
         }
         config.seed = seed;
         config.queries = queries.map(|q| (q, split.to_string()));
+        if let Some(lr) = lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(PyValueError::new_err(format!("lr must be > 0 (got {lr})")));
+            }
+            config.lr = lr;
+        }
+        if let Some(b) = batch_size {
+            if b == 0 {
+                return Err(PyValueError::new_err("batch_size must be at least 1"));
+            }
+            config.batch_size = b;
+        }
+        if encoder.is_some() {
+            config.encoder = encoder;
+        }
         // The searcher holds the index; training needs it alone.
         *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let path = self.path.clone();
@@ -208,11 +257,11 @@ impl PyIndex {
 
     /// Answers `queries` (a list of strings): one list of hits per query, best first. The
     /// options are `genret search`'s (see its --help): `ngrams_per_step`, `max_ngram_len` and
-    /// `exact_ngrams` concern SEAL.
+    /// `exact_ngrams` concern SEAL, `k1` and `b` BM25.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (
         queries, mode="seal", k=10, beam=10, batch=16, dense_model=DEFAULT_MODEL,
-        ngrams_per_step=50, max_ngram_len=10, exact_ngrams=false
+        ngrams_per_step=50, max_ngram_len=10, exact_ngrams=false, k1=1.2, b=0.75
     ))]
     fn search(
         &self,
@@ -226,6 +275,8 @@ impl PyIndex {
         ngrams_per_step: usize,
         max_ngram_len: usize,
         exact_ngrams: bool,
+        k1: f32,
+        b: f32,
     ) -> PyResult<Vec<Vec<Hit>>> {
         let mode: Mode = mode.parse().map_err(err)?;
         let options = SearchOptions {
@@ -236,8 +287,80 @@ impl PyIndex {
             ngrams_per_step,
             max_ngram_len,
             seal: SealParams::exact_ngrams(exact_ngrams),
+            bm25: Bm25Params::new(k1, b).map_err(err)?,
             ..SearchOptions::default()
         };
+        let results = self.answer(py, queries, options, dense_model)?;
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.results
+                    .into_iter()
+                    .map(|h| Hit {
+                        doc_id: h.doc_id,
+                        score: h.score,
+                        title: h.title,
+                        ngrams: h.ngrams,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+    /// The n-grams SEAL scored `query` with, strongest first: each one's model probability
+    /// (`prob`), corpus occurrences (`count`), documents holding it (`docs`) and weight, as
+    /// `genret search --explain` prints them. The options are `search`'s.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        query, k=10, beam=10, ngrams_per_step=50, max_ngram_len=10, exact_ngrams=false
+    ))]
+    fn explain(
+        &self,
+        py: Python<'_>,
+        query: String,
+        k: usize,
+        beam: usize,
+        ngrams_per_step: usize,
+        max_ngram_len: usize,
+        exact_ngrams: bool,
+    ) -> PyResult<Vec<Term>> {
+        let options = SearchOptions {
+            mode: Mode::SEAL,
+            k,
+            beam,
+            ngrams_per_step,
+            max_ngram_len,
+            seal: SealParams::exact_ngrams(exact_ngrams),
+            explain: true,
+            ..SearchOptions::default()
+        };
+        let mut results = self.answer(py, vec![query], options, DEFAULT_MODEL)?;
+        Ok(results
+            .pop()
+            .map(|r| r.terms)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| Term {
+                ngram: t.ngram,
+                prob: t.prob,
+                count: t.count,
+                docs: t.docs,
+                weight: t.weight,
+            })
+            .collect())
+    }
+}
+
+impl PyIndex {
+    /// Answers `queries` with `options`, the GIL released, loading the retrievers the mode
+    /// needs beside those already loaded (kept for the next call).
+    fn answer(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        options: SearchOptions,
+        dense_model: &str,
+    ) -> PyResult<Vec<genret::search::SearchResult>> {
+        let mode = options.mode;
         let mut slot = self.searcher.lock().unwrap_or_else(|e| e.into_inner());
         let current = slot.take();
         let index = Arc::clone(&self.index);
@@ -262,21 +385,7 @@ impl PyIndex {
             })
             .map_err(err)?;
         *slot = Some(searcher);
-        let results = results.map_err(err)?;
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.results
-                    .into_iter()
-                    .map(|h| Hit {
-                        doc_id: h.doc_id,
-                        score: h.score,
-                        title: h.title,
-                        ngrams: h.ngrams,
-                    })
-                    .collect()
-            })
-            .collect())
+        results.map_err(err)
     }
 }
 
@@ -318,6 +427,7 @@ fn write_run(path: PathBuf, run: BTreeMap<String, Vec<(String, f64)>>, name: &st
 fn _genret(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
     m.add_class::<Hit>()?;
+    m.add_class::<Term>()?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(write_run, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -22,6 +22,15 @@ def genret_bin():
     return path
 
 
+def cli_json(index, query, *flags):
+    """`genret search INDEX QUERY --json FLAGS`'s answer."""
+    out = subprocess.run(
+        [genret_bin(), "search", str(index.path), query, "--json", *flags],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)
+
+
 def queries():
     lines = (ADI / "queries.jsonl").read_text().splitlines()
     return {q["_id"]: q["text"] for q in map(json.loads, lines)}
@@ -55,11 +64,7 @@ def test_seal_answers_equal_the_command_line(index, options, flags):
     hits = index.search([query], k=5, **options)[0]
     assert 0 < len(hits) <= 5
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
-    out = subprocess.run(
-        [genret_bin(), "search", str(index.path), query, "-k", "5", "--json", *flags],
-        check=True, capture_output=True, text=True,
-    ).stdout
-    cli = json.loads(out)["results"]
+    cli = cli_json(index, query, "-k", "5", *flags)["results"]
     assert [(h.doc_id, h.title, h.ngrams) for h in hits] == [
         (c["doc_id"], c["title"], c["ngrams"]) for c in cli
     ]
@@ -70,6 +75,12 @@ def test_every_mode_and_evaluation(index, tmp_path):
     with pytest.raises(ValueError, match="genret add"):
         index.search(["retrieval"], mode="bm25")
     index.add("bm25")
+    query = ["information retrieval systems"]
+    default = index.search(query, mode="bm25", k=5)[0]
+    presence = index.search(query, mode="bm25", k=5, k1=0.0, b=0.0)[0]
+    assert [h.score for h in default] != [h.score for h in presence]
+    with pytest.raises(ValueError, match="BM25's b"):
+        index.search(query, mode="bm25", b=2.0)
     qs = queries()
     for mode in ["bm25", "seal+bm25", "rrf:seal+bm25"]:
         run = genret.run_of(index, qs, mode=mode, k=20)
@@ -141,3 +152,24 @@ def test_device_choice(index):
         genret.Index.open(str(index.path), device="cuda:0")
     with pytest.raises(ValueError, match="unknown device"):
         genret.Index.open(str(index.path), device="gpu")
+
+
+def test_explain_equals_the_command_line(index):
+    query = "information retrieval systems"
+    terms = index.explain(query)
+    assert terms and all(isinstance(t, genret.Term) for t in terms)
+    cli = cli_json(index, query, "--explain")["terms"]
+    assert [(t.ngram, t.count, t.docs) for t in terms] == [
+        (c["ngram"], c["count"], c["docs"]) for c in cli
+    ]
+    assert [t.weight for t in terms] == pytest.approx([c["weight"] for c in cli], rel=1e-12)
+
+
+def test_train_options(tmp_path):
+    index = genret.Index.build(str(ADI), str(tmp_path / "adi.idx"))
+    report = index.train(steps=4, preset="tiny", lr=2e-3, batch_size=4)
+    assert report["steps"] == 4
+    with pytest.raises(ValueError, match="lr must be"):
+        index.train(steps=4, preset="tiny", lr=-1.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        index.train(steps=4, preset="tiny", batch_size=0)

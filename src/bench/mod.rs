@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::eval::{Evaluation, Metric, PairedTest, Run, compare, evaluate, percentile, write_run};
 use crate::index::{BuildConfig, Index, TokenizerSource, build};
 use crate::model::Preset;
-use crate::retrieve::{Method, Mode, SearchOptions};
+use crate::retrieve::{Bm25Params, Method, Mode, SearchOptions};
 use crate::score::SealParams;
 use crate::seal::Seal;
 use crate::search::Searcher;
@@ -55,6 +55,8 @@ pub struct BenchConfig {
     /// Documents retrieved per query (the runs' depth).
     pub depth: usize,
     pub dense_model: String,
+    /// BM25's parameters.
+    pub bm25: Bm25Params,
     /// Where the models train and run (`--device`).
     pub device: Device,
 }
@@ -127,6 +129,7 @@ impl BenchConfig {
             stem: SealParams::default().stem,
             depth: 100,
             dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
+            bm25: Bm25Params::default(),
             device: crate::device::auto(),
         }
     }
@@ -160,6 +163,9 @@ pub struct BenchResults {
     /// Every other method compared with each baseline (BM25, dense) that ran, query by query.
     #[serde(default)]
     pub tests: Vec<BaselineTests>,
+    /// Where the models ran (`cpu`, `cuda:0`): latencies and build times depend on it.
+    #[serde(default)]
+    pub device: String,
 }
 
 /// One method against one baseline: every standard metric's difference and paired
@@ -392,6 +398,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                     ngrams_per_step: config.ngrams_per_step,
                     batch: 1,
                     seal: SealParams::exact_ngrams(!config.stem),
+                    bm25: config.bm25,
                     ..SearchOptions::default()
                 };
                 let run = timed(&mode, &query_texts, |q| {
@@ -506,6 +513,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         trained_on_queries: (seal || dsi) && train_split.is_some(),
         methods: results,
         tests,
+        device: crate::device::name(&config.device),
     };
     crate::storage::write_atomic(
         &config.out.join("results.json"),
@@ -588,10 +596,15 @@ pub fn table(results: &BenchResults) -> String {
             m.build_s
         ));
     }
-    s.push_str(
+    s.push_str(&format!(
         "(latency per query, one query at a time; index and model: bytes on disk; \
-         build s: building the index and training the model)\n",
-    );
+         build s: building the index and training the model; models on {})\n",
+        if results.device.is_empty() {
+            "the CPU"
+        } else {
+            &results.device
+        }
+    ));
     if !results.tests.is_empty() {
         s.push_str(
             "\nagainst the baselines: difference (two-sided p, paired randomization test)\n",

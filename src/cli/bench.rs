@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::Args;
 use genret::bench::{BenchConfig, run, table};
 use genret::model::Preset;
-use genret::retrieve::Mode;
+use genret::retrieve::{Bm25Params, Mode};
 
 /// Compare generative retrieval with BM25 and dense retrieval on a BEIR collection: builds
 /// what is missing under --out (index, model, BM25 index, dense embeddings), answers every
@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// Match SEAL's n-grams exactly, not read as English words (see `genret search --help`).
     #[arg(long)]
     pub exact_ngrams: bool,
+    /// BM25's term-frequency saturation (modes with bm25; tantivy's and Lucene's default).
+    #[arg(long, default_value_t = 1.2)]
+    pub k1: f32,
+    /// BM25's length normalisation, 0 (none) to 1 (full).
+    #[arg(long, default_value_t = 0.75)]
+    pub b: f32,
     /// Dense model: a directory, or a name in the Hugging Face cache.
     #[arg(long, default_value = genret::baseline::dense::DEFAULT_MODEL)]
     pub dense_model: String,
@@ -105,6 +111,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     config.beam = args.beam as usize;
     config.ngrams_per_step = args.ngrams_per_step as usize;
     config.stem = !args.exact_ngrams;
+    config.bm25 = Bm25Params::new(args.k1, args.b)?;
     config.dense_model = args.dense_model.clone();
     let results = run(&config)?;
     if args.json {

@@ -6,7 +6,7 @@ use clap::Args;
 use genret::corpus::read_queries;
 use genret::eval::{Run, RunFormat, write_run_as};
 use genret::index::Index;
-use genret::retrieve::{Mode, SearchOptions};
+use genret::retrieve::{Bm25Params, Mode, SearchOptions};
 use genret::score::SealParams;
 use genret::search::{SearchResult, Searcher};
 
@@ -68,6 +68,12 @@ pub struct SearchArgs {
     /// English.
     #[arg(long)]
     pub exact_ngrams: bool,
+    /// BM25's term-frequency saturation (modes with bm25; tantivy's and Lucene's default).
+    #[arg(long, default_value_t = 1.2)]
+    pub k1: f32,
+    /// BM25's length normalisation, 0 (none) to 1 (full).
+    #[arg(long, default_value_t = 0.75)]
+    pub b: f32,
     /// Queries decoded together (batch search).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub batch: u32,
@@ -112,6 +118,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
         seal: SealParams::exact_ngrams(args.exact_ngrams),
+        bm25: Bm25Params::new(args.k1, args.b)?,
         explain: args.explain,
         ..SearchOptions::default()
     };

@@ -66,6 +66,19 @@ pub struct DocEntry {
     pub tokens: u32,
 }
 
+#[cfg(test)]
+impl DocEntry {
+    /// A document of `text` alone (no id, title or tokens), for unit tests.
+    pub(crate) fn of_text(text: &str) -> DocEntry {
+        DocEntry {
+            id: String::new(),
+            title: String::new(),
+            text: text.into(),
+            tokens: 0,
+        }
+    }
+}
+
 /// `stats.json`: what the build produced.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IndexStats {

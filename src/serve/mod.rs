@@ -1,7 +1,8 @@
 //! serve: genret over HTTP, with a dynamic batcher.
 //!
-//! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step", "explain"}` (all
-//! but `query` optional) and answers with the JSON of `genret search --json` (`--explain`);
+//! `POST /search` takes `{"query", "k", "mode", "beam", "ngrams_per_step", "explain", "k1",
+//! "b"}` (all but `query` optional) and answers with the JSON of `genret search --json`
+//! (`--explain`);
 //! `GET /health` says the server is up; `GET /stats`
 //! reports the index, the model, the modes served, uptime, request counts and latency
 //! percentiles. Any mode whose methods the [`Searcher`] has loaded is served.
@@ -118,6 +119,11 @@ pub struct SearchRequest {
     /// SEAL: also answer the query's weighted terms ([`SearchOptions::explain`]).
     #[serde(default)]
     pub explain: bool,
+    /// BM25's parameters ([`crate::retrieve::Bm25Params`]); the defaults where absent.
+    #[serde(default)]
+    pub k1: Option<f32>,
+    #[serde(default)]
+    pub b: Option<f32>,
 }
 
 /// A started server: the worker thread holds the model; [`Server::serve`] answers HTTP.
@@ -404,6 +410,11 @@ fn validate(
         options.ngrams_per_step,
     )?;
     options.explain = req.explain;
+    options.bm25 = crate::retrieve::Bm25Params::new(
+        req.k1.unwrap_or(options.bm25.k1),
+        req.b.unwrap_or(options.bm25.b),
+    )
+    .map_err(|e| e.to_string())?;
     if let Some(mode) = &req.mode {
         options.mode = mode.parse::<Mode>().map_err(|e| e.to_string())?;
         check_served(options.mode, served)?;

@@ -15,6 +15,8 @@ Example::
     hits = index.search(["boundary layer transition"], k=5)[0]
     for h in hits:
         print(h.doc_id, round(h.score, 3), h.title, h.ngrams[:3])
+    for t in index.explain("boundary layer transition")[:5]:   # the n-grams it scored with
+        print(t.ngram, round(t.prob, 3), t.count, round(t.weight, 3))
 
     index.add("bm25")                          # BM25 reads an index `add` builds
     run = genret.run_of(index, {"1": "what similarity laws must be obeyed"}, mode="bm25", k=100)
@@ -29,9 +31,9 @@ file; the message says what to do) and ``RuntimeError`` otherwise. ``build``, ``
 ``search`` release the GIL.
 """
 
-from ._genret import Hit, Index, __version__, evaluate, write_run
+from ._genret import Hit, Index, Term, __version__, evaluate, write_run
 
-__all__ = ["Hit", "Index", "evaluate", "write_run", "run_of", "__version__"]
+__all__ = ["Hit", "Index", "Term", "evaluate", "write_run", "run_of", "__version__"]
 
 
 def run_of(index, queries, mode="seal", k=100, **options):
