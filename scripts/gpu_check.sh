@@ -47,7 +47,7 @@ if [ "$DEVICE" != cpu ]; then
         || log "nvidia-smi failed"
     # The CUDA 13 libraries the binary links, from wherever this machine keeps them (a CUDA
     # install or NVIDIA's Python packages).
-    for lib in libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
+    for lib in libcuda.so.1 libcublas.so.13 libcublasLt.so.13 libcurand.so.10 libnvrtc.so.13 libcudart.so.13; do
         if ! ldconfig -p | grep -q "$lib"; then
             found=$(find /usr /opt /root -name "$lib" 2>/dev/null | head -1)
             [ -n "$found" ] && LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
