@@ -47,6 +47,8 @@ fn bench_on_adi_writes_results_runs_and_chart() {
     assert_eq!(file["collection"], "adi");
     assert_eq!(file["split"], "test");
     assert_eq!(file["queries"], 35);
+    assert_eq!(file["batch"], 16);
+    assert_eq!(file["device"], "cpu");
     let rows = file["methods"].as_array().unwrap();
     assert_eq!(rows.len(), methods.split(',').count());
     let qrels = corpus.join("qrels/test.tsv");
@@ -66,6 +68,7 @@ fn bench_on_adi_writes_results_runs_and_chart() {
         }
         assert!(row["p50_ms"].as_f64().unwrap() <= row["p95_ms"].as_f64().unwrap());
         assert!(row["qps"].as_f64().unwrap() > 0.0);
+        assert!(row["qps_batch"].as_f64().unwrap() > 0.0);
         assert!(row["index_bytes"].as_u64().unwrap() > 0);
         // The run re-evaluates with `genret eval` to the same numbers.
         let run = out.join(format!("{name}.trec"));

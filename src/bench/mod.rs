@@ -57,6 +57,9 @@ pub struct BenchConfig {
     pub dense_model: String,
     /// BM25's parameters.
     pub bm25: Bm25Params,
+    /// Queries answered together in the throughput pass (beside the one-at-a-time pass that
+    /// gives latencies).
+    pub batch: usize,
     /// Where the models train and run (`--device`).
     pub device: Device,
 }
@@ -130,6 +133,7 @@ impl BenchConfig {
             depth: 100,
             dense_model: crate::baseline::dense::DEFAULT_MODEL.into(),
             bm25: Bm25Params::default(),
+            batch: SearchOptions::default().batch,
             device: crate::device::auto(),
         }
     }
@@ -144,6 +148,10 @@ pub struct MethodResult {
     pub p95_ms: f64,
     /// Queries per second answering one query at a time.
     pub qps: f64,
+    /// Queries per second answering [`BenchResults::batch`] queries together (the
+    /// throughput of batch search; a fused method's is its parts' combined).
+    #[serde(default)]
+    pub qps_batch: f64,
     /// Bytes of the method's own index (model weights excluded, listed in `model_bytes`).
     pub index_bytes: u64,
     pub model_bytes: u64,
@@ -166,6 +174,9 @@ pub struct BenchResults {
     /// Where the models ran (`cpu`, `cuda:0`): latencies and build times depend on it.
     #[serde(default)]
     pub device: String,
+    /// Queries answered together for [`MethodResult::qps_batch`].
+    #[serde(default)]
+    pub batch: usize,
 }
 
 /// One method against one baseline: every standard metric's difference and paired
@@ -388,6 +399,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let mut modes = config.methods.clone();
     modes.sort_by_key(|m| m.is_fused());
     let mut runs: BTreeMap<Method, PerQuery> = BTreeMap::new();
+    // Seconds each single method took over all queries in batches of `config.batch`.
+    let mut batched: BTreeMap<Method, f64> = BTreeMap::new();
     for &mode in &modes {
         let (per_query, ms) = match mode {
             Mode::One(method) => {
@@ -408,6 +421,15 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
                         .map(|h| (h.doc, h.score))
                         .collect())
                 })?;
+                let options = SearchOptions {
+                    batch: config.batch.max(1),
+                    ..options
+                };
+                let started = Instant::now();
+                for chunk in query_texts.chunks(options.batch) {
+                    searcher.search(chunk, &options)?;
+                }
+                batched.insert(method, started.elapsed().as_secs_f64());
                 runs.insert(method, run.clone());
                 run
             }
@@ -480,6 +502,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             } else {
                 0.0
             },
+            qps_batch: {
+                let s: f64 = mode.methods().iter().map(|m| batched[m]).sum();
+                if s > 0.0 { ms.len() as f64 / s } else { 0.0 }
+            },
             index_bytes,
             model_bytes,
             build_s,
@@ -514,6 +540,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
         methods: results,
         tests,
         device: crate::device::name(&config.device),
+        batch: config.batch.max(1),
     };
     crate::storage::write_atomic(
         &config.out.join("results.json"),
@@ -560,7 +587,7 @@ pub fn table(results: &BenchResults) -> String {
         }
     );
     s.push_str(&format!(
-        "{:<10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>11} {:>9}\n",
+        "{:<10} {:>8} {:>7} {:>7} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>11} {:>11} {:>9}\n",
         "method",
         "nDCG@10",
         "MRR@10",
@@ -570,6 +597,7 @@ pub fn table(results: &BenchResults) -> String {
         "p50 ms",
         "p95 ms",
         "q/s",
+        format!("q/s b{}", results.batch.max(1)),
         "index",
         "model",
         "build s"
@@ -577,7 +605,7 @@ pub fn table(results: &BenchResults) -> String {
     for m in &results.methods {
         let g = |k: &str| m.metrics.get(k).copied().unwrap_or(0.0);
         s.push_str(&format!(
-            "{:<10} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>11} {:>11} {:>9.1}\n",
+            "{:<10} {:>8.4} {:>7.4} {:>7.4} {:>8.4} {:>7.4} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>11} {:>11} {:>9.1}\n",
             m.name,
             g("ndcg@10"),
             g("mrr@10"),
@@ -587,6 +615,7 @@ pub fn table(results: &BenchResults) -> String {
             m.p50_ms,
             m.p95_ms,
             m.qps,
+            m.qps_batch,
             human_bytes(m.index_bytes),
             if m.model_bytes > 0 {
                 human_bytes(m.model_bytes)
@@ -597,8 +626,11 @@ pub fn table(results: &BenchResults) -> String {
         ));
     }
     s.push_str(&format!(
-        "(latency per query, one query at a time; index and model: bytes on disk; \
-         build s: building the index and training the model; models on {})\n",
+        "(latency and q/s: one query at a time; q/s b{}: {} queries decoded together; index and \
+         model: bytes on disk; build s: building the index and training the model; models on \
+         {})\n",
+        results.batch.max(1),
+        results.batch.max(1),
         if results.device.is_empty() {
             "the CPU"
         } else {

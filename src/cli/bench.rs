@@ -51,6 +51,10 @@ pub struct BenchArgs {
     /// Match SEAL's n-grams exactly, not read as English words (see `genret search --help`).
     #[arg(long)]
     pub exact_ngrams: bool,
+    /// Queries decoded together in the throughput pass (the q/s bN column); latencies come
+    /// from a pass one query at a time.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
     /// BM25's term-frequency saturation (modes with bm25; tantivy's and Lucene's default).
     #[arg(long, default_value_t = 1.2)]
     pub k1: f32,
@@ -112,6 +116,7 @@ pub fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
     config.ngrams_per_step = args.ngrams_per_step as usize;
     config.stem = !args.exact_ngrams;
     config.bm25 = Bm25Params::new(args.k1, args.b)?;
+    config.batch = args.batch as usize;
     config.dense_model = args.dense_model.clone();
     let results = run(&config)?;
     if args.json {
