@@ -3,11 +3,17 @@
 //! the encoder for 32 queries, and one training step (batch 32, 32 -> 16 tokens), reported as
 //! training examples/s; each for plain T5 and with the copy head (`+copy`).
 //!
+//! Before criterion's timings it prints each decoder step's arithmetic floor: its FLOPs
+//! counted from the shapes (every product, the vocabulary head and attention included) over
+//! the rate of one large matrix product on this machine, beside the step's measured median,
+//! so that "how far from the hardware is the step" is one number (issue 23 asks for 2x).
+//!
 //! Run: `cargo bench --bench model` (about 4 minutes on 2 cores).
 
 use std::hint::black_box;
+use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
 
@@ -19,6 +25,44 @@ fn sequences(n: usize, len: usize, vocab: u32, salt: u32) -> Vec<Vec<u32>> {
                 .collect()
         })
         .collect()
+}
+
+/// FLOPs of one decoder step for `rows` = queries x beams, after `past` steps, over a source
+/// of `src` tokens and `outputs` vocabulary rows: two per multiply-add of every product.
+fn step_flops(c: &Config, rows: usize, past: usize, src: usize, outputs: usize) -> f64 {
+    let (r, d, f) = (rows as f64, c.d_model as f64, c.d_ff as f64);
+    let inner = (c.num_heads * c.d_kv) as f64;
+    let ff_in = if c.feed_forward_proj.starts_with("gated") {
+        2.0
+    } else {
+        1.0
+    };
+    let layer = 2.0 * r * d * inner * 4.0 // self-attention q, k, v, o
+        + 2.0 * r * inner * (past + 1) as f64 * 2.0 // its scores and weighted sum
+        + 2.0 * r * d * inner * 2.0 // cross-attention q, o (its k, v are cached)
+        + 2.0 * r * inner * src as f64 * 2.0
+        + 2.0 * r * d * f * (ff_in + 1.0); // feed-forward in and out
+    let mut total = c.decoder_layers() as f64 * layer + 2.0 * r * d * outputs as f64;
+    if c.copy_attention {
+        total += 2.0 * r * d * d + 2.0 * r * d * src as f64 * 2.0 + 2.0 * r * d;
+    }
+    total
+}
+
+/// FLOP/s of a large matrix product (1024 x 1024 x 1024, f32, all cores): the rate the
+/// floor is computed at. Best of five after a warm-up.
+fn gemm_rate() -> f64 {
+    let a = Tensor::ones((1024, 1024), DType::F32, &Device::Cpu).unwrap();
+    let b = (Tensor::ones((1024, 1024), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
+    a.matmul(&b).unwrap();
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(a.matmul(&b).unwrap());
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    2.0 * 1024f64.powi(3) / best
 }
 
 fn benches(c: &mut Criterion) {
@@ -42,6 +86,27 @@ fn benches(c: &mut Criterion) {
             for _ in 0..8 {
                 model.step(&vec![5u32; rows], &mut warm).unwrap();
             }
+            // The step against its floor, timed here as a median of 31 steps.
+            let mut times: Vec<f64> = (0..31)
+                .map(|_| {
+                    let mut cache = warm.clone();
+                    let t = Instant::now();
+                    black_box(model.step(&vec![7u32; rows], &mut cache).unwrap());
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let flops = step_flops(&config, rows, 8, 32, vocab);
+            let rate = gemm_rate();
+            println!(
+                "[small{tag}] decoder step {queries}x{beams}: {:.1} MFLOP, floor {:.3} ms at \
+                 {:.1} GFLOP/s; measured median {:.3} ms = {:.1}x the floor",
+                flops / 1e6,
+                flops / rate * 1e3,
+                rate / 1e9,
+                times[15] * 1e3,
+                times[15] * rate / flops
+            );
             group.sample_size(100);
             group.throughput(Throughput::Elements(rows as u64));
             group.bench_function(format!("decoder-step/{queries}x{beams}{tag}"), |b| {
