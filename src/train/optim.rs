@@ -229,11 +229,16 @@ pub(super) fn global_norm(
     grads: &candle_core::backprop::GradStore,
 ) -> Result<f64> {
     let mut sum = 0.0f64;
+    // Off the CPU, the squares are summed on the device and read back once, not per parameter.
+    let mut on_device: Option<Tensor> = None;
     for var in params.values() {
         if let Some(g) = grads.get(var.as_tensor()) {
             if !device::host_kernels(g.device()) {
-                let squares = g.sqr().and_then(|s| s.sum_all()?.to_scalar::<f32>());
-                sum += f64::from(squares.map_err(cerr)?);
+                let squares = g.sqr().and_then(|s| s.sum_all()).map_err(cerr)?;
+                on_device = Some(match on_device {
+                    Some(total) => (total + squares).map_err(cerr)?,
+                    None => squares,
+                });
                 continue;
             }
             // Fixed chunks summed in order: the same bits whatever rayon's split.
@@ -245,6 +250,9 @@ pub(super) fn global_norm(
             .map_err(cerr)?;
             sum += chunks.iter().sum::<f64>();
         }
+    }
+    if let Some(total) = on_device {
+        sum += f64::from(total.to_scalar::<f32>().map_err(cerr)?);
     }
     Ok(sum.sqrt())
 }
