@@ -141,14 +141,9 @@ impl Bm25 {
         })
     }
 
-    /// The best `k` documents for `query` with the default parameters: (document number,
+    /// The best `k` documents for `query` with BM25's parameters `params`: (document number,
     /// score), best first, ties by document number. An empty or all-punctuation query returns
     /// nothing.
-    pub fn search(&self, query: &str, k: usize) -> Result<Vec<(u32, f32)>> {
-        self.search_with(query, k, Bm25Params::default())
-    }
-
-    /// [`search`](Self::search) with BM25's parameters `params`.
     pub fn search_with(
         &self,
         query: &str,
@@ -200,19 +195,12 @@ impl Bm25 {
         let top = searcher
             .search(&query, &TopDocs::with_limit(k))
             .map_err(terr)?;
-        let mut out = Vec::with_capacity(top.len());
-        for (score, addr) in top {
-            let column = searcher
-                .segment_reader(addr.segment_ord)
-                .fast_fields()
-                .u64("pos")
-                .map_err(terr)?;
-            let pos = column
-                .first(addr.doc_id)
-                .ok_or_else(|| terr("a document lacks its position"))?;
-            out.push((pos as u32, score));
-        }
-        Ok(out)
+        top.into_iter()
+            .map(|(score, addr)| {
+                let column = positions(searcher.segment_reader(addr.segment_ord))?;
+                Ok((position(&column, addr.doc_id)?, score))
+            })
+            .collect()
     }
 
     /// Every document holding a term, scored with `params` as tantivy scores with its fixed
@@ -263,17 +251,12 @@ impl Bm25 {
                     postings.advance();
                 }
             }
-            let column = s.fast_fields().u64("pos").map_err(terr)?;
-            let mut hits: Vec<(u32, f32)> = Vec::new();
+            let column = positions(s)?;
             for (d, &score) in scores.iter().enumerate() {
                 if score > 0.0 {
-                    let pos = column
-                        .first(d as u32)
-                        .ok_or_else(|| terr("a document lacks its position"))?;
-                    hits.push((pos as u32, score));
+                    out.push((position(&column, d as u32)?, score));
                 }
             }
-            out.extend(hits);
         }
         let by = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if out.len() > k {
@@ -282,6 +265,19 @@ impl Bm25 {
         }
         Ok(out)
     }
+}
+
+/// A segment's column of document numbers (the `pos` fast field).
+fn positions(segment: &tantivy::SegmentReader) -> Result<tantivy::columnar::Column<u64>> {
+    segment.fast_fields().u64("pos").map_err(terr)
+}
+
+/// The document number of a segment's document `doc`.
+fn position(column: &tantivy::columnar::Column<u64>, doc: u32) -> Result<u32> {
+    column
+        .first(doc)
+        .map(|p| p as u32)
+        .ok_or_else(|| terr("a document lacks its position"))
 }
 
 impl Retriever for Bm25 {
