@@ -36,7 +36,8 @@ use crate::storage::{ArrayFile, ArrayWriter};
 pub const DOCIDS_FILE: &str = "docids.bin";
 const MAGIC: &[u8; 8] = b"GRDOCIDS";
 /// On-disk format version of `docids.bin`.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 stores the trie order, so that opening an index does not sort every identifier again.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How documents are named for DSI-style decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -227,26 +228,7 @@ impl DocIds {
         starts: Vec<u32>,
         symbols: Vec<u32>,
     ) -> std::result::Result<DocIds, String> {
-        if starts.first() != Some(&0)
-            || starts.windows(2).any(|w| w[0] >= w[1])
-            || *starts.last().unwrap() as usize != symbols.len()
-        {
-            return Err("every identifier needs at least one symbol".into());
-        }
-        if symbols.iter().any(|&s| s >= alphabet) {
-            return Err(format!("a symbol is outside the alphabet of {alphabet}"));
-        }
-        if offset.checked_add(alphabet).is_none() {
-            return Err("alphabet overflows the token space".into());
-        }
-        let mut ids = DocIds {
-            scheme,
-            offset,
-            alphabet,
-            starts,
-            symbols,
-            order: Vec::new(),
-        };
+        let mut ids = DocIds::unsorted(scheme, offset, alphabet, starts, symbols)?;
         let mut order: Vec<u32> = (0..ids.len() as u32).collect();
         order.par_sort_unstable_by(|&a, &b| ids.symbols(a).cmp(ids.symbols(b)));
         if let Some(w) = order
@@ -260,6 +242,66 @@ impl DocIds {
         }
         ids.order = order;
         Ok(ids)
+    }
+
+    /// Checks a stored trie order: every document once, identifiers strictly increasing
+    /// (so sorted and distinct). O(total symbols), against the sort's O(n log n) comparisons.
+    fn with_order(mut self, order: Vec<u32>) -> std::result::Result<DocIds, String> {
+        let mut seen = vec![false; self.len()];
+        for &d in &order {
+            match seen.get_mut(d as usize) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return Err(format!(
+                        "the stored order names document {d} twice or out of range"
+                    ));
+                }
+            }
+        }
+        if order.len() != self.len() {
+            return Err("the stored order misses documents".into());
+        }
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| self.symbols(w[0]) >= self.symbols(w[1]))
+        {
+            return Err(format!(
+                "the stored order is not sorted (documents {} and {})",
+                w[0], w[1]
+            ));
+        }
+        self.order = order;
+        Ok(self)
+    }
+
+    /// Checks identifiers and symbols; the order is left empty.
+    fn unsorted(
+        scheme: Scheme,
+        offset: u32,
+        alphabet: u32,
+        starts: Vec<u32>,
+        symbols: Vec<u32>,
+    ) -> std::result::Result<DocIds, String> {
+        if starts.first() != Some(&0)
+            || starts.windows(2).any(|w| w[0] >= w[1])
+            || *starts.last().unwrap() as usize != symbols.len()
+        {
+            return Err("every identifier needs at least one symbol".into());
+        }
+        if symbols.iter().any(|&s| s >= alphabet) {
+            return Err(format!("a symbol is outside the alphabet of {alphabet}"));
+        }
+        if offset.checked_add(alphabet).is_none() {
+            return Err("alphabet overflows the token space".into());
+        }
+        Ok(DocIds {
+            scheme,
+            offset,
+            alphabet,
+            starts,
+            symbols,
+            order: Vec::new(),
+        })
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -395,13 +437,15 @@ impl DocIds {
         let mut w = ArrayWriter::new();
         w.u64s(&[self.scheme.code(), self.offset as u64, self.alphabet as u64])
             .u32s(&self.starts)
-            .u32s(&self.symbols);
+            .u32s(&self.symbols)
+            .u32s(&self.order);
         w.write(path, MAGIC, FORMAT_VERSION)
     }
 
-    /// Reads and verifies `docids.bin`. O(total symbols x log docs).
+    /// Reads and verifies `docids.bin`: O(total symbols) (format 1, without the stored order:
+    /// O(total symbols x log docs) to sort).
     pub fn load(path: &Path) -> Result<DocIds> {
-        let (mut r, _) = ArrayFile::open(path, MAGIC, 1..=FORMAT_VERSION)?;
+        let (mut r, version) = ArrayFile::open(path, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
         let [code, offset, alphabet] = head[..] else {
             return Err(r.corrupt("bad scalar header"));
@@ -412,13 +456,18 @@ impl DocIds {
         }
         let starts = r.u32s()?;
         let symbols = r.u32s()?;
+        let order = if version >= 2 { Some(r.u32s()?) } else { None };
         let corrupt = r.corrupt("");
         r.finish()?;
-        DocIds::assemble(scheme, offset as u32, alphabet as u32, starts, symbols).map_err(|m| {
-            match corrupt {
-                Error::Corrupt { path, .. } => Error::Corrupt { path, message: m },
-                other => other,
-            }
+        let (offset, alphabet) = (offset as u32, alphabet as u32);
+        match order {
+            Some(order) => DocIds::unsorted(scheme, offset, alphabet, starts, symbols)
+                .and_then(|ids| ids.with_order(order)),
+            None => DocIds::assemble(scheme, offset, alphabet, starts, symbols),
+        }
+        .map_err(|m| match corrupt {
+            Error::Corrupt { path, .. } => Error::Corrupt { path, message: m },
+            other => other,
         })
     }
 }
@@ -647,4 +696,43 @@ fn kmeans(
         }
     }
     assign
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DocIds {
+        let seqs = vec![vec![2, 1], vec![0, 3], vec![2], vec![1, 1, 1]];
+        DocIds::from_sequences(Scheme::Semantic, 100, 4, &seqs).unwrap()
+    }
+
+    fn write(path: &Path, ids: &DocIds, version: u32, order: Option<&[u32]>) {
+        let mut w = ArrayWriter::new();
+        w.u64s(&[ids.scheme.code(), ids.offset as u64, ids.alphabet as u64])
+            .u32s(&ids.starts)
+            .u32s(&ids.symbols);
+        if let Some(order) = order {
+            w.u32s(order);
+        }
+        w.write(path, MAGIC, version).unwrap();
+    }
+
+    #[test]
+    fn the_stored_order_reads_back_and_a_wrong_one_is_refused() {
+        let ids = sample();
+        assert_eq!(ids.order, vec![1, 3, 2, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docids.bin");
+        ids.save(&path).unwrap();
+        assert_eq!(DocIds::load(&path).unwrap(), ids);
+        // Format 1 had no order: sorted on load, the same identifiers.
+        write(&path, &ids, 1, None);
+        assert_eq!(DocIds::load(&path).unwrap(), ids);
+        for bad in [&[1, 2, 3, 0][..], &[1, 3, 3, 0], &[1, 3, 2], &[1, 3, 2, 9]] {
+            write(&path, &ids, 2, Some(bad));
+            let err = DocIds::load(&path).unwrap_err().to_string();
+            assert!(err.contains("docids.bin") && err.contains("order"), "{err}");
+        }
+    }
 }

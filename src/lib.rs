@@ -106,6 +106,7 @@
 
 pub mod baseline;
 pub mod bench;
+pub mod content;
 pub mod corpus;
 pub mod decode;
 pub mod device;

@@ -96,7 +96,7 @@ pub struct SealParams {
     /// words ("flows" for "flow") as that n-gram ([`crate::stem`]).
     pub stem: bool,
     /// Read each n-gram as its content words, without English stop words and punctuation at
-    /// either end, and a piece of a query word as the word ([`crate::stem::content_ngrams`];
+    /// either end, and a piece of a query word as the word ([`crate::content::content_ngrams`];
     /// applied by [`crate::seal::Seal`], which has the tokenizer and the query); n-grams
     /// of stop words and punctuation alone are no term.
     pub content: bool,
@@ -237,7 +237,7 @@ pub struct ScoredDoc {
 /// Weights every decoded n-gram; keeps those with a positive weight, strongest first, with
 /// the documents [`seal_rank`] nominates candidates from located
 /// ([`WeightedNgram::locate_docs`]). An n-gram in `hyps` more than once (as
-/// [`crate::stem::content_ngrams`] leaves them) is one, with the probabilities summed.
+/// [`crate::content::content_ngrams`] leaves them) is one, with the probabilities summed.
 ///
 /// With `forms`, n-grams that differ only in the forms of their words count as one, as a
 /// stemmed term does in BM25 ([`WordForms::phrase`]): the model's probability of it is the sum
@@ -433,4 +433,67 @@ pub fn dsi_rank(docids: &DocIds, finished: &[Hypothesis<TrieState>], k: usize) -
     out.dedup_by_key(|x| x.0);
     out.truncate(k);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::tests::written;
+    use crate::stem::tests::{corpus, forms_of};
+
+    #[test]
+    fn forms_the_model_wrote_weigh_as_one_word() {
+        let (docs, tok, fm) = corpus();
+        let forms = forms_of(&docs, &tok, &fm);
+        let hyp = |w: &str, p: f32| written(&tok, &fm, w, p.ln());
+        let hyps = [hyp("flow", 0.6), hyp("wing", 0.8), hyp("flows", 0.3)];
+        let params = SealParams::default();
+        let exact = weigh_ngrams(&fm, &hyps, &params, None);
+        assert_eq!(exact.len(), 3);
+        assert!(exact.iter().all(|n| n.variants.is_empty()));
+
+        let grouped = weigh_ngrams(&fm, &hyps, &params, Some(&forms));
+        assert_eq!(grouped.len(), 2, "flow and flows are one word");
+        let flow = grouped.iter().find(|n| n.tokens == hyps[0].tokens).unwrap();
+        assert!((flow.log_prob - 0.9f32.ln()).abs() < 1e-6);
+        let count = |w: &str| fm.count(&tok.encode(w).unwrap());
+        let glue = tok.encode("-").unwrap().len();
+        let glued = fm.count(&tok.encode("-flow").unwrap()[glue..]);
+        assert_eq!(glued, 2, "high-flow, slip/flow");
+        let all = count("flow") + count("flows") + count("flowing") + glued;
+        assert_eq!(flow.count(), all);
+        assert_eq!(flow.variants.len(), 3);
+        // Weighed by the documents holding a form, each counted once.
+        let mut docs: Vec<u32> = flow.forms().flat_map(|(_, r)| fm.docs_of(r)).collect();
+        docs.sort_unstable();
+        docs.dedup();
+        assert!(docs.len() < all, "some document repeats a form");
+        assert_eq!(flow.docs, docs);
+        assert_eq!(flow.doc_freq, docs.len() as f64);
+        let want = ngram_weight(
+            0.9f32.ln() as f64,
+            flow.doc_freq,
+            fm.tokens(),
+            params.smoothing,
+        );
+        assert!((flow.weight - want).abs() < 1e-6);
+        // SEAL's weight counts the occurrences: lower.
+        let seal = SealParams {
+            doc_freq: false,
+            ..params
+        };
+        let by_occurrences = weigh_ngrams(&fm, &hyps, &seal, Some(&forms));
+        let by_occurrences = by_occurrences
+            .iter()
+            .find(|n| n.tokens == flow.tokens)
+            .unwrap();
+        let want = ngram_weight(
+            0.9f32.ln() as f64,
+            all as f64,
+            fm.tokens(),
+            params.smoothing,
+        );
+        assert!((by_occurrences.weight - want).abs() < 1e-6);
+        assert!(by_occurrences.weight < flow.weight);
+    }
 }

@@ -15,13 +15,14 @@ use std::time::Instant;
 
 use candle_core::Device;
 
+use crate::content::content_ngrams;
 use crate::decode::{BeamOptions, FmConstraint, beam_search};
 use crate::error::{Error, Result};
 use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, T5ForConditionalGeneration};
 use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::score::{Term, seal_rank, weigh_ngrams};
-use crate::stem::{WordForms, content_ngrams};
+use crate::stem::{WORDS_PART, WordForms};
 
 /// The index's part holding SEAL's model.
 pub const MODEL_PART: &str = "model";
@@ -71,13 +72,27 @@ impl Seal {
         &self.model
     }
 
-    /// The corpus's word forms, built on first use (one pass over the documents).
+    /// The corpus's word forms, read on first use from the table the index build stored
+    /// (O(table size)), or built (one pass over the documents) for an index made before it.
     pub fn word_forms(&self) -> Result<&WordForms> {
         if let Some(f) = self.forms.get() {
             return Ok(f);
         }
         let index = &self.index;
-        let built = WordForms::build(&index.docs, &index.tokenizer, &index.fm)?;
+        let clock = Instant::now();
+        if index.dir.has_part(WORDS_PART) {
+            let path = index.dir.part(WORDS_PART, "rebuild the index")?;
+            let loaded = WordForms::load(&path, &index.fm)?;
+            tracing::info!("word table read in {:.2} s", clock.elapsed().as_secs_f64());
+            return Ok(self.forms.get_or_init(|| loaded));
+        }
+        let built = WordForms::build(
+            &index.docs,
+            |d| [d.title.as_str(), d.text.as_str()],
+            &index.tokenizer,
+            &index.fm,
+        )?;
+        tracing::info!("word table built in {:.2} s", clock.elapsed().as_secs_f64());
         Ok(self.forms.get_or_init(|| built))
     }
 }

@@ -15,10 +15,6 @@
 //!
 //! Only whole words are read: an n-gram is split into the token ids of corpus words, so one
 //! that starts or ends inside a word, or holds punctuation, is matched exactly.
-//!
-//! Before that, [`content_ngrams`] reads each n-gram as its content words, as BM25 reads a
-//! query as its words: "of the super bowl," is the term "super bowl", and a piece of a query
-//! word the model copied (`ound` of "shock-sound") is the word.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -27,11 +23,19 @@ use std::sync::LazyLock;
 use rayon::prelude::*;
 use rust_stemmers::{Algorithm, Stemmer};
 
-use crate::decode::Hypothesis;
+use std::path::Path;
+
 use crate::error::Result;
 use crate::fmindex::{FmIndex, FmRange};
-use crate::index::DocEntry;
+use crate::storage::{ArrayFile, ArrayWriter};
 use crate::tokenize::GenretTokenizer;
+
+/// The index part holding the stored word table, written by the index build, and its file.
+pub const WORDS_PART: &str = "words";
+pub const WORDS_FILE: &str = "words.bin";
+const MAGIC: &[u8; 8] = b"GRWORDS\0";
+/// Version of the `words.bin` layout.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// Most combinations of word forms tried for one n-gram (each costs one backward search).
 const MAX_COMBINATIONS: usize = 64;
@@ -70,14 +74,15 @@ fn stem(word: &str) -> String {
 }
 
 /// The alphabetic words of a document's title and text.
-fn words_of(d: &DocEntry) -> impl Iterator<Item = &str> {
-    [d.title.as_str(), d.text.as_str()]
+fn words_of(fields: [&str; 2]) -> impl Iterator<Item = &str> {
+    fields
         .into_iter()
         .flat_map(|t| t.split(|c: char| !c.is_alphabetic()))
         .filter(|w| !w.is_empty())
 }
 
 /// The corpus's words, grouped by stem.
+#[derive(PartialEq)]
 pub struct WordForms {
     forms: Vec<Form>,
     /// The stem of each form.
@@ -100,8 +105,22 @@ impl WordForms {
     /// the documents holding each stem. Cost: two passes over the text, one stemmer call, one
     /// tokenizer call and one backward search per distinct word (parallel); Cranfield's ~10k
     /// distinct words take well under a second.
-    pub fn build(docs: &[DocEntry], tokenizer: &GenretTokenizer, fm: &FmIndex) -> Result<Self> {
-        let words: HashSet<&str> = docs.iter().flat_map(words_of).collect();
+    pub fn build<'d, D: Sync>(
+        docs: &'d [D],
+        fields: impl Fn(&'d D) -> [&'d str; 2] + Sync,
+        tokenizer: &GenretTokenizer,
+        fm: &FmIndex,
+    ) -> Result<Self> {
+        let words: HashSet<&str> = docs
+            .par_iter()
+            .fold(HashSet::new, |mut seen, d| {
+                seen.extend(words_of(fields(d)));
+                seen
+            })
+            .reduce(HashSet::new, |mut a, b| {
+                a.extend(b);
+                a
+            });
         let mut words: Vec<&str> = words.into_iter().collect();
         words.sort_unstable();
         let stem_of_word: HashMap<&str, String> = words.par_iter().map(|&w| (w, stem(w))).collect();
@@ -161,7 +180,7 @@ impl WordForms {
             .fold(
                 || vec![0u32; stems.len()],
                 |mut counts, d| {
-                    let mut held: Vec<usize> = words_of(d)
+                    let mut held: Vec<usize> = words_of(fields(d))
                         .filter_map(|w| number_of_word.get(w).copied())
                         .collect();
                     held.sort_unstable();
@@ -180,6 +199,112 @@ impl WordForms {
             stems,
             form_of,
             glued,
+            doc_freq,
+            stem_number,
+        })
+    }
+
+    /// Writes the table to `path` atomically (an [`ArrayFile`]). O(table size).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut offsets = vec![0u64];
+        let mut tokens = Vec::new();
+        let mut ranges = Vec::with_capacity(3 * self.forms.len());
+        for form in &self.forms {
+            tokens.extend_from_slice(&form.tokens);
+            offsets.push(tokens.len() as u64);
+            let r = form.range;
+            ranges.extend([r.lo as u64, r.hi as u64, r.len as u64]);
+        }
+        let mut names = vec![String::new(); self.stems.len()];
+        for (name, &number) in &self.stem_number {
+            names[number] = name.clone();
+        }
+        let mut name_offsets = vec![0u64];
+        let mut name_bytes = Vec::new();
+        for name in &names {
+            name_bytes.extend_from_slice(name.as_bytes());
+            name_offsets.push(name_bytes.len() as u64);
+        }
+        let as_u32 = |v: &[usize]| v.iter().map(|&x| x as u32).collect::<Vec<_>>();
+        let glued: Vec<u32> = self.glued.iter().map(|&g| g as u32).collect();
+        ArrayWriter::new()
+            .u64s(&offsets)
+            .u32s(&tokens)
+            .u64s(&ranges)
+            .u32s(&as_u32(&self.stem_of))
+            .u32s(&glued)
+            .u32s(&self.doc_freq)
+            .u64s(&name_offsets)
+            .bytes(&name_bytes)
+            .write(path, MAGIC, FORMAT_VERSION)
+    }
+
+    /// Reads a table [`WordForms::save`] wrote for `fm`, verified (checksum, then every index
+    /// and range checked against `fm`). O(table size): the cost of a search's first use of
+    /// word forms, against [`WordForms::build`]'s pass over the corpus.
+    pub fn load(path: &Path, fm: &FmIndex) -> Result<Self> {
+        let (mut r, _) = ArrayFile::open(path, MAGIC, 1..=FORMAT_VERSION)?;
+        let offsets = r.u64s()?;
+        let tokens = r.u32s()?;
+        let ranges = r.u64s()?;
+        let stem_of = r.u32s()?;
+        let glued = r.u32s()?;
+        let doc_freq = r.u32s()?;
+        let name_offsets = r.u64s()?;
+        let name_bytes = r.bytes()?;
+        let forms_n = stem_of.len();
+        let stems_n = doc_freq.len();
+        let monotone = |o: &[u64], end: usize| {
+            o.first() == Some(&0)
+                && o.last() == Some(&(end as u64))
+                && o.windows(2).all(|w| w[0] <= w[1])
+        };
+        let rows = fm.full_range().hi as u64;
+        if offsets.len() != forms_n + 1
+            || !monotone(&offsets, tokens.len())
+            || ranges.len() != 3 * forms_n
+            || glued.len() != forms_n
+            || name_offsets.len() != stems_n + 1
+            || !monotone(&name_offsets, name_bytes.len())
+            || stem_of.iter().any(|&s| s as usize >= stems_n)
+            || tokens.iter().any(|&t| t >= fm.vocab_size())
+            || ranges.chunks(3).any(|c| c[0] > c[1] || c[1] > rows)
+        {
+            return Err(r.corrupt("word table arrays disagree with each other or the FM-index"));
+        }
+        let forms: Vec<Form> = (0..forms_n)
+            .map(|f| Form {
+                tokens: tokens[offsets[f] as usize..offsets[f + 1] as usize].to_vec(),
+                range: FmRange {
+                    lo: ranges[3 * f] as usize,
+                    hi: ranges[3 * f + 1] as usize,
+                    len: ranges[3 * f + 2] as usize,
+                },
+            })
+            .collect();
+        let mut stems = vec![Vec::new(); stems_n];
+        for (f, &s) in stem_of.iter().enumerate() {
+            stems[s as usize].push(f);
+        }
+        let mut stem_number = HashMap::with_capacity(stems_n);
+        for s in 0..stems_n {
+            let bytes = &name_bytes[name_offsets[s] as usize..name_offsets[s + 1] as usize];
+            let name = std::str::from_utf8(bytes)
+                .map_err(|_| r.corrupt(format!("stem {s} is not UTF-8")))?;
+            stem_number.insert(name.to_string(), s);
+        }
+        let form_of = forms
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.tokens.clone(), i))
+            .collect();
+        r.finish()?;
+        Ok(WordForms {
+            forms,
+            stem_of: stem_of.into_iter().map(|s| s as usize).collect(),
+            stems,
+            form_of,
+            glued: glued.into_iter().map(|g| g != 0).collect(),
             doc_freq,
             stem_number,
         })
@@ -283,193 +408,75 @@ impl WordForms {
     }
 }
 
-/// The n-grams the model wrote for `query`, each read as its content: its text without stop
-/// words ([`is_stop_word`]) and punctuation at either end ("of the super bowl," counts as
-/// "super bowl"), re-encoded as the corpus spells it after a space; one of stop words and
-/// punctuation alone is dropped. An n-gram that cuts a word of the query (`ound` of
-/// "shock-sound", `os` of "Osweiler") is first widened to the whole word, and with `forms` a
-/// word the corpus lacks in that form is read as the corpus's form of its stem (the query's
-/// "Panther", whose pieces `pant` `her` the model copied, as "panthers", as BM25's stemmer
-/// reads it). Any other n-gram whose content the corpus lacks in that spelling is kept as
-/// written. The probabilities stay, so
-/// n-grams with one content add up in [`crate::score::weigh_ngrams`].
-///
-/// Why: a small model spreads its probability over the contexts a query's words take in the
-/// corpus ("the super", "of super", ", super"); each such n-gram is rare, so SEAL's weight
-/// rewards it, and their sum drowns the query's discriminative words. Read as content they
-/// are one term, as the words are to BM25. The copy head copies the query's tokens, and
-/// byte-level BPE splits a rare word (or one glued to punctuation) into pieces that are rare
-/// in the corpus for the wrong reason, so it is read as the word. Both gain on the three
-/// collections (docs/BENCHMARKS.md). Cost: one encode and decode of the query, one decode per
-/// n-gram, one encode and backward search per trimmed or widened one.
-pub fn content_ngrams(
-    hyps: &[Hypothesis<FmRange>],
-    query: &str,
-    tokenizer: &GenretTokenizer,
-    fm: &FmIndex,
-    forms: Option<&WordForms>,
-) -> Result<Vec<Hypothesis<FmRange>>> {
-    // The query as the model reads it (normalised as the tokenizer normalises).
-    let query = tokenizer.decode(&tokenizer.encode(query)?, false)?;
-    let mut out = Vec::with_capacity(hyps.len());
-    for h in hyps {
-        let text = tokenizer.decode(&h.tokens, false)?;
-        if let Some(words) = query_words(&text, &query)
-            && let Some((start, end)) = content_span(words)
-            && let Some(read) = respelled(&words[start..end], h.score, tokenizer, fm, forms)?
-        {
-            out.push(read);
-            continue;
-        }
-        let Some((start, end)) = content_span(&text) else {
-            continue;
-        };
-        if text[..start].trim().is_empty() && text[end..].trim().is_empty() {
-            out.push(h.clone());
-            continue;
-        }
-        let read = respelled(&text[start..end], h.score, tokenizer, fm, forms)?;
-        out.push(read.unwrap_or_else(|| h.clone()));
-    }
-    Ok(out)
-}
-
-/// `content` re-encoded as the corpus spells it after a space, with probability `score`; a
-/// single word the corpus lacks in that form as the corpus's commonest form of its stem (with
-/// `forms`; [`WordForms::stem_form`]); None when the corpus has neither.
-fn respelled(
-    content: &str,
-    score: f32,
-    tokenizer: &GenretTokenizer,
-    fm: &FmIndex,
-    forms: Option<&WordForms>,
-) -> Result<Option<Hypothesis<FmRange>>> {
-    let tokens = tokenizer.encode(content)?;
-    let state = fm.range(&tokens);
-    if !state.is_empty() {
-        return Ok(Some(Hypothesis {
-            tokens,
-            score,
-            state,
-        }));
-    }
-    let word = content.chars().all(char::is_alphabetic);
-    Ok(forms
-        .filter(|_| word)
-        .and_then(|f| f.stem_form(content))
-        .map(|f| Hypothesis {
-            tokens: f.tokens.clone(),
-            score,
-            state: f.range,
-        }))
-}
-
-/// `piece` widened to the whole words of `query` it cuts: where the model copied part of a
-/// query word (`ound` of "shock-sound", `def` of "defender"), the word. None when `piece`
-/// occurs in `query` with whole words at both ends, or not at all.
-fn query_words<'q>(piece: &str, query: &'q str) -> Option<&'q str> {
-    let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
-    let p = piece.trim();
-    if p.is_empty() {
-        return None;
-    }
-    // A piece that starts with a space starts a word where the model wrote it.
-    let spaced = piece.starts_with(char::is_whitespace);
-    let mut widened = None;
-    for (i, _) in query.match_indices(p) {
-        let end = i + p.len();
-        let cuts_start = !spaced && word(p.chars().next()) && word(query[..i].chars().last());
-        let cuts_end = word(p.chars().last()) && word(query[end..].chars().next());
-        if !cuts_start && !cuts_end {
-            return None;
-        }
-        if widened.is_none() {
-            let start = query[..i]
-                .char_indices()
-                .rev()
-                .take_while(|&(_, c)| c.is_alphanumeric())
-                .last()
-                .map_or(i, |(j, _)| j);
-            let stop = query[end..]
-                .char_indices()
-                .find(|&(_, c)| !c.is_alphanumeric())
-                .map_or(query.len(), |(j, _)| end + j);
-            widened =
-                Some(&query[if cuts_start { start } else { i }..if cuts_end { stop } else { end }]);
-        }
-    }
-    widened
-}
-
-/// The byte span of `text` from its first content word to the end of its last; None when it
-/// has none.
-fn content_span(text: &str) -> Option<(usize, usize)> {
-    let mut span: Option<(usize, usize)> = None;
-    let mut word_start = None;
-    // A sentinel non-word char at the end closes the last word.
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        match (c.is_alphanumeric(), word_start) {
-            (true, None) => word_start = Some(i),
-            (false, Some(s)) => {
-                word_start = None;
-                if !is_stop_word(&text[s..i].to_lowercase()) {
-                    span = Some(span.map_or((s, i), |(first, _)| (first, i)));
-                }
-            }
-            _ => {}
-        }
-    }
-    span
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::tokenize::TrainConfig;
 
-    fn doc(text: &str) -> DocEntry {
-        DocEntry::of_text(text)
-    }
-
-    fn corpus() -> ([DocEntry; 4], GenretTokenizer, FmIndex) {
+    /// Four documents' texts, a tokenizer trained on them and their FM-index.
+    pub(crate) fn corpus() -> ([String; 4], GenretTokenizer, FmIndex) {
         let docs = [
-            doc("the flow separates. Flows over wings"),
-            doc("a flowing stream; the wing and a model"),
-            doc("models of flow, modelling wings; the flows"),
-            doc("slip/flow at a high-flow rate"),
-        ];
+            "the flow separates. Flows over wings",
+            "a flowing stream; the wing and a model",
+            "models of flow, modelling wings; the flows",
+            "slip/flow at a high-flow rate",
+        ]
+        .map(String::from);
         let tok = GenretTokenizer::train(
             &TrainConfig {
                 vocab_size: 300,
                 ..TrainConfig::default()
             },
-            docs.iter().map(|d| d.text.clone()),
+            docs.iter().cloned(),
         )
         .unwrap();
-        let encoded: Vec<Vec<u32>> = docs.iter().map(|d| tok.encode(&d.text).unwrap()).collect();
+        let encoded: Vec<Vec<u32>> = docs.iter().map(|d| tok.encode(d).unwrap()).collect();
         let fm = FmIndex::build(&encoded, tok.vocab_size() as u32, Default::default()).unwrap();
         (docs, tok, fm)
     }
 
-    /// `text` as the model would have written it, with log-prob `score`.
-    fn written(tok: &GenretTokenizer, fm: &FmIndex, text: &str, score: f32) -> Hypothesis<FmRange> {
-        let tokens = tok.encode(text).unwrap();
-        let state = fm.range(&tokens);
-        assert!(!state.is_empty(), "{text:?} occurs");
-        Hypothesis {
-            tokens,
-            score,
-            state,
-        }
+    /// The word table of [`corpus`].
+    pub(crate) fn forms_of(docs: &[String], tok: &GenretTokenizer, fm: &FmIndex) -> WordForms {
+        WordForms::build(docs, |d| ["", d.as_str()], tok, fm).unwrap()
+    }
+
+    #[test]
+    fn the_stored_table_reads_back_equal_and_damage_is_refused() {
+        let (docs, tok, fm) = corpus();
+        let forms = forms_of(&docs, &tok, &fm);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(WORDS_FILE);
+        forms.save(&path).unwrap();
+        let read = WordForms::load(&path, &fm).unwrap();
+        assert!(read == forms, "the table reads back as it was built");
+        assert!(read.stem_form("flowed").is_some());
+        assert_eq!(read.stem_form("flowed"), forms.stem_form("flowed"));
+        // A table of another, smaller corpus: its ranges run past this FM-index.
+        let small = FmIndex::build(
+            &[tok.encode("flow").unwrap()],
+            fm.vocab_size(),
+            Default::default(),
+        )
+        .unwrap();
+        let err = WordForms::load(&path, &small).err().unwrap().to_string();
+        assert!(
+            err.contains(WORDS_FILE) && err.contains("disagree"),
+            "{err}"
+        );
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 9;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(
+            WordForms::load(&path, &fm).is_err(),
+            "a flipped byte is refused"
+        );
     }
 
     #[test]
     fn finds_the_forms_the_corpus_holds() {
         let (docs, tok, fm) = corpus();
-        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
+        let forms = forms_of(&docs, &tok, &fm);
         let phrase = |w: &str| forms.phrase(&tok.encode(w).unwrap(), &fm);
         let variants = |w: &str| {
             let p = phrase(w).unwrap_or_else(|| panic!("{w:?} has variants"));
@@ -529,11 +536,11 @@ mod tests {
     #[test]
     fn counts_the_documents_holding_each_word_in_any_form() {
         let (docs, tok, fm) = corpus();
-        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
+        let forms = forms_of(&docs, &tok, &fm);
         for word in ["flow", "flows", "wing", "model", "stream", "rate", "slip"] {
             let want = docs
                 .iter()
-                .filter(|d| words_of(d).any(|w| stem(w) == stem(word)))
+                .filter(|d| words_of(["", d.as_str()]).any(|w| stem(w) == stem(word)))
                 .count();
             let got = forms.doc_freq(&tok.encode(word).unwrap());
             assert_eq!(got, Some(want), "{word}");
@@ -543,171 +550,5 @@ mod tests {
         // Not one word: no count.
         assert_eq!(forms.doc_freq(&tok.encode("the flow").unwrap()), None);
         assert_eq!(forms.doc_freq(&tok.encode("zebra").unwrap()), None);
-    }
-
-    #[test]
-    fn a_query_word_the_corpus_lacks_is_read_as_its_stems_form() {
-        let (docs, tok, fm) = corpus();
-        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
-        // "separated" is no corpus word; "separates" is.
-        assert!(fm.range(&tok.encode("separated").unwrap()).is_empty());
-        let form = forms.stem_form("Separated").unwrap();
-        assert_eq!(form.tokens, tok.encode("separates").unwrap());
-        assert_eq!(form.range, fm.range(&form.tokens));
-        assert!(forms.stem_form("zebra").is_none());
-        // The model copied the first piece of the query's "separated": read as "separates".
-        let first = tok.encode("separated").unwrap()[..1].to_vec();
-        let piece = Hypothesis {
-            state: fm.range(&first),
-            tokens: first,
-            score: -1.0,
-        };
-        assert!(!piece.state.is_empty());
-        let query = "separated flows";
-        let one = std::slice::from_ref(&piece);
-        let read = content_ngrams(one, query, &tok, &fm, Some(&forms)).unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(read[0].tokens, form.tokens);
-        assert_eq!(read[0].score, -1.0);
-        // Without the word table it is not.
-        let plain = content_ngrams(one, query, &tok, &fm, None).unwrap();
-        assert!(plain.iter().all(|h| h.tokens != form.tokens));
-    }
-
-    #[test]
-    fn forms_the_model_wrote_weigh_as_one_word() {
-        use crate::score::{SealParams, ngram_weight, weigh_ngrams};
-        let (docs, tok, fm) = corpus();
-        let forms = WordForms::build(&docs, &tok, &fm).unwrap();
-        let hyp = |w: &str, p: f32| written(&tok, &fm, w, p.ln());
-        let hyps = [hyp("flow", 0.6), hyp("wing", 0.8), hyp("flows", 0.3)];
-        let params = SealParams::default();
-        let exact = weigh_ngrams(&fm, &hyps, &params, None);
-        assert_eq!(exact.len(), 3);
-        assert!(exact.iter().all(|n| n.variants.is_empty()));
-
-        let grouped = weigh_ngrams(&fm, &hyps, &params, Some(&forms));
-        assert_eq!(grouped.len(), 2, "flow and flows are one word");
-        let flow = grouped.iter().find(|n| n.tokens == hyps[0].tokens).unwrap();
-        assert!((flow.log_prob - 0.9f32.ln()).abs() < 1e-6);
-        let count = |w: &str| fm.count(&tok.encode(w).unwrap());
-        let glue = tok.encode("-").unwrap().len();
-        let glued = fm.count(&tok.encode("-flow").unwrap()[glue..]);
-        assert_eq!(glued, 2, "high-flow, slip/flow");
-        let all = count("flow") + count("flows") + count("flowing") + glued;
-        assert_eq!(flow.count(), all);
-        assert_eq!(flow.variants.len(), 3);
-        // Weighed by the documents holding a form, each counted once.
-        let mut docs: Vec<u32> = flow.forms().flat_map(|(_, r)| fm.docs_of(r)).collect();
-        docs.sort_unstable();
-        docs.dedup();
-        assert!(docs.len() < all, "some document repeats a form");
-        assert_eq!(flow.docs, docs);
-        assert_eq!(flow.doc_freq, docs.len() as f64);
-        let want = ngram_weight(
-            0.9f32.ln() as f64,
-            flow.doc_freq,
-            fm.tokens(),
-            params.smoothing,
-        );
-        assert!((flow.weight - want).abs() < 1e-6);
-        // SEAL's weight counts the occurrences: lower.
-        let seal = SealParams {
-            doc_freq: false,
-            ..params
-        };
-        let by_occurrences = weigh_ngrams(&fm, &hyps, &seal, Some(&forms));
-        let by_occurrences = by_occurrences
-            .iter()
-            .find(|n| n.tokens == flow.tokens)
-            .unwrap();
-        let want = ngram_weight(
-            0.9f32.ln() as f64,
-            all as f64,
-            fm.tokens(),
-            params.smoothing,
-        );
-        assert!((by_occurrences.weight - want).abs() < 1e-6);
-        assert!(by_occurrences.weight < flow.weight);
-    }
-
-    #[test]
-    fn ngrams_count_as_their_content() {
-        let (_, tok, fm) = corpus();
-        let hyp = |w: &str| written(&tok, &fm, w, -1.0);
-        let hyps = [
-            hyp("of flow,"),
-            hyp("the flows"),
-            hyp("and a"),
-            hyp("wing and a model"),
-            hyp("flow separates."),
-            hyp("a high-flow"),
-            hyp("stream; the"),
-        ];
-        let read = content_ngrams(&hyps, "", &tok, &fm, None).unwrap();
-        let texts: Vec<String> = read
-            .iter()
-            .map(|h| tok.decode(&h.tokens, false).unwrap())
-            .collect();
-        // Stop words inside an n-gram stay; one of stop words and punctuation is dropped.
-        assert_eq!(
-            texts,
-            [
-                "flow",
-                "flows",
-                "wing and a model",
-                "flow separates",
-                "high-flow",
-                "stream"
-            ]
-        );
-        for (h, w) in read.iter().zip(&texts) {
-            assert_eq!(h.state, fm.range(&h.tokens), "{w}");
-            assert_eq!(h.score, -1.0);
-        }
-        // "wing and a model" is its own content: the very hypothesis comes back.
-        assert_eq!(read[2], hyps[3]);
-    }
-
-    #[test]
-    fn pieces_of_query_words_are_read_as_the_words() {
-        let q = "papers on shock-sound wave interaction, by defenders";
-        assert_eq!(query_words("ound", q), Some("sound"));
-        assert_eq!(query_words("ound wave", q), Some("sound wave"));
-        assert_eq!(query_words("def", q), Some("defenders"));
-        assert_eq!(query_words("nteractio", q), Some("interaction"));
-        // Whole words of the query, words it lacks, and a spaced piece that ends a word.
-        assert_eq!(query_words("wave", q), None);
-        assert_eq!(query_words("shock-sound", q), None);
-        assert_eq!(query_words("flow", q), None);
-        assert_eq!(query_words(" ound", q), None);
-        // One whole occurrence is enough for the model to have copied the word.
-        assert_eq!(query_words("flow", "flows and flow"), None);
-
-        // Through content_ngrams: the piece of "modelling" the model copied counts as the word.
-        let (_, tok, fm) = corpus();
-        let word = tok.encode("modelling").unwrap();
-        assert!(word.len() >= 2, "modelling is one token: {word:?}");
-        let tail = word[1..].to_vec();
-        let piece = Hypothesis {
-            state: fm.range(&tail),
-            tokens: tail,
-            score: -1.0,
-        };
-        assert!(!piece.state.is_empty());
-        let read = content_ngrams(
-            std::slice::from_ref(&piece),
-            "modelling flows",
-            &tok,
-            &fm,
-            None,
-        )
-        .unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(tok.decode(&read[0].tokens, false).unwrap(), "modelling");
-        assert_eq!(read[0].state, fm.range(&read[0].tokens));
-        // Without the word in the query, the piece stays as written.
-        let read = content_ngrams(std::slice::from_ref(&piece), "flows", &tok, &fm, None).unwrap();
-        assert_eq!(read[0], piece);
     }
 }

@@ -162,6 +162,11 @@ impl ArrayWriter {
         self
     }
 
+    pub fn bytes(&mut self, values: &[u8]) -> &mut Self {
+        self.push_bytes(values);
+        self
+    }
+
     /// Writes the file atomically.
     pub fn write(&self, path: &Path, magic: &[u8; 8], version: u32) -> Result<()> {
         let checksum = xxhash_rust::xxh3::xxh3_64(&self.payload);
@@ -311,6 +316,10 @@ impl ArrayReader {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
             .collect())
+    }
+
+    pub fn bytes(&mut self) -> Result<Vec<u8>> {
+        Ok(self.next_bytes(1)?.to_vec())
     }
 
     /// Fails unless every array was read: trailing data means a foreign layout.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use genret::Error;
 use genret::corpus::{Corpus, Document, read_corpus};
 use genret::fmindex::{BuildOptions, FmIndex};
-use genret::index::{BuildConfig, FMINDEX_FILE, Index, IndexDir, TokenizerSource, build};
+use genret::index::{BuildConfig, DocEntry, FMINDEX_FILE, Index, IndexDir, TokenizerSource, build};
+use genret::stem::{WORDS_PART, WordForms};
 use genret::tokenize::{GenretTokenizer, SPECIAL_TOKENS, TokenizerKind, TrainConfig};
 
 fn shipped(name: &str) -> PathBuf {
@@ -159,6 +160,19 @@ fn build_open_and_count_on_adi() {
         let hay = format!("{} {}", doc.title, doc.text).to_lowercase();
         assert!(hay.contains("information retrieval"), "doc {}", doc.id);
     }
+    // The word table the build stored is the one a search would build from the documents.
+    let stored = index.dir.part(WORDS_PART, "").unwrap();
+    let read = WordForms::load(&stored, &index.fm).unwrap();
+    let fields = |d: &DocEntry| [d.title.clone(), d.text.clone()];
+    let owned: Vec<[String; 2]> = index.docs.iter().map(fields).collect();
+    let fresh = WordForms::build(
+        &owned,
+        |[title, text]| [title.as_str(), text.as_str()],
+        &index.tokenizer,
+        &index.fm,
+    )
+    .unwrap();
+    assert!(read == fresh, "stored and rebuilt word tables differ");
 }
 
 #[test]

@@ -9,11 +9,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo};
-use crate::corpus::{Corpus, Document, Lines, fingerprint};
+use crate::corpus::{Corpus, Document, fingerprint};
 use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, FmIndex};
 use crate::progress;
+use crate::stem::{self, WORDS_FILE, WORDS_PART, WordForms};
 use crate::storage::{DirLock, replace_dir, sibling, write_atomic, write_atomic_with};
 use crate::tokenize::{GenretTokenizer, TrainConfig};
 
@@ -96,6 +97,9 @@ pub struct IndexStats {
     pub fmindex_bytes: u64,
     pub fmindex_bits_per_token: f64,
     pub build_seconds: f64,
+    /// Wall-clock seconds of each build phase, in order (absent in indexes built before it).
+    #[serde(default)]
+    pub phase_seconds: BTreeMap<String, f64>,
 }
 
 /// The token sequence of one document as genret indexes and trains on it:
@@ -168,6 +172,7 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
 fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
     let started = Instant::now();
     let out = out.to_path_buf();
+    let mut phases = Phases::default();
 
     let (tokenizer, kind, lowercase) = match &config.tokenizer {
         TokenizerSource::Train(train) => {
@@ -175,10 +180,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
                 "training {:?} tokenizer ({} tokens)",
                 train.kind, train.vocab_size
             ));
-            let texts = corpus
-                .docs
-                .iter()
-                .map(|d| format!("{}\n{}", d.title, d.text));
+            let texts = tokenizer_sample(corpus).map(|d| format!("{}\n{}", d.title, d.text));
             let tok = GenretTokenizer::train(train, texts)?;
             pb.finish_and_clear();
             let kind = format!("{:?}", train.kind).to_lowercase();
@@ -191,6 +193,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         ),
     };
     tokenizer.save(out.join(TOKENIZER_FILE))?;
+    phases.done("tokenizer");
 
     let pb = progress::bar(corpus.len() as u64, "tokenizing documents");
     let token_lists: Vec<Vec<u32>> = corpus
@@ -203,6 +206,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         })
         .collect::<Result<_>>()?;
     pb.finish_and_clear();
+    phases.done("tokenize");
 
     let docs: Vec<DocEntry> = corpus
         .docs
@@ -222,19 +226,34 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         }
         Ok(())
     })?;
+    phases.done("docs");
 
     let pb = progress::spinner("building FM-index");
     let vocab = tokenizer.vocab_size() as u32;
     let fm = FmIndex::build(&token_lists, vocab, config.fm)?;
     fm.save(&out.join(FMINDEX_FILE))?;
     pb.finish_and_clear();
+    phases.done("fmindex");
 
     let pb = progress::spinner(&format!("assigning {} docids", config.docids.name()));
     let docids = build_docids(corpus, &tokenizer, &token_lists, config)?;
     docids.save(&out.join(DOCIDS_FILE))?;
     pb.finish_and_clear();
+    phases.done("docids");
 
-    let stats = compute_stats(corpus, &token_lists, &fm, vocab, started);
+    let pb = progress::spinner("collecting word forms");
+    let forms = WordForms::build(
+        &corpus.docs,
+        |d| [d.title.as_str(), d.text.as_str()],
+        &tokenizer,
+        &fm,
+    )?;
+    forms.save(&out.join(WORDS_FILE))?;
+    pb.finish_and_clear();
+    phases.done("words");
+
+    let mut stats = compute_stats(corpus, &token_lists, &fm, vocab, started);
+    stats.phase_seconds = phases.seconds;
     write_atomic(
         &out.join(STATS_FILE),
         &serde_json::to_vec_pretty(&stats).expect("stats serialize"),
@@ -262,6 +281,14 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         part(DOCIDS_FILE, docid_meta(&docids, "tfidf"))?,
     );
 
+    parts.insert(
+        WORDS_PART.into(),
+        part(
+            WORDS_FILE,
+            BTreeMap::from([("format_version".to_string(), stem::FORMAT_VERSION.into())]),
+        )?,
+    );
+
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         genret_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -284,6 +311,46 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     };
     let dir = IndexDir::create(&out, manifest)?;
     Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+}
+
+/// Text a tokenizer is trained on at most: a 16k vocabulary's merges are settled long before
+/// (see docs/BENCHMARKS.md), and training on all of a large corpus costs minutes and memory.
+pub const TOKENIZER_SAMPLE_BYTES: usize = 32 << 20;
+
+/// The documents a tokenizer is trained on: all of them up to [`TOKENIZER_SAMPLE_BYTES`],
+/// else every k-th, spread evenly over the corpus (deterministic).
+fn tokenizer_sample(corpus: &Corpus) -> impl Iterator<Item = &Document> {
+    let bytes: usize = corpus
+        .docs
+        .iter()
+        .map(|d| d.title.len() + d.text.len() + 1)
+        .sum();
+    let every = bytes.div_ceil(TOKENIZER_SAMPLE_BYTES).max(1);
+    corpus.docs.iter().step_by(every)
+}
+
+/// Times a build's phases one after another, logged at info level (`-v`) as each ends.
+struct Phases {
+    last: Instant,
+    seconds: BTreeMap<String, f64>,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            last: Instant::now(),
+            seconds: BTreeMap::new(),
+        }
+    }
+}
+
+impl Phases {
+    fn done(&mut self, phase: &str) {
+        let took = self.last.elapsed().as_secs_f64();
+        tracing::info!("index build: {phase} took {took:.2} s");
+        self.seconds.insert(phase.to_string(), took);
+        self.last = Instant::now();
+    }
 }
 
 /// The manifest entry of docids; `vectors` names what semantic docids were clustered from.
@@ -367,6 +434,7 @@ fn compute_stats(
         fmindex_bytes: fm.size_bytes() as u64,
         fmindex_bits_per_token: fm.bits_per_token(true),
         build_seconds: started.elapsed().as_secs_f64(),
+        phase_seconds: BTreeMap::new(),
     }
 }
 
@@ -386,10 +454,29 @@ impl Index {
     /// Opens an index directory and loads its tokenizer, documents and FM-index.
     /// O(index size); every file is verified.
     pub fn open(path: impl AsRef<Path>) -> Result<Index> {
+        let clock = Instant::now();
+        let index = Index::open_unlogged(path)?;
+        tracing::info!(
+            "opened {} ({} documents) in {:.2} s",
+            index.dir.path.display(),
+            index.docs.len(),
+            clock.elapsed().as_secs_f64()
+        );
+        Ok(index)
+    }
+
+    fn open_unlogged(path: impl AsRef<Path>) -> Result<Index> {
         let dir = IndexDir::open(path)?;
         let hint = "rebuild it with `genret index CORPUS --out DIR`";
         let tokenizer = GenretTokenizer::from_file(dir.part("tokenizer", hint)?)?;
-        let docs = read_docs(&dir.part("docs", hint)?)?;
+        // The three large parts are independent: read side by side.
+        let fm_path = dir.part("fmindex", hint)?;
+        let docids_path = dir.part("docids", hint)?;
+        let (docs, (fm, docids)) = rayon::join(
+            || read_docs(&dir.part("docs", hint)?),
+            || rayon::join(|| FmIndex::load(&fm_path), || DocIds::load(&docids_path)),
+        );
+        let (docs, fm, docids) = (docs?, fm?, docids?);
         let stats_path = dir.part("stats", hint)?;
         let stats: IndexStats = serde_json::from_slice(
             &std::fs::read(&stats_path).map_err(|e| Error::io(&stats_path, e))?,
@@ -398,10 +485,6 @@ impl Index {
             path: stats_path.clone(),
             message: e.to_string(),
         })?;
-        let fm_path = dir.part("fmindex", hint)?;
-        let fm = FmIndex::load(&fm_path)?;
-        let docids_path = dir.part("docids", hint)?;
-        let docids = DocIds::load(&docids_path)?;
         if docids.len() != docs.len() || docids.model_vocab() < tokenizer.vocab_size() as u32 {
             return Err(Error::Corrupt {
                 path: docids_path,
@@ -545,13 +628,94 @@ impl Index {
     }
 }
 
+/// Reads `docs.jsonl` (genret's own file: plain UTF-8, one entry per line) in blocks of whole
+/// lines, each block's lines parsed in parallel; memory beyond the entries is one block. An
+/// error names the file and line.
 fn read_docs(path: &Path) -> Result<Vec<DocEntry>> {
-    let mut lines = Lines::open(path)?;
+    read_docs_in_blocks(path, 32 << 20)
+}
+
+fn read_docs_in_blocks(path: &Path, block_bytes: usize) -> Result<Vec<DocEntry>> {
+    let block_bytes = block_bytes.max(1);
+    let io = |e| Error::io(path, e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let mut docs = Vec::new();
-    while let Some(line) = lines.next_line()? {
-        let doc: DocEntry = serde_json::from_str(line.text)
-            .map_err(|e| line.error(format!("malformed document entry: {e}")))?;
-        docs.push(doc);
+    let mut block: Vec<u8> = Vec::with_capacity(block_bytes);
+    let mut line = 0u64;
+    loop {
+        let filled = block.len();
+        block.resize(filled + block_bytes, 0);
+        let n = std::io::Read::read(&mut file, &mut block[filled..]).map_err(io)?;
+        block.truncate(filled + n);
+        let end = if n == 0 {
+            block.len()
+        } else if let Some(last) = block.iter().rposition(|&b| b == b'\n') {
+            last + 1
+        } else {
+            continue; // one line longer than the block: read on
+        };
+        let mut lines: Vec<&[u8]> = block[..end].split(|&b| b == b'\n').collect();
+        if lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop(); // what follows the block's last newline
+        }
+        let first = line;
+        let parsed: Vec<DocEntry> = lines
+            .par_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                serde_json::from_slice(text).map_err(|e| Error::Parse {
+                    path: path.to_path_buf(),
+                    line: first + i as u64 + 1,
+                    message: format!("malformed document entry: {e}"),
+                })
+            })
+            .collect::<Result<_>>()?;
+        line += lines.len() as u64;
+        docs.extend(parsed);
+        if n == 0 {
+            return Ok(docs);
+        }
+        block.drain(..end);
     }
-    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_read_back_across_block_edges_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DOCS_FILE);
+        let docs: Vec<DocEntry> = (0..9)
+            .map(|i| DocEntry {
+                id: format!("d{i}"),
+                title: "t".repeat(i),
+                text: "x y".repeat(i * 7),
+                tokens: i as u32,
+            })
+            .collect();
+        let mut text: String = docs
+            .iter()
+            .map(|d| serde_json::to_string(d).unwrap() + "\n")
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        for block in [1, 7, 50, 1 << 20] {
+            assert_eq!(
+                read_docs_in_blocks(&path, block).unwrap(),
+                docs,
+                "block {block}"
+            );
+        }
+        text.pop(); // no newline at the end
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_docs_in_blocks(&path, 7).unwrap(), docs);
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines[5] = "{\"id\": 3";
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        for block in [7, 1 << 20] {
+            let err = read_docs_in_blocks(&path, block).unwrap_err().to_string();
+            assert!(err.contains(&format!("{}:6:", path.display())), "{err}");
+        }
+    }
 }

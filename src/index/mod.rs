@@ -247,6 +247,11 @@ impl IndexDir {
         Ok(path)
     }
 
+    /// Whether the manifest lists part `name` (not verified: [`IndexDir::part`] does that).
+    pub fn has_part(&self, name: &str) -> bool {
+        self.manifest.parts.contains_key(name)
+    }
+
     /// The manifest entry of part `name`, or a [`Error::MissingPart`] saying how to build it.
     fn entry(&self, name: &str, hint: &str) -> Result<&PartInfo> {
         self.manifest

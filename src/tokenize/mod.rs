@@ -10,7 +10,10 @@
 //! `decode(encode(text)) == text` for any text. With lowercasing, the round trip holds for
 //! lowercase text.
 
+mod fast;
+
 use std::path::Path;
+use std::sync::Arc;
 
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::unigram::{Unigram, UnigramTrainerBuilder};
@@ -78,6 +81,8 @@ pub struct SpecialIds {
 pub struct GenretTokenizer {
     inner: Tokenizer,
     specials: SpecialIds,
+    /// The same ids without HF's general pipeline, where this tokenizer allows it.
+    fast: Option<Arc<fast::FastByteLevel>>,
 }
 
 fn tk_err(e: impl std::fmt::Display) -> Error {
@@ -195,7 +200,12 @@ impl GenretTokenizer {
             ngram: ids[7],
             docid: ids[8],
         };
-        Ok(GenretTokenizer { inner, specials })
+        let fast = fast::FastByteLevel::of(&inner).map(Arc::new);
+        Ok(GenretTokenizer {
+            inner,
+            specials,
+            fast,
+        })
     }
 
     /// Writes `tokenizer.json` atomically.
@@ -204,10 +214,15 @@ impl GenretTokenizer {
         crate::storage::write_atomic(path.as_ref(), json.as_bytes())
     }
 
-    /// Token ids of `text`, without special tokens. Cost: linear in the text length.
+    /// Token ids of `text`, without special tokens. Cost: linear in the text length; a
+    /// tokenizer genret trained encodes ASCII text several times faster than HF's pipeline
+    /// (the same ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         if text.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(ids) = self.fast.as_ref().and_then(|f| f.encode(&self.inner, text)) {
+            return Ok(ids);
         }
         let enc = self.inner.encode(text, false).map_err(tk_err)?;
         Ok(enc.get_ids().to_vec())
