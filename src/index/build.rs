@@ -447,7 +447,9 @@ pub struct Index {
     pub fm: FmIndex,
     pub docids: DocIds,
     pub stats: IndexStats,
-    positions: HashMap<String, u32>,
+    /// Document id -> position, built on first use (a search by text never needs it).
+    /// `Err`: why the ids cannot be mapped (one repeats).
+    positions: std::sync::OnceLock<std::result::Result<HashMap<String, u32>, String>>,
 }
 
 impl Index {
@@ -509,18 +511,7 @@ impl Index {
                 ),
             });
         }
-        let index = Index::assemble(dir, tokenizer, docs, fm, docids, stats);
-        if index.positions.len() != index.docs.len() {
-            return Err(Error::Corrupt {
-                path: index.dir.file(DOCS_FILE),
-                message: format!(
-                    "{} documents but {} distinct ids: an id appears twice",
-                    index.docs.len(),
-                    index.positions.len()
-                ),
-            });
-        }
-        Ok(index)
+        Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
     }
 
     fn assemble(
@@ -531,11 +522,7 @@ impl Index {
         docids: DocIds,
         stats: IndexStats,
     ) -> Index {
-        let positions = docs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.id.clone(), i as u32))
-            .collect::<HashMap<_, _>>();
+        let positions = std::sync::OnceLock::new();
         Index {
             dir,
             tokenizer,
@@ -574,9 +561,30 @@ impl Index {
         Ok(())
     }
 
-    /// The index position of a document id, or an error naming the id.
+    /// The index position of a document id, or an error naming the id. The first call builds
+    /// the id map (O(documents); 1M: ~1 s), refusing an index whose ids repeat.
     pub fn doc_position(&self, id: &str) -> Result<u32> {
-        self.positions
+        let positions = self.positions.get_or_init(|| {
+            let map: HashMap<String, u32> = self
+                .docs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.id.clone(), i as u32))
+                .collect();
+            if map.len() != self.docs.len() {
+                return Err(format!(
+                    "{} documents but {} distinct ids: an id appears twice",
+                    self.docs.len(),
+                    map.len()
+                ));
+            }
+            Ok(map)
+        });
+        let positions = positions.as_ref().map_err(|message| Error::Corrupt {
+            path: self.dir.file(DOCS_FILE),
+            message: message.clone(),
+        })?;
+        positions
             .get(id)
             .copied()
             .ok_or_else(|| Error::UnknownDocId {
