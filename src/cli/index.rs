@@ -140,6 +140,17 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         d.max_len(),
         d.extra_tokens()
     );
-    println!("  took           {:.2} s", s.build_seconds);
+    // Longest phase first: where a large corpus's build time goes.
+    let mut phases: Vec<(&String, &f64)> = s.phase_seconds.iter().collect();
+    phases.sort_by(|a, b| b.1.total_cmp(a.1));
+    let phases: Vec<String> = phases
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.1} s"))
+        .collect();
+    println!(
+        "  took           {:.2} s ({})",
+        s.build_seconds,
+        phases.join(", ")
+    );
     Ok(())
 }
