@@ -97,7 +97,7 @@ pub struct IndexStats {
     pub fmindex_bytes: u64,
     pub fmindex_bits_per_token: f64,
     pub build_seconds: f64,
-    /// Wall-clock seconds of each build phase, in order (absent in indexes built before it).
+    /// Wall-clock seconds of each build phase, by phase name (absent in indexes built before it).
     #[serde(default)]
     pub phase_seconds: BTreeMap<String, f64>,
 }
