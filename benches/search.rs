@@ -46,7 +46,10 @@ fn main() {
         }
         Searcher::new(std::sync::Arc::clone(&index)).expect("the index's models load")
     } else {
-        let mut config = Config::preset(Preset::Small, index.docids.model_vocab() as usize);
+        let mut config = Config::preset(
+            Preset::Small,
+            index.docids().unwrap().model_vocab() as usize,
+        );
         let sp = index.tokenizer.specials();
         config.pad_token_id = sp.pad;
         config.eos_token_id = sp.eos;

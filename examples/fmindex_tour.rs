@@ -43,7 +43,8 @@ fn main() -> genret::Result<()> {
     for occ in index.fm.locate(range, 3) {
         println!(
             "  in document {} at token {}",
-            index.docs[occ.doc as usize].id, occ.offset
+            index.docs.id(occ.doc as usize)?,
+            occ.offset
         );
     }
     Ok(())

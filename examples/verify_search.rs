@@ -35,7 +35,7 @@ fn main() -> genret::Result<()> {
                 for t in &hit.tokens {
                     ngrams += 1;
                     let ok = match mode {
-                        Mode::DSI => index.docids.lookup(t) == Some(doc),
+                        Mode::DSI => index.docids()?.lookup(t) == Some(doc),
                         _ => tokens.windows(t.len()).any(|w| w == &t[..]),
                     };
                     if !ok {

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,7 +31,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{ArrayFile, ArrayWriter};
+use crate::storage::{ArrayFile, ArrayWriter, Mapped};
 
 /// File name of the docid table inside an index directory.
 pub const DOCIDS_FILE: &str = "docids.bin";
@@ -445,7 +446,13 @@ impl DocIds {
     /// Reads and verifies `docids.bin`: O(total symbols) (format 1, without the stored order:
     /// O(total symbols x log docs) to sort).
     pub fn load(path: &Path) -> Result<DocIds> {
-        let (mut r, version) = ArrayFile::open(path, MAGIC, 1..=FORMAT_VERSION)?;
+        DocIds::load_mapped(Mapped::open(path, None)?)
+    }
+
+    /// [`DocIds::load`] of a mapped file, whose checksum is not computed again if the whole
+    /// file was verified when it was mapped.
+    pub fn load_mapped(file: Arc<Mapped>) -> Result<DocIds> {
+        let (mut r, version) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
         let [code, offset, alphabet] = head[..] else {
             return Err(r.corrupt("bad scalar header"));

@@ -66,7 +66,7 @@
 //! };
 //! let index = build(&corpus, &dir.path().join("idx"), &config)?;
 //!
-//! let model_config = Config::preset(Preset::Tiny, index.docids.model_vocab() as usize);
+//! let model_config = Config::preset(Preset::Tiny, index.docids()?.model_vocab() as usize);
 //! let model = T5ForConditionalGeneration::new(
 //!     &model_config,
 //!     &init_params(&model_config, 7, &Device::Cpu)?,

@@ -37,15 +37,21 @@
 //! (docs/BENCHMARKS.md).
 //!
 //! Candidate documents come from the n-grams at most `max_ngram_freq` times in the corpus (a
-//! frequent n-gram would make every document a candidate and cost a locate per occurrence);
-//! the best `rerank` candidates by that first pass are then scored fully, with every
-//! n-gram, over their tokens extracted from the FM-index. `rerank` (300) is three times the
-//! depth `genret bench` retrieves (100), so that the full score, not the first pass (which
-//! ignores term frequency and coverage), chooses the best 100 (Recall@100 measured both ways
-//! in docs/BENCHMARKS.md, at ~3% more search time).
+//! frequent n-gram would make every document a candidate and cost a locate per occurrence).
+//! Every candidate is then scored fully, with every n-gram, frequent ones included, over its
+//! tokens read from the index's token store (a slice per document, ~1 us to score), up to
+//! `rerank` (10,000) candidates chosen by a first pass (the sum of `w^alpha` over the
+//! nominating n-grams a candidate holds). Scoring only a first-pass shortlist lost the
+//! relevant documents once the corpus was large: the first pass sees only rare n-grams, and
+//! the words that tell relevant documents apart are frequent there (docs/BENCHMARKS.md,
+//! "Growing with the corpus"). An index without a token store (built before it) reads
+//! candidates from the FM-index, ~100x dearer, and scores at most
+//! [`EXTRACTED_RERANK`] (300, three times `genret bench`'s depth).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+use rayon::prelude::*;
 
 use crate::decode::Hypothesis;
 use crate::docid::{DocIds, TrieState};
@@ -121,7 +127,7 @@ impl Default for SealParams {
             beta: 0.8,
             smoothing: 5.0,
             max_ngram_freq: 1000,
-            rerank: 300,
+            rerank: 10_000,
             k1: 1.2,
             b: 0.75,
             doc_freq: true,
@@ -130,6 +136,10 @@ impl Default for SealParams {
         }
     }
 }
+
+/// Candidates scored fully at most when they are extracted from the FM-index rather than read
+/// from a token store (see the module docs).
+pub const EXTRACTED_RERANK: usize = 300;
 
 /// `w(n, q)` from `log P(n|q)`, the n-gram's corpus frequency (its documents, or SEAL's
 /// occurrences) and the corpus size in tokens. `P(n|q)` is clamped below 1 so a certain
@@ -334,64 +344,127 @@ fn log_add(a: f32, b: f32) -> f32 {
 
 /// The intersective score of a document with tokens `doc` given `ngrams` (strongest first),
 /// in a corpus whose mean document length is `avg_len`: the score and the n-grams it
-/// contains, as in [`ScoredDoc::ngrams`]. O(|doc| + sum of n-gram lengths x occurrences of their first token in
-/// the document).
+/// contains, as in [`ScoredDoc::ngrams`]. Builds a [`Scorer`] for one document: to score
+/// many, build one and call [`Scorer::score`].
 pub fn intersective_score(
     doc: &[u32],
     ngrams: &[WeightedNgram],
     params: &SealParams,
     avg_len: f64,
 ) -> (f64, Vec<(usize, usize)>) {
-    let norm = params.k1 * (1.0 - params.b + params.b * doc.len() as f64 / avg_len.max(1.0));
-    let mut positions: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (i, &t) in doc.iter().enumerate() {
-        positions.entry(t).or_default().push(i);
-    }
-    let mut covered = std::collections::HashSet::new();
-    let mut score = 0.0;
-    let mut matched = Vec::new();
-    for (i, n) in ngrams.iter().enumerate() {
-        // Forms of one word may share a start (a form that is another's prefix): a position
-        // counts once.
-        let mut starts: Vec<usize> = Vec::new();
-        let mut distinct: Vec<u32> = Vec::new();
-        let mut first = None;
-        for (f, (tokens, _)) in n.forms().enumerate() {
-            let before = starts.len();
-            if let Some(ps) = positions.get(&tokens[0]) {
-                starts.extend(
-                    ps.iter()
-                        .filter(|&&p| doc.get(p..p + tokens.len()) == Some(tokens)),
-                );
-            }
-            if starts.len() > before {
-                distinct.extend_from_slice(tokens);
-                first.get_or_insert(f);
+    Scorer::new(ngrams, params, avg_len).score(doc)
+}
+
+/// [`intersective_score`] prepared once for a query's n-grams: which forms start with each
+/// token, so that a document is scored in one pass over its tokens. O(|doc| + matches) per
+/// document; building it is O(total form length + largest first token).
+pub struct Scorer<'a> {
+    params: SealParams,
+    avg_len: f64,
+    /// `w^alpha` of each n-gram.
+    strength: Vec<f64>,
+    /// First token -> index into `starting` + 1 (0: no form starts with it).
+    first: Vec<u32>,
+    /// The (n-gram, form) pairs starting with one token, in n-gram then form order.
+    starting: Vec<Vec<(usize, usize)>>,
+    /// Each n-gram's forms' tokens, in [`WeightedNgram::forms`] order.
+    forms: Vec<Vec<&'a [u32]>>,
+}
+
+impl<'a> Scorer<'a> {
+    pub fn new(ngrams: &'a [WeightedNgram], params: &SealParams, avg_len: f64) -> Scorer<'a> {
+        let forms: Vec<Vec<&[u32]>> = ngrams
+            .iter()
+            .map(|n| n.forms().map(|(t, _)| t).collect())
+            .collect();
+        let mut first: Vec<u32> = Vec::new();
+        let mut starting: Vec<Vec<(usize, usize)>> = Vec::new();
+        for (n, fs) in forms.iter().enumerate() {
+            for (f, tokens) in fs.iter().enumerate() {
+                let Some(&t) = tokens.first() else { continue };
+                let t = t as usize;
+                if first.len() <= t {
+                    first.resize(t + 1, 0);
+                }
+                if first[t] == 0 {
+                    starting.push(Vec::new());
+                    first[t] = starting.len() as u32;
+                }
+                starting[first[t] as usize - 1].push((n, f));
             }
         }
-        let Some(first) = first else { continue };
-        starts.sort_unstable();
-        starts.dedup();
-        let tf = starts.len() as f64;
-        distinct.sort_unstable();
-        distinct.dedup();
-        let new = distinct.iter().filter(|t| !covered.contains(*t)).count();
-        let cover = 1.0 - params.beta + params.beta * new as f64 / distinct.len() as f64;
-        let saturated = tf * (params.k1 + 1.0) / (tf + norm);
-        score += n.weight.powf(params.alpha) * cover * saturated;
-        covered.extend(distinct);
-        matched.push((i, first));
+        Scorer {
+            params: *params,
+            avg_len,
+            strength: ngrams.iter().map(|n| n.weight.powf(params.alpha)).collect(),
+            first,
+            starting,
+            forms,
+        }
     }
-    (score, matched)
+
+    /// The score of document `doc` and the n-grams it contains (see [`intersective_score`]).
+    pub fn score(&self, doc: &[u32]) -> (f64, Vec<(usize, usize)>) {
+        let params = &self.params;
+        let norm =
+            params.k1 * (1.0 - params.b + params.b * doc.len() as f64 / self.avg_len.max(1.0));
+        // Every (n-gram, form, position) where a form occurs.
+        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+        for (p, &t) in doc.iter().enumerate() {
+            let slot = self.first.get(t as usize).copied().unwrap_or(0);
+            if slot == 0 {
+                continue;
+            }
+            for &(n, f) in &self.starting[slot as usize - 1] {
+                let tokens = self.forms[n][f];
+                if doc.get(p..p + tokens.len()) == Some(tokens) {
+                    hits.push((n, f, p));
+                }
+            }
+        }
+        hits.sort_unstable();
+        let mut covered = std::collections::HashSet::new();
+        let mut score = 0.0;
+        let mut matched = Vec::new();
+        let mut starts: Vec<usize> = Vec::new();
+        let mut distinct: Vec<u32> = Vec::new();
+        for group in hits.chunk_by(|a, b| a.0 == b.0) {
+            let n = group[0].0;
+            // Forms of one word may share a start (a form that is another's prefix): a
+            // position counts once.
+            starts.clear();
+            starts.extend(group.iter().map(|h| h.2));
+            starts.sort_unstable();
+            starts.dedup();
+            distinct.clear();
+            for forms in group.chunk_by(|a, b| a.1 == b.1) {
+                distinct.extend_from_slice(self.forms[n][forms[0].1]);
+            }
+            distinct.sort_unstable();
+            distinct.dedup();
+            let tf = starts.len() as f64;
+            let new = distinct.iter().filter(|t| !covered.contains(*t)).count();
+            let cover = 1.0 - params.beta + params.beta * new as f64 / distinct.len() as f64;
+            let saturated = tf * (params.k1 + 1.0) / (tf + norm);
+            score += self.strength[n] * cover * saturated;
+            covered.extend(distinct.iter().copied());
+            matched.push((n, group[0].1));
+        }
+        (score, matched)
+    }
 }
 
 /// Ranks documents from weighted n-grams with their documents located, as [`weigh_ngrams`]
 /// leaves them (see the module docs); the best `k`, best first, ties by document number.
+/// `doc_tokens` gives a candidate's tokens (a slice of the index's token store, or the
+/// FM-index's extraction); the best `rerank` candidates of the first pass are scored, in
+/// parallel.
 pub fn seal_rank(
     fm: &FmIndex,
     ngrams: &[WeightedNgram],
     params: &SealParams,
     k: usize,
+    doc_tokens: &(dyn Fn(u32) -> Result<Vec<u32>> + Sync),
 ) -> Result<Vec<ScoredDoc>> {
     let rare = |n: &&WeightedNgram| n.count() <= params.max_ngram_freq;
     let nominating: Vec<&WeightedNgram> = if ngrams.iter().any(|n| rare(&n)) {
@@ -409,11 +482,11 @@ pub fn seal_rank(
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     candidates.truncate(params.rerank.max(k));
     let avg_len = fm.tokens() as f64 / fm.docs().max(1) as f64;
+    let scorer = Scorer::new(ngrams, params, avg_len);
     let mut scored = candidates
-        .into_iter()
+        .into_par_iter()
         .map(|(doc, _)| {
-            let tokens = fm.extract(doc)?;
-            let (score, ngrams) = intersective_score(&tokens, ngrams, params, avg_len);
+            let (score, ngrams) = scorer.score(&doc_tokens(doc)?);
             Ok(ScoredDoc { doc, score, ngrams })
         })
         .collect::<Result<Vec<_>>>()?;

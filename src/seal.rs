@@ -6,9 +6,9 @@
 //! and word forms ([`crate::stem`]), weighed and ranked ([`crate::score`]).
 //!
 //! Cost per query: the decoder's `max_ngram_len` steps of `beam` hypotheses, then a locate of
-//! every rare n-gram's occurrences and an extraction of the best `rerank` candidates
-//! (`SealParams`). The first search that reads word forms builds the corpus's word table (one
-//! pass over the documents), kept for later searches.
+//! every rare n-gram's occurrences and a full score of up to `rerank` candidates
+//! (`SealParams`), each read from the index's token store (extracted from the FM-index, and at
+//! most [`crate::score::EXTRACTED_RERANK`] of them, for an index built before the store).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, T5ForConditionalGeneration};
 use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
-use crate::score::{Term, seal_rank, weigh_ngrams};
+use crate::score::{EXTRACTED_RERANK, Term, seal_rank, weigh_ngrams};
 use crate::stem::{WORDS_PART, WordForms};
 
 /// The index's part holding SEAL's model.
@@ -51,9 +51,10 @@ impl Seal {
         Seal::new(index, model)
     }
 
-    /// Uses a model already in memory; its vocabulary must cover the index's tokens.
+    /// Uses a model already in memory; its vocabulary must cover the index's tokens (all
+    /// that SEAL decoding writes).
     pub fn new(index: Arc<Index>, model: T5ForConditionalGeneration) -> Result<Seal> {
-        let need = index.docids.model_vocab() as usize;
+        let need = index.fm.vocab_size() as usize;
         if model.config.vocab_size < need {
             return Err(Error::InvalidInput(format!(
                 "the model's vocabulary ({}) is smaller than the index needs ({need}); \
@@ -81,13 +82,13 @@ impl Seal {
         let index = &self.index;
         let clock = Instant::now();
         if index.dir.has_part(WORDS_PART) {
-            let path = index.dir.part(WORDS_PART, "rebuild the index")?;
-            let loaded = WordForms::load(&path, &index.fm)?;
+            let file = index.dir.map_part(WORDS_PART, "rebuild the index")?;
+            let loaded = WordForms::load_mapped(file, &index.fm)?;
             tracing::info!("word table read in {:.2} s", clock.elapsed().as_secs_f64());
             return Ok(self.forms.get_or_init(|| loaded));
         }
         let built = WordForms::build(
-            &index.docs,
+            &index.docs.all()?,
             |d| [d.title.as_str(), d.text.as_str()],
             &index.tokenizer,
             &index.fm,
@@ -136,6 +137,10 @@ impl Retriever for Seal {
         } else {
             None
         };
+        let mut params = options.seal;
+        if self.index.tokens.is_none() {
+            params.rerank = params.rerank.min(EXTRACTED_RERANK);
+        }
         let answers = decoded
             .iter()
             .zip(queries)
@@ -148,7 +153,9 @@ impl Retriever for Seal {
                     &d.history
                 };
                 let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
-                let ranked = seal_rank(fm, &ngrams, &options.seal, options.k)?;
+                let ranked = seal_rank(fm, &ngrams, &params, options.k, &|d| {
+                    self.index.doc_tokens(d)
+                })?;
                 let terms = if options.explain {
                     ngrams
                         .iter()

@@ -254,31 +254,38 @@ impl Searcher {
                 if let Some(h) = a.hits.iter().find(|h| !h.score.is_finite()) {
                     return Err(Error::Model(format!(
                         "query {q:?}: document {} scored {}; refusing a result that is not a number",
-                        self.index.docs[h.doc as usize].id, h.score
+                        self.index.docs.id(h.doc as usize)?,
+                        h.score
                     )));
                 }
             }
             let took_ms = started.elapsed().as_secs_f64() * 1e3 / chunk.len() as f64;
-            results.extend(chunk.iter().zip(answers).map(|(q, a)| SearchResult {
-                query: q.to_string(),
-                took_ms,
-                results: a.hits.into_iter().map(|h| self.hit(h)).collect(),
-                terms: a.terms,
-            }));
+            for (q, a) in chunk.iter().zip(answers) {
+                results.push(SearchResult {
+                    query: q.to_string(),
+                    took_ms,
+                    results: a
+                        .hits
+                        .into_iter()
+                        .map(|h| self.hit(h))
+                        .collect::<Result<_>>()?,
+                    terms: a.terms,
+                });
+            }
         }
         Ok((results, times))
     }
 
-    fn hit(&self, r: Retrieved) -> Hit {
-        let entry = &self.index.docs[r.doc as usize];
-        Hit {
-            doc_id: entry.id.clone(),
+    fn hit(&self, r: Retrieved) -> Result<Hit> {
+        let entry = self.index.docs.get(r.doc as usize)?;
+        Ok(Hit {
+            doc_id: entry.id,
             score: r.score,
-            title: entry.title.clone(),
+            title: entry.title,
             ngrams: r.ngrams,
             tokens: r.tokens,
             doc: r.doc,
-        }
+        })
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use rayon::prelude::*;
 use rust_stemmers::{Algorithm, Stemmer};
@@ -27,7 +27,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::fmindex::{FmIndex, FmRange};
-use crate::storage::{ArrayFile, ArrayWriter};
+use crate::storage::{ArrayFile, ArrayWriter, Mapped};
 use crate::tokenize::GenretTokenizer;
 
 /// The index part holding the stored word table, written by the index build, and its file.
@@ -243,7 +243,13 @@ impl WordForms {
     /// and range checked against `fm`). O(table size): the cost of a search's first use of
     /// word forms, against [`WordForms::build`]'s pass over the corpus.
     pub fn load(path: &Path, fm: &FmIndex) -> Result<Self> {
-        let (mut r, _) = ArrayFile::open(path, MAGIC, 1..=FORMAT_VERSION)?;
+        WordForms::load_mapped(Mapped::open(path, None)?, fm)
+    }
+
+    /// [`WordForms::load`] of a mapped file, whose checksum is not computed again if the
+    /// whole file was verified when it was mapped.
+    pub fn load_mapped(file: Arc<Mapped>, fm: &FmIndex) -> Result<Self> {
+        let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let offsets = r.u64s()?;
         let tokens = r.u32s()?;
         let ranges = r.u64s()?;

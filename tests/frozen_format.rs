@@ -1,5 +1,5 @@
-//! Frozen index files: `tests/data/fmindex-v1.bin` was written by format version 1. A reader
-//! change that can no longer load it, or a builder change that lays out the same documents
+//! Frozen index files: `tests/data/fmindex-vN.bin` was written by format version N. A reader
+//! change that can no longer load one, or a builder change that lays out the same documents
 //! differently without a version bump, fails here.
 //!
 //! After a deliberate format change (with `FORMAT_VERSION` bumped and the old file kept),
@@ -20,23 +20,35 @@ fn frozen_docs() -> Vec<Vec<u32>> {
 }
 
 #[test]
-fn frozen_v1_index_loads_and_equals_a_fresh_build() {
+fn frozen_indexes_load_and_equal_a_fresh_build() {
     let fresh = FmIndex::build(&frozen_docs(), 300, BuildOptions { sample_rate: 8 }).unwrap();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/data/fmindex-v{FORMAT_VERSION}.bin"));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let current = data.join(format!("fmindex-v{FORMAT_VERSION}.bin"));
     if std::env::var_os("GENRET_BLESS").is_some() {
-        fresh.save(&path).unwrap();
+        fresh.save(&current).unwrap();
     }
-    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fmindex-v1.bin");
-    let loaded = FmIndex::load(&v1).expect("format v1 file must stay readable");
-    assert_eq!(loaded.docs(), 60);
-    for (d, doc) in frozen_docs().iter().enumerate() {
-        assert_eq!(&loaded.extract(d as u32).unwrap(), doc);
-    }
-    if FORMAT_VERSION == 1 {
+    // Every format ever written still loads, to the same index.
+    for version in 1..=FORMAT_VERSION {
+        let path = data.join(format!("fmindex-v{version}.bin"));
+        let loaded = FmIndex::load(&path)
+            .unwrap_or_else(|e| panic!("format v{version} file must stay readable: {e}"));
+        assert_eq!(loaded.docs(), 60);
+        for (d, doc) in frozen_docs().iter().enumerate() {
+            assert_eq!(&loaded.extract(d as u32).unwrap(), doc, "v{version}");
+        }
+        assert_eq!(loaded, fresh, "v{version}: same documents, different index");
+        // From format 2 on, the file is used in place, not copied.
         assert_eq!(
-            loaded, fresh,
-            "same documents, same version, different index"
+            loaded.is_mapped(),
+            version >= 2 && cfg!(target_endian = "little"),
+            "v{version}"
         );
     }
+    // The current format lays the same documents out byte for byte as frozen.
+    let tmp = tempfile::tempdir().unwrap();
+    fresh.save(&tmp.path().join("fresh.bin")).unwrap();
+    assert!(
+        std::fs::read(tmp.path().join("fresh.bin")).unwrap() == std::fs::read(&current).unwrap(),
+        "the builder lays out the same documents differently: bump FORMAT_VERSION"
+    );
 }

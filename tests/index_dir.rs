@@ -144,7 +144,7 @@ fn build_open_and_count_on_adi() {
     let sp = index.tokenizer.specials();
     for (d, doc) in corpus.docs.iter().enumerate() {
         let tokens = index.fm.extract(d as u32).unwrap();
-        assert_eq!(tokens.len() as u32, index.docs[d].tokens);
+        assert_eq!(tokens.len() as u32, index.docs.get(d).unwrap().tokens);
         if !doc.title.is_empty() {
             assert_eq!(tokens[0], sp.title_start);
         }
@@ -164,7 +164,7 @@ fn build_open_and_count_on_adi() {
     let stored = index.dir.part(WORDS_PART, "").unwrap();
     let read = WordForms::load(&stored, &index.fm).unwrap();
     let fields = |d: &DocEntry| [d.title.clone(), d.text.clone()];
-    let owned: Vec<[String; 2]> = index.docs.iter().map(fields).collect();
+    let owned: Vec<[String; 2]> = index.docs.all().unwrap().iter().map(fields).collect();
     let fresh = WordForms::build(
         &owned,
         |[title, text]| [title.as_str(), text.as_str()],
@@ -289,17 +289,15 @@ fn a_changed_version_is_a_version_error() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_fm_file(dir.path());
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let future = genret::fmindex::FORMAT_VERSION + 1;
+    bytes[8..12].copy_from_slice(&future.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     let err = FmIndex::load(&path).unwrap_err();
     assert!(
         matches!(
             err,
-            Error::Version {
-                found: 2,
-                expected: 1,
-                ..
-            }
+            Error::Version { found, expected, .. }
+                if found == future && expected == genret::fmindex::FORMAT_VERSION
         ),
         "{err}"
     );

@@ -167,6 +167,8 @@ fn keyword_queries_are_document_words_and_their_targets_surround_one() {
     let sp = index.tokenizer.specials();
     let bodies: Vec<Vec<u32>> = index
         .docs
+        .all()
+        .unwrap()
         .iter()
         .map(|d| index.tokenizer.encode(&d.text).unwrap())
         .collect();

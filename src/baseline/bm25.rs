@@ -59,7 +59,7 @@ impl Bm25 {
                 Err(e) => tracing::warn!("rebuilding the BM25 index: {e}"),
             }
         }
-        let bm25 = Bm25::build(&index.docs, &dir)?;
+        let bm25 = Bm25::build(&index.docs.all()?, &dir)?;
         let meta = [
             ("corpus".to_string(), serde_json::json!(fingerprint)),
             ("k1".to_string(), serde_json::json!(K1)),

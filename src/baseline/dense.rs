@@ -203,6 +203,7 @@ impl DenseIndex {
         }
         let texts: Vec<String> = index
             .docs
+            .all()?
             .iter()
             .map(|d| document_text(&d.title, &d.text))
             .collect();

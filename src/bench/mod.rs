@@ -448,14 +448,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
             .iter()
             .zip(&per_query)
             .map(|(q, hits)| {
-                (
-                    q.to_string(),
-                    hits.iter()
-                        .map(|&(d, s)| (index.docs[d as usize].id.clone(), s))
-                        .collect(),
-                )
+                let ranked = hits
+                    .iter()
+                    .map(|&(d, s)| Ok((index.docs.id(d as usize)?, s)))
+                    .collect::<Result<_>>()?;
+                Ok((q.to_string(), ranked))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         write_run(
             &config.out.join(format!("{}.trec", mode.name())),
             &run,

@@ -51,8 +51,8 @@ pub fn run(args: CountArgs) -> anyhow::Result<()> {
         doc_ids: docs
             .iter()
             .take(args.limit)
-            .map(|&d| index.docs[d as usize].id.clone())
-            .collect(),
+            .map(|&d| index.docs.id(d as usize))
+            .collect::<Result<_, _>>()?,
         tokens,
     };
     if args.json {

@@ -46,8 +46,9 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     for pos in positions {
         let tokens = index.fm.extract(pos)?;
+        let id = index.docs.id(pos as usize)?;
         let doc = Extracted {
-            doc_id: &index.docs[pos as usize].id,
+            doc_id: &id,
             text: index.tokenizer.decode(&tokens, true)?,
             tokens,
         };

@@ -133,7 +133,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         s.fmindex_bytes as f64 / 1024.0,
         s.fmindex_bits_per_token
     );
-    let d = &index.docids;
+    let d = index.docids()?;
     println!(
         "  docids         {} (longest {} tokens, {} extra model tokens)",
         d.scheme().name(),

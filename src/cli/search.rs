@@ -68,6 +68,12 @@ pub struct SearchArgs {
     /// English.
     #[arg(long)]
     pub exact_ngrams: bool,
+    /// Candidate documents scored fully with every n-gram (seal), chosen by a first pass over
+    /// the rare n-grams; an index built before its token store (tokens.bin) scores at most
+    /// 300, as extracting them from the FM-index is dearer.
+    #[arg(long, default_value_t = SealParams::default().rerank as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub rerank: u32,
     /// BM25's term-frequency saturation (modes with bm25; tantivy's and Lucene's default).
     #[arg(long, default_value_t = 1.2)]
     pub k1: f32,
@@ -117,7 +123,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         max_ngram_len: args.max_ngram_len as usize,
         ngrams_per_step: args.ngrams_per_step as usize,
         batch: args.batch as usize,
-        seal: SealParams::exact_ngrams(args.exact_ngrams),
+        seal: SealParams {
+            rerank: args.rerank as usize,
+            ..SealParams::exact_ngrams(args.exact_ngrams)
+        },
         bm25: Bm25Params::new(args.k1, args.b)?,
         explain: args.explain,
         ..SearchOptions::default()

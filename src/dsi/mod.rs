@@ -185,6 +185,7 @@ pub(super) fn special_tokens(tok: &Tokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
 pub fn corpus_tokens(index: &Index, tok: &Tokenizer) -> Result<Vec<u32>> {
     let texts: Vec<String> = index
         .docs
+        .all()?
         .iter()
         .map(|d| format!("{} {}", d.title, d.text))
         .collect();
@@ -232,7 +233,7 @@ pub fn build_docids(
                 seed,
                 ..SemanticOptions::default()
             };
-            let ids: Vec<String> = index.docs.iter().map(|d| d.id.clone()).collect();
+            let ids = index.docs.ids()?;
             let no_suffix = |_: usize| Ok(Vec::new());
             let input = crate::docid::DocidInput {
                 ids: &ids,
@@ -396,7 +397,7 @@ impl DsiModel {
         )?;
         let mut dsi = DsiModel::load_dir(&dir, index.docs.len(), device)?;
         if dsi.docids.scheme() == Scheme::Atomic {
-            dsi.ids = index.docs.iter().map(|d| d.id.clone()).collect();
+            dsi.ids = index.docs.ids()?;
         }
         Ok(dsi)
     }

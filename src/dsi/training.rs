@@ -340,12 +340,13 @@ impl TrainingSet {
         queries: Option<&(std::path::PathBuf, String)>,
         seed: u64,
     ) -> Result<TrainingSet> {
-        let texts: Vec<String> = index.docs.iter().map(|d| d.text.clone()).collect();
+        let entries = index.docs.all()?;
+        let texts: Vec<String> = entries.iter().map(|d| d.text.clone()).collect();
         let idf = keyword_idf(&texts);
         let idf = |w: &str| idf.get(w).copied().unwrap_or(0.0);
         let mut source_texts: Vec<String> = Vec::new();
         let mut text_docs: Vec<u32> = Vec::new();
-        for (d, doc) in index.docs.iter().enumerate() {
+        for (d, doc) in entries.iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((d as u64) << 20));
             for q in keyword_queries(
                 &doc.title,
@@ -408,7 +409,7 @@ impl TrainingSet {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(0x5eed));
         let mut probe_texts = Vec::new();
         let mut probe_docs = Vec::new();
-        for (d, doc) in index.docs.iter().enumerate().step_by(step) {
+        for (d, doc) in entries.iter().enumerate().step_by(step) {
             let words: Vec<&str> = doc.text.split_whitespace().collect();
             if words.is_empty() {
                 continue;

@@ -1,12 +1,16 @@
 //! A bit vector with constant-time rank, laid out one cache line per block.
 //!
 //! Hand-written rather than taken from a crate because the FM-index needs three things at
-//! once that no crate offered together: a flat little-endian layout it can checksum and load
-//! with one read, a combined "bit and rank" probe (one cache miss per wavelet level), and a
+//! once that no crate offered together: a flat little-endian layout it can map and use in
+//! place (so opening an index copies nothing), a combined "bit and rank" probe (one cache miss per wavelet level), and a
 //! small, documented overhead that keeps the whole index under 20 bits per token.
 //!
 //! Layout: 64-byte aligned blocks of `[cumulative rank u64 | 7 data words]`, so a rank query
 //! touches exactly one cache line. Overhead: 64 bits per 448 data bits (14.3%).
+
+use rayon::prelude::*;
+
+use crate::storage::{Array, Plain};
 
 /// Data bits per block: seven 64-bit words.
 const BLOCK_BITS: usize = 448;
@@ -15,16 +19,30 @@ const BLOCK_WORDS: usize = 7;
 /// One cache line: the number of ones before this block, then seven words of data.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 #[repr(C, align(64))]
-struct Block {
+pub struct Block {
     rank: u64,
     words: [u64; BLOCK_WORDS],
+}
+
+// SAFETY: eight u64 fields, 64 bytes, no padding: every bit pattern is a valid Block.
+unsafe impl bytemuck::Zeroable for Block {}
+unsafe impl bytemuck::Pod for Block {}
+
+impl Plain for Block {
+    fn swap_le(self) -> Self {
+        Block {
+            rank: u64::from_le(self.rank),
+            words: self.words.map(u64::from_le),
+        }
+    }
 }
 
 /// An immutable bit vector supporting `rank1` in O(1): at most seven popcounts in one
 /// cache line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RankBitVec {
-    blocks: Vec<Block>,
+    /// Owned when built, used in place when loaded from a mapped file.
+    blocks: Array<Block>,
     len: usize,
     ones: usize,
 }
@@ -54,7 +72,7 @@ impl RankBitVec {
             }
         }
         RankBitVec {
-            blocks,
+            blocks: Array::from(blocks),
             len,
             ones: rank as usize,
         }
@@ -136,57 +154,77 @@ impl RankBitVec {
         (block.words[offset / 64] >> (offset % 64)) & 1 == 1
     }
 
+    /// Whether the blocks are used in place in a mapped file.
+    pub fn is_mapped(&self) -> bool {
+        self.blocks.is_mapped()
+    }
+
     /// Heap bytes used.
     pub fn size_bytes(&self) -> usize {
         self.blocks.len() * std::mem::size_of::<Block>()
     }
 
-    /// The flat representation `[rank, w0..w6]` per block, for serialization.
-    pub fn to_u64s(&self) -> Vec<u64> {
-        let mut out = Vec::with_capacity(self.blocks.len() * 8);
-        for block in &self.blocks {
-            out.push(block.rank);
-            out.extend_from_slice(&block.words);
-        }
-        out
+    /// The blocks, for serialization ([`crate::storage::ArrayWriter::aligned`] keeps them
+    /// one per cache line in the file).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
     }
 
-    /// Rebuilds from [`to_u64s`](Self::to_u64s) output, checking that sizes and stored ranks
-    /// are consistent. O(len / 64).
-    pub fn from_u64s(flat: &[u64], len: usize) -> Result<RankBitVec, String> {
+    /// Rebuilds from stored blocks (used in place if mapped), checking that their number
+    /// fits `len`, that every stored rank is the count of ones before its block, and that no
+    /// bit is set past `len`. O(len / 64), in parallel.
+    pub fn from_blocks(blocks: Array<Block>, len: usize) -> Result<RankBitVec, String> {
         let n_blocks = len / BLOCK_BITS + 1;
-        if flat.len() != n_blocks * 8 {
+        if blocks.len() != n_blocks {
             return Err(format!(
-                "bit vector of {len} bits needs {} words, found {}",
-                n_blocks * 8,
-                flat.len()
+                "bit vector of {len} bits needs {n_blocks} blocks, found {}",
+                blocks.len()
             ));
         }
-        let mut blocks = Vec::with_capacity(n_blocks);
-        let mut rank = 0u64;
-        for (b, chunk) in flat.chunks_exact(8).enumerate() {
-            let block = Block {
-                rank: chunk[0],
-                words: chunk[1..8].try_into().unwrap(),
-            };
-            if block.rank != rank {
-                return Err(format!("rank directory is inconsistent at block {b}"));
-            }
-            for (k, &w) in block.words.iter().enumerate() {
-                let first_bit = (b * BLOCK_WORDS + k) * 64;
-                let valid = len.saturating_sub(first_bit).min(64);
-                if valid < 64 && w >> valid != 0 {
-                    return Err(format!("bits set past the end at block {b}"));
-                }
-                rank += w.count_ones() as u64;
-            }
-            blocks.push(block);
+        let ones = |b: &Block| b.words.iter().map(|w| w.count_ones() as u64).sum::<u64>();
+        if blocks[0].rank != 0 {
+            return Err("rank directory is inconsistent at block 0".into());
         }
+        if let Some(b) = (1..n_blocks)
+            .into_par_iter()
+            .find_first(|&b| blocks[b].rank != blocks[b - 1].rank + ones(&blocks[b - 1]))
+        {
+            return Err(format!("rank directory is inconsistent at block {b}"));
+        }
+        // Only the last block can hold positions at or past `len`.
+        let last = n_blocks - 1;
+        for (k, &w) in blocks[last].words.iter().enumerate() {
+            let first_bit = (last * BLOCK_WORDS + k) * 64;
+            let valid = len.saturating_sub(first_bit).min(64);
+            if valid < 64 && w >> valid != 0 {
+                return Err(format!("bits set past the end at block {last}"));
+            }
+        }
+        let total = blocks[last].rank + ones(&blocks[last]);
         Ok(RankBitVec {
             blocks,
             len,
-            ones: rank as usize,
+            ones: total as usize,
         })
+    }
+
+    /// Rebuilds from the flat `[rank, w0..w6]` words per block of format 2 files (copied),
+    /// with the checks of [`RankBitVec::from_blocks`].
+    pub fn from_u64s(flat: &[u64], len: usize) -> Result<RankBitVec, String> {
+        if !flat.len().is_multiple_of(8) {
+            return Err(format!(
+                "{} words is not a whole number of blocks",
+                flat.len()
+            ));
+        }
+        let blocks: Vec<Block> = flat
+            .chunks_exact(8)
+            .map(|c| Block {
+                rank: c[0],
+                words: c[1..8].try_into().unwrap(),
+            })
+            .collect();
+        RankBitVec::from_blocks(Array::from(blocks), len)
     }
 }
 
@@ -210,17 +248,26 @@ mod tests {
                 }
             }
             assert_eq!(bv.ones(), naive);
-            let back = RankBitVec::from_u64s(&bv.to_u64s(), len).unwrap();
+            let back = RankBitVec::from_blocks(Array::from(bv.blocks().to_vec()), len).unwrap();
             assert_eq!(back, bv);
+            let flat: Vec<u64> = bv
+                .blocks()
+                .iter()
+                .flat_map(|b| [b.rank].into_iter().chain(b.words))
+                .collect();
+            assert_eq!(RankBitVec::from_u64s(&flat, len).unwrap(), bv);
         }
     }
 
     #[test]
     fn from_u64s_rejects_bad_rank_directory() {
         let bv = RankBitVec::from_fn(1000, |i| i % 3 == 0);
-        let mut flat = bv.to_u64s();
-        flat[8] += 1; // rank of block 1
-        assert!(RankBitVec::from_u64s(&flat, 1000).is_err());
-        assert!(RankBitVec::from_u64s(&flat[..8], 1000).is_err());
+        let mut blocks = bv.blocks().to_vec();
+        blocks[1].rank += 1;
+        assert!(RankBitVec::from_blocks(Array::from(blocks.clone()), 1000).is_err());
+        blocks[1].rank -= 1;
+        blocks[2].words[6] |= 1 << 63; // past the end
+        assert!(RankBitVec::from_blocks(Array::from(blocks), 1000).is_err());
+        assert!(RankBitVec::from_blocks(Array::from(bv.blocks()[..1].to_vec()), 1000).is_err());
     }
 }

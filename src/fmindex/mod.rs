@@ -27,11 +27,12 @@ pub use bits::RankBitVec;
 pub use wavelet::{WaveletMatrix, bits_for};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::storage::{ArrayFile, ArrayWriter};
+use crate::storage::{Array, ArrayFile, ArrayReader, ArrayWriter, Mapped};
 
 /// Symbol that ends the whole text (occurs once, last).
 const END: u64 = 0;
@@ -43,7 +44,8 @@ const SHIFT: u64 = 2;
 /// Magic bytes of `fmindex.bin`.
 pub const MAGIC: &[u8; 8] = b"GRFMIDX\0";
 /// Version of the `fmindex.bin` layout written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 starts every bit vector on a 64-byte boundary, so the file is used in place.
+pub const FORMAT_VERSION: u32 = 2;
 /// Oldest `fmindex.bin` layout this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
@@ -107,18 +109,18 @@ impl Default for BuildOptions {
 pub struct FmIndex {
     bwt: WaveletMatrix,
     /// `c[s]`: number of symbols smaller than `s`; `sigma + 1` entries.
-    c: Vec<u32>,
+    c: Array<u32>,
     /// `c[s]` minus where symbol `s`'s run starts after the wavelet matrix's last level
     /// (wrapping), so a final-level position `p` of `s` maps to row `base[s] + p`.
     base: Vec<u32>,
     /// Rows whose text position is a multiple of `sample_rate`.
     sampled: RankBitVec,
     /// Text positions of the sampled rows, in row order.
-    samples: Vec<u32>,
+    samples: Array<u32>,
     /// Text position where each (reversed) document starts; one extra entry: the END position.
-    doc_starts: Vec<u32>,
+    doc_starts: Array<u32>,
     /// Row of the suffix that starts at each document's end symbol.
-    sep_rows: Vec<u32>,
+    sep_rows: Array<u32>,
     sample_rate: u32,
     vocab_size: u32,
 }
@@ -227,12 +229,12 @@ impl FmIndex {
         let bwt = WaveletMatrix::build(&bwt, bits);
         Ok(FmIndex {
             bwt,
-            c,
+            c: c.into(),
             base,
             sampled,
-            samples,
-            doc_starts,
-            sep_rows,
+            samples: samples.into(),
+            doc_starts: doc_starts.into(),
+            sep_rows: sep_rows.into(),
             sample_rate: rate,
             vocab_size,
         })
@@ -466,6 +468,15 @@ impl FmIndex {
         Ok(tokens)
     }
 
+    /// Whether the large arrays (the bit vectors and the samples) are used in place in a
+    /// mapped file rather than copied: true for a file of format 2 or later on a
+    /// little-endian machine.
+    pub fn is_mapped(&self) -> bool {
+        self.bwt.levels().iter().all(RankBitVec::is_mapped)
+            && self.sampled.is_mapped()
+            && self.samples.is_mapped()
+    }
+
     /// Heap bytes of the whole index.
     pub fn size_bytes(&self) -> usize {
         self.bwt.size_bytes()
@@ -491,7 +502,7 @@ impl FmIndex {
         bytes as f64 * 8.0 / self.tokens().max(1) as f64
     }
 
-    /// Writes `fmindex.bin` atomically.
+    /// Writes `fmindex.bin` atomically, every bit vector on a 64-byte boundary.
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut w = ArrayWriter::new();
         w.u64s(&[
@@ -503,9 +514,9 @@ impl FmIndex {
         ]);
         w.u32s(&self.c);
         for level in self.bwt.levels() {
-            w.u64s(&level.to_u64s());
+            w.aligned(level.blocks());
         }
-        w.u64s(&self.sampled.to_u64s())
+        w.aligned(self.sampled.blocks())
             .u32s(&self.samples)
             .u32s(&self.doc_starts)
             .u32s(&self.sep_rows);
@@ -513,10 +524,17 @@ impl FmIndex {
     }
 
     /// Reads `fmindex.bin`, verifying header, checksum and the consistency of every array.
-    /// A damaged file is an error, never a panic. O(file size).
+    /// A damaged file is an error, never a panic. O(file size), at memory speed: the file is
+    /// mapped and, from format 2 on, its arrays are used in place.
     pub fn load(path: &Path) -> Result<FmIndex> {
-        let (mut r, _version) =
-            ArrayFile::open(path, MAGIC, OLDEST_FORMAT_VERSION..=FORMAT_VERSION)?;
+        FmIndex::load_mapped(Mapped::open(path, None)?)
+    }
+
+    /// [`FmIndex::load`] of a mapped file, whose checksum is not computed again if the whole
+    /// file was verified when it was mapped ([`Mapped::verified`]).
+    pub fn load_mapped(file: Arc<Mapped>) -> Result<FmIndex> {
+        let (mut r, version) =
+            ArrayFile::read(file, MAGIC, OLDEST_FORMAT_VERSION..=FORMAT_VERSION)?;
         let head = r.u64s()?;
         let [vocab_size, sample_rate, n, docs, bits] = head[..] else {
             return Err(r.corrupt("bad scalar header"));
@@ -532,7 +550,7 @@ impl FmIndex {
             return Err(r.corrupt("inconsistent scalar header"));
         }
         let n = n as usize;
-        let c = r.u32s()?;
+        let c: Array<u32> = r.array()?;
         let counts_ok = c.len() == sigma as usize + 1
             && c[0] == 0
             && c.windows(2).all(|w| w[0] <= w[1])
@@ -541,27 +559,33 @@ impl FmIndex {
         if !counts_ok {
             return Err(r.corrupt("bad C array"));
         }
+        let bit_vector = |r: &mut ArrayReader| -> Result<RankBitVec> {
+            let checked = if version >= 2 {
+                RankBitVec::from_blocks(r.aligned()?, n)
+            } else {
+                RankBitVec::from_u64s(&r.u64s()?, n)
+            };
+            checked.map_err(|m| r.corrupt(m))
+        };
         let mut levels = Vec::with_capacity(bits as usize);
         for _ in 0..bits {
-            let flat = r.u64s()?;
-            levels.push(RankBitVec::from_u64s(&flat, n).map_err(|m| r.corrupt(m))?);
+            levels.push(bit_vector(&mut r)?);
         }
         let bwt = WaveletMatrix::from_parts(levels, n, bits as u32).map_err(|m| r.corrupt(m))?;
-        let sampled_flat = r.u64s()?;
-        let sampled = RankBitVec::from_u64s(&sampled_flat, n).map_err(|m| r.corrupt(m))?;
-        let samples = r.u32s()?;
-        let doc_starts = r.u32s()?;
-        let sep_rows = r.u32s()?;
+        let sampled = bit_vector(&mut r)?;
+        let samples: Array<u32> = r.array()?;
+        let doc_starts: Array<u32> = r.array()?;
+        let sep_rows: Array<u32> = r.array()?;
         let counts: Vec<u64> = c.windows(2).map(|w| (w[1] - w[0]) as u64).collect();
         let consistent = samples.len() == sampled.ones()
-            && samples.iter().all(|&p| (p as usize) < n)
+            && samples.par_iter().all(|&p| (p as usize) < n)
             && doc_starts.len() == docs as usize + 1
             && doc_starts.first().is_some_and(|&s| s == 0)
-            && doc_starts.windows(2).all(|w| w[0] < w[1])
+            && doc_starts.par_windows(2).all(|w| w[0] < w[1])
             && doc_starts.last().is_some_and(|&s| s as usize == n - 1)
             && sep_rows.len() == docs as usize
             && counts[SEP as usize] == docs
-            && sep_rows.iter().all(|&r| (c[1]..c[2]).contains(&r));
+            && sep_rows.par_iter().all(|&r| (c[1]..c[2]).contains(&r));
         if !consistent {
             return Err(r.corrupt("arrays disagree with each other"));
         }

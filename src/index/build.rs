@@ -1,13 +1,15 @@
 //! Building an index directory from a corpus, and opening it again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::docs::{self, DOCS_FILE, DocEntry, DocStore, LINES_FILE, LINES_PART};
+use super::tokens::{TOKENS_FILE, TOKENS_PART, TokenStore};
 use super::{CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo};
 use crate::corpus::{Corpus, Document, fingerprint};
 use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
@@ -15,12 +17,11 @@ use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, FmIndex};
 use crate::progress;
 use crate::stem::{self, WORDS_FILE, WORDS_PART, WordForms};
-use crate::storage::{DirLock, replace_dir, sibling, write_atomic, write_atomic_with};
+use crate::storage::{DirLock, replace_dir, sibling, write_atomic};
 use crate::tokenize::{GenretTokenizer, TrainConfig};
 
 /// File names of the parts written by [`build`].
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-pub const DOCS_FILE: &str = "docs.jsonl";
 pub const STATS_FILE: &str = "stats.json";
 pub const FMINDEX_FILE: &str = "fmindex.bin";
 
@@ -53,29 +54,6 @@ impl Default for BuildConfig {
             fm: BuildOptions::default(),
             docids: Scheme::default(),
             semantic: SemanticOptions::default(),
-        }
-    }
-}
-
-/// One line of `docs.jsonl`: a document as indexed, in index order.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DocEntry {
-    pub id: String,
-    pub title: String,
-    pub text: String,
-    /// Number of tokens the document has in the FM-index.
-    pub tokens: u32,
-}
-
-#[cfg(test)]
-impl DocEntry {
-    /// A document of `text` alone (no id, title or tokens), for unit tests.
-    pub(crate) fn of_text(text: &str) -> DocEntry {
-        DocEntry {
-            id: String::new(),
-            title: String::new(),
-            text: text.into(),
-            tokens: 0,
         }
     }
 }
@@ -208,30 +186,20 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     pb.finish_and_clear();
     phases.done("tokenize");
 
-    let docs: Vec<DocEntry> = corpus
-        .docs
-        .iter()
-        .zip(&token_lists)
-        .map(|(d, t)| DocEntry {
-            id: d.id.clone(),
-            title: d.title.clone(),
-            text: d.text.clone(),
-            tokens: t.len() as u32,
-        })
-        .collect();
-    write_atomic_with(&out.join(DOCS_FILE), |w| {
-        for doc in &docs {
-            serde_json::to_writer(&mut *w, doc)?;
-            w.write_all(b"\n")?;
-        }
-        Ok(())
-    })?;
+    let entries = corpus.docs.iter().zip(&token_lists).map(|(d, t)| DocEntry {
+        id: d.id.clone(),
+        title: d.title.clone(),
+        text: d.text.clone(),
+        tokens: t.len() as u32,
+    });
+    docs::write(&out, entries)?;
     phases.done("docs");
 
     let pb = progress::spinner("building FM-index");
     let vocab = tokenizer.vocab_size() as u32;
     let fm = FmIndex::build(&token_lists, vocab, config.fm)?;
     fm.save(&out.join(FMINDEX_FILE))?;
+    TokenStore::write(&out.join(TOKENS_FILE), &token_lists, vocab)?;
     pb.finish_and_clear();
     phases.done("fmindex");
 
@@ -263,6 +231,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     let mut parts = BTreeMap::new();
     parts.insert("tokenizer".into(), part(TOKENIZER_FILE, BTreeMap::new())?);
     parts.insert("docs".into(), part(DOCS_FILE, BTreeMap::new())?);
+    parts.insert(LINES_PART.into(), part(LINES_FILE, BTreeMap::new())?);
     parts.insert("stats".into(), part(STATS_FILE, BTreeMap::new())?);
     let fm_meta = BTreeMap::from([
         ("sample_rate".to_string(), fm.sample_rate().into()),
@@ -276,6 +245,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         ),
     ]);
     parts.insert("fmindex".into(), part(FMINDEX_FILE, fm_meta)?);
+    parts.insert(TOKENS_PART.into(), part(TOKENS_FILE, BTreeMap::new())?);
     parts.insert(
         "docids".into(),
         part(DOCIDS_FILE, docid_meta(&docids, "tfidf"))?,
@@ -310,7 +280,12 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         parts,
     };
     let dir = IndexDir::create(&out, manifest)?;
-    Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+    let docs = open_docs(&dir)?;
+    let tokens = open_tokens(&dir)?;
+    let docids = OnceLock::from(docids);
+    Ok(Index::assemble(
+        dir, tokenizer, docs, fm, docids, stats, tokens,
+    ))
 }
 
 /// Text a tokenizer is trained on at most: a 16k vocabulary's merges are settled long before
@@ -443,18 +418,26 @@ fn compute_stats(
 pub struct Index {
     pub dir: IndexDir,
     pub tokenizer: GenretTokenizer,
-    pub docs: Vec<DocEntry>,
+    /// The documents, read one at a time from the mapped `docs.jsonl`.
+    pub docs: DocStore,
     pub fm: FmIndex,
-    pub docids: DocIds,
+    /// Every document's token ids (`tokens.bin`), for reading candidates without walking
+    /// the FM-index; `None` for an index built before it ([`Index::doc_tokens`] falls back).
+    pub tokens: Option<TokenStore>,
+    /// Read on first use: [`Index::docids`].
+    docids: OnceLock<DocIds>,
     pub stats: IndexStats,
     /// Document id -> position, built on first use (a search by text never needs it).
     /// `Err`: why the ids cannot be mapped (one repeats).
-    positions: std::sync::OnceLock<std::result::Result<HashMap<String, u32>, String>>,
+    positions: OnceLock<std::result::Result<HashMap<String, u32>, String>>,
 }
 
 impl Index {
-    /// Opens an index directory and loads its tokenizer, documents and FM-index.
-    /// O(index size); every file is verified.
+    /// Opens an index directory: its tokenizer, and its documents, token store and FM-index
+    /// mapped and used in place. Cost: one checksum pass over the FM-index and the token
+    /// store (memory speed, nothing copied) and 8 bytes per document of `docs.lines`;
+    /// `docs.jsonl` is checked block by block as documents are read ([`DocStore`]) and
+    /// `docids.bin` when first needed ([`Index::docids`]), so no byte is used unverified.
     pub fn open(path: impl AsRef<Path>) -> Result<Index> {
         let clock = Instant::now();
         let index = Index::open_unlogged(path)?;
@@ -471,14 +454,14 @@ impl Index {
         let dir = IndexDir::open(path)?;
         let hint = "rebuild it with `genret index CORPUS --out DIR`";
         let tokenizer = GenretTokenizer::from_file(dir.part("tokenizer", hint)?)?;
-        // The three large parts are independent: read side by side.
-        let fm_path = dir.part("fmindex", hint)?;
-        let docids_path = dir.part("docids", hint)?;
-        let (docs, (fm, docids)) = rayon::join(
-            || read_docs(&dir.part("docs", hint)?),
-            || rayon::join(|| FmIndex::load(&fm_path), || DocIds::load(&docids_path)),
+        // The three large parts are independent: read side by side. The binary ones are
+        // mapped, verified against the manifest in one pass and used in place.
+        let fm_path = dir.file(FMINDEX_FILE);
+        let ((docs, tokens), fm) = rayon::join(
+            || rayon::join(|| open_docs(&dir), || open_tokens(&dir)),
+            || FmIndex::load_mapped(dir.map_part("fmindex", hint)?),
         );
-        let (docs, fm, docids) = (docs?, fm?, docids?);
+        let (docs, tokens, fm) = (docs?, tokens?, fm?);
         let stats_path = dir.part("stats", hint)?;
         let stats: IndexStats = serde_json::from_slice(
             &std::fs::read(&stats_path).map_err(|e| Error::io(&stats_path, e))?,
@@ -487,18 +470,6 @@ impl Index {
             path: stats_path.clone(),
             message: e.to_string(),
         })?;
-        if docids.len() != docs.len() || docids.model_vocab() < tokenizer.vocab_size() as u32 {
-            return Err(Error::Corrupt {
-                path: docids_path,
-                message: format!(
-                    "docids has {} documents and needs vocabulary {}, but docs.jsonl has {} and the tokenizer {}",
-                    docids.len(),
-                    docids.model_vocab(),
-                    docs.len(),
-                    tokenizer.vocab_size()
-                ),
-            });
-        }
         if fm.docs() != docs.len() || fm.vocab_size() as usize != tokenizer.vocab_size() {
             return Err(Error::Corrupt {
                 path: fm_path,
@@ -511,26 +482,87 @@ impl Index {
                 ),
             });
         }
-        Ok(Index::assemble(dir, tokenizer, docs, fm, docids, stats))
+        if let Some(t) = &tokens
+            && (t.docs() != docs.len() || t.vocab_size() != fm.vocab_size())
+        {
+            return Err(Error::Corrupt {
+                path: dir.file(TOKENS_FILE),
+                message: format!(
+                    "it has {} documents and vocabulary {}, but docs.jsonl has {} and the \
+                     FM-index {}",
+                    t.docs(),
+                    t.vocab_size(),
+                    docs.len(),
+                    fm.vocab_size()
+                ),
+            });
+        }
+        Ok(Index::assemble(
+            dir,
+            tokenizer,
+            docs,
+            fm,
+            OnceLock::new(),
+            stats,
+            tokens,
+        ))
     }
 
     fn assemble(
         dir: IndexDir,
         tokenizer: GenretTokenizer,
-        docs: Vec<DocEntry>,
+        docs: DocStore,
         fm: FmIndex,
-        docids: DocIds,
+        docids: OnceLock<DocIds>,
         stats: IndexStats,
+        tokens: Option<TokenStore>,
     ) -> Index {
-        let positions = std::sync::OnceLock::new();
+        let positions = OnceLock::new();
         Index {
             dir,
             tokenizer,
             docs,
             fm,
+            tokens,
             docids,
             stats,
             positions,
+        }
+    }
+
+    /// The documents' identifiers (`docids.bin`), read and checked on first use (O(total
+    /// symbols); a SEAL search never needs them). An error names the file if it is damaged or
+    /// does not fit the documents and the tokenizer.
+    pub fn docids(&self) -> Result<&DocIds> {
+        if let Some(d) = self.docids.get() {
+            return Ok(d);
+        }
+        let hint = "rebuild it with `genret index CORPUS --out DIR`";
+        let docids = DocIds::load_mapped(self.dir.map_part("docids", hint)?)?;
+        if docids.len() != self.docs.len()
+            || docids.model_vocab() < self.tokenizer.vocab_size() as u32
+        {
+            return Err(Error::Corrupt {
+                path: self.dir.file(DOCIDS_FILE),
+                message: format!(
+                    "docids has {} documents and needs vocabulary {}, but docs.jsonl has {} and \
+                     the tokenizer {}",
+                    docids.len(),
+                    docids.model_vocab(),
+                    self.docs.len(),
+                    self.tokenizer.vocab_size()
+                ),
+            });
+        }
+        Ok(self.docids.get_or_init(|| docids))
+    }
+
+    /// The token ids of document `doc`: a slice of `tokens.bin` (O(length)), or, for an index
+    /// built before it, rebuilt from the FM-index (O(length x log vocabulary)).
+    pub fn doc_tokens(&self, doc: u32) -> Result<Vec<u32>> {
+        match &self.tokens {
+            Some(t) => t.doc(doc),
+            None => self.fm.extract(doc),
         }
     }
 
@@ -544,7 +576,7 @@ impl Index {
         options: &SemanticOptions,
         source: &str,
     ) -> Result<()> {
-        let ids: Vec<String> = self.docs.iter().map(|d| d.id.clone()).collect();
+        let ids = self.docs.ids()?;
         let no_suffix = |_: usize| Ok(Vec::new());
         let input = DocidInput {
             ids: &ids,
@@ -557,7 +589,7 @@ impl Index {
         docids.save(&self.dir.file(DOCIDS_FILE))?;
         self.dir
             .add_part("docids", DOCIDS_FILE, docid_meta(&docids, source))?;
-        self.docids = docids;
+        self.docids = OnceLock::from(docids);
         Ok(())
     }
 
@@ -565,11 +597,11 @@ impl Index {
     /// the id map (O(documents); 1M: ~1 s), refusing an index whose ids repeat.
     pub fn doc_position(&self, id: &str) -> Result<u32> {
         let positions = self.positions.get_or_init(|| {
-            let map: HashMap<String, u32> = self
-                .docs
-                .iter()
+            let ids = self.docs.ids().map_err(|e| e.to_string())?;
+            let map: HashMap<String, u32> = ids
+                .into_iter()
                 .enumerate()
-                .map(|(i, d)| (d.id.clone(), i as u32))
+                .map(|(i, id)| (id, i as u32))
                 .collect();
             if map.len() != self.docs.len() {
                 return Err(format!(
@@ -636,94 +668,25 @@ impl Index {
     }
 }
 
-/// Reads `docs.jsonl` (genret's own file: plain UTF-8, one entry per line) in blocks of whole
-/// lines, each block's lines parsed in parallel; memory beyond the entries is one block. An
-/// error names the file and line.
-fn read_docs(path: &Path) -> Result<Vec<DocEntry>> {
-    read_docs_in_blocks(path, 32 << 20)
-}
-
-fn read_docs_in_blocks(path: &Path, block_bytes: usize) -> Result<Vec<DocEntry>> {
-    let block_bytes = block_bytes.max(1);
-    let io = |e| Error::io(path, e);
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut docs = Vec::new();
-    let mut block: Vec<u8> = Vec::with_capacity(block_bytes);
-    let mut line = 0u64;
-    loop {
-        let filled = block.len();
-        block.resize(filled + block_bytes, 0);
-        let n = std::io::Read::read(&mut file, &mut block[filled..]).map_err(io)?;
-        block.truncate(filled + n);
-        let end = if n == 0 {
-            block.len()
-        } else if let Some(last) = block.iter().rposition(|&b| b == b'\n') {
-            last + 1
-        } else {
-            continue; // one line longer than the block: read on
-        };
-        let mut lines: Vec<&[u8]> = block[..end].split(|&b| b == b'\n').collect();
-        if lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop(); // what follows the block's last newline
-        }
-        let first = line;
-        let parsed: Vec<DocEntry> = lines
-            .par_iter()
-            .enumerate()
-            .map(|(i, text)| {
-                serde_json::from_slice(text).map_err(|e| Error::Parse {
-                    path: path.to_path_buf(),
-                    line: first + i as u64 + 1,
-                    message: format!("malformed document entry: {e}"),
-                })
-            })
-            .collect::<Result<_>>()?;
-        line += lines.len() as u64;
-        docs.extend(parsed);
-        if n == 0 {
-            return Ok(docs);
-        }
-        block.drain(..end);
+/// The document store of `dir`: `docs.jsonl` mapped and checked block by block against
+/// `docs.lines`, or, for an index built before `docs.lines`, verified whole and scanned.
+fn open_docs(dir: &IndexDir) -> Result<DocStore> {
+    let hint = "rebuild it with `genret index CORPUS --out DIR`";
+    if dir.has_part(LINES_PART) {
+        DocStore::open(
+            dir.map_part_unverified("docs", hint)?,
+            dir.map_part(LINES_PART, hint)?,
+        )
+    } else {
+        DocStore::scan(dir.map_part("docs", hint)?)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docs_read_back_across_block_edges_and_errors_name_the_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(DOCS_FILE);
-        let docs: Vec<DocEntry> = (0..9)
-            .map(|i| DocEntry {
-                id: format!("d{i}"),
-                title: "t".repeat(i),
-                text: "x y".repeat(i * 7),
-                tokens: i as u32,
-            })
-            .collect();
-        let mut text: String = docs
-            .iter()
-            .map(|d| serde_json::to_string(d).unwrap() + "\n")
-            .collect();
-        std::fs::write(&path, &text).unwrap();
-        for block in [1, 7, 50, 1 << 20] {
-            assert_eq!(
-                read_docs_in_blocks(&path, block).unwrap(),
-                docs,
-                "block {block}"
-            );
-        }
-        text.pop(); // no newline at the end
-        std::fs::write(&path, &text).unwrap();
-        assert_eq!(read_docs_in_blocks(&path, 7).unwrap(), docs);
-        let mut lines: Vec<&str> = text.lines().collect();
-        lines[5] = "{\"id\": 3";
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        for block in [7, 1 << 20] {
-            let err = read_docs_in_blocks(&path, block).unwrap_err().to_string();
-            assert!(err.contains(&format!("{}:6:", path.display())), "{err}");
-        }
+/// The token store of `dir`, if it has one (an index built before `tokens.bin` has not).
+fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
+    if !dir.has_part(TOKENS_PART) {
+        return Ok(None);
     }
+    let hint = "rebuild it with `genret index CORPUS --out DIR`";
+    TokenStore::open(dir.map_part(TOKENS_PART, hint)?).map(Some)
 }

@@ -9,19 +9,24 @@
 //! directory. [`build`] makes an index from a corpus; [`Index`] opens one for queries.
 
 mod build;
+mod docs;
+mod tokens;
 
 pub use build::{
-    BuildConfig, DOCS_FILE, DocEntry, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE,
-    TokenizerSource, build, document_tokens,
+    BuildConfig, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE, TokenizerSource,
+    build, document_tokens,
 };
+pub use docs::{BLOCK_BYTES, DOCS_FILE, DocEntry, DocStore, LINES_FILE, LINES_PART};
+pub use tokens::{TOKENS_FILE, TOKENS_PART, TokenStore};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{FileSum, dir_bytes, inside, write_atomic};
+use crate::storage::{FileSum, Mapped, dir_bytes, inside, write_atomic};
 
 /// Version of the index directory layout (`manifest.json`). Bump on incompatible change.
 /// Version 2 records a checksum for every file part; version 1 directories are still read,
@@ -245,6 +250,32 @@ impl IndexDir {
             sum.verify(&path)?;
         }
         Ok(path)
+    }
+
+    /// Part `name` mapped into memory and verified against its recorded length and checksum
+    /// in one pass over the mapping (no copy), or a [`Error::MissingPart`] saying how to build
+    /// it. A part of a version 1 directory (no sum) is mapped unverified.
+    pub fn map_part(&self, name: &str, hint: &str) -> Result<Arc<Mapped>> {
+        let part = self.entry(name, hint)?;
+        let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
+        let sum = part_sum(part, &self.path.join(MANIFEST))?;
+        Mapped::open(&path, sum.as_ref())
+    }
+
+    /// Part `name` mapped with only its length checked against the manifest: for a part
+    /// whose content the caller verifies piecewise as it reads it ([`DocStore`]).
+    pub fn map_part_unverified(&self, name: &str, hint: &str) -> Result<Arc<Mapped>> {
+        let part = self.entry(name, hint)?;
+        let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
+        let file = Mapped::open(&path, None)?;
+        if file.bytes().len() as u64 != part.bytes {
+            return Err(file.corrupt(format!(
+                "the file is {} bytes but was written with {} (truncated or changed)",
+                file.bytes().len(),
+                part.bytes
+            )));
+        }
+        Ok(file)
     }
 
     /// Whether the manifest lists part `name` (not verified: [`IndexDir::part`] does that).

@@ -671,7 +671,7 @@ pub fn train(
 /// A fresh SEAL model: `--init`'s checkpoint, the warm start, or the preset from scratch.
 fn seal_start(index: &Index, config: &TrainConfig, device: &Device) -> Result<(Config, Params)> {
     // The model writes docids too: their symbols may extend the tokenizer's vocabulary.
-    let vocab = index.docids.model_vocab() as usize;
+    let vocab = index.docids()?.model_vocab() as usize;
     match &config.init {
         Some(path) => {
             let (c, p) = model::load(
@@ -686,7 +686,7 @@ fn seal_start(index: &Index, config: &TrainConfig, device: &Device) -> Result<(C
                          tokenizer plus {} docid tokens); build the index with that model's \
                          tokenizer (--tokenizer) and `--docids title`",
                         c.vocab_size,
-                        index.docids.extra_tokens()
+                        index.docids()?.extra_tokens()
                     ),
                 });
             }

@@ -40,15 +40,15 @@ impl TaskData {
     /// Tokenizes the index's documents (in parallel) and, if given, the training queries.
     pub fn new(index: &Index, queries: Option<&(PathBuf, String)>) -> Result<TaskData> {
         let tok = &index.tokenizer;
-        let docs = index
-            .docs
-            .par_iter()
-            .enumerate()
-            .map(|(i, d)| {
+        let docids = index.docids()?;
+        let docs = (0..index.docs.len())
+            .into_par_iter()
+            .map(|i| {
+                let d = index.docs.get(i)?;
                 Ok(DocTokens {
                     title: tok.encode(&d.title)?,
                     body: tok.encode(&d.text)?,
-                    docid: index.docids.tokens(i as u32),
+                    docid: docids.tokens(i as u32),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -1,0 +1,142 @@
+//! index::tokens: what are document d's token ids, without walking the FM-index?
+//!
+//! `tokens.bin` ([`TOKENS_FILE`], an [`ArrayFile`]) holds every document's token ids in
+//! index order, concatenated, with where each document starts: the forward index that
+//! scoring reads candidate documents from. The FM-index can rebuild a document too
+//! ([`crate::fmindex::FmIndex::extract`]), at one LF step (a rank per wavelet level, a cache
+//! miss each) per token; here a document is one slice of the mapped file. Cost: 2 bytes per
+//! token when the vocabulary fits 16 bits (4 otherwise) plus 8 bytes per document.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped};
+
+/// Name of the token store inside an index directory.
+pub const TOKENS_FILE: &str = "tokens.bin";
+/// Manifest name of the [`TOKENS_FILE`] part.
+pub const TOKENS_PART: &str = "tokens";
+
+const MAGIC: &[u8; 8] = b"GRTOKENS";
+const FORMAT_VERSION: u32 = 1;
+
+/// The token ids, as narrow as the vocabulary allows.
+#[derive(Debug)]
+enum Ids {
+    Narrow(Array<u16>),
+    Wide(Array<u32>),
+}
+
+/// Every document's token ids, in index order.
+#[derive(Debug)]
+pub struct TokenStore {
+    /// Where each document starts, then the total: `docs + 1` entries.
+    starts: Array<u64>,
+    ids: Ids,
+    vocab_size: u32,
+}
+
+impl TokenStore {
+    /// Writes the token ids of `docs` (each `< vocab_size`) to `path` atomically.
+    pub fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
+        let mut starts = Vec::with_capacity(docs.len() + 1);
+        let mut at = 0u64;
+        starts.push(0);
+        for d in docs {
+            at += d.as_ref().len() as u64;
+            starts.push(at);
+        }
+        let mut w = ArrayWriter::new();
+        w.u64s(&[docs.len() as u64, vocab_size as u64])
+            .u64s(&starts);
+        if vocab_size <= 1 << 16 {
+            let ids: Vec<u16> = docs
+                .iter()
+                .flat_map(|d| d.as_ref().iter().map(|&t| t as u16))
+                .collect();
+            w.array(&ids);
+        } else {
+            let ids: Vec<u32> = docs.iter().flat_map(|d| d.as_ref().to_vec()).collect();
+            w.array(&ids);
+        }
+        w.write(path, MAGIC, FORMAT_VERSION)
+    }
+
+    /// Reads a mapped `tokens.bin` (its checksum not computed again if the whole file was
+    /// verified when mapped), used in place. O(documents) to check the starts; every id is
+    /// checked against the vocabulary too, O(tokens) at memory speed.
+    pub fn open(file: Arc<Mapped>) -> Result<TokenStore> {
+        let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
+        let head = r.u64s()?;
+        let [docs, vocab_size] = head[..] else {
+            return Err(r.corrupt("bad scalar header"));
+        };
+        if vocab_size > u32::MAX as u64 {
+            return Err(r.corrupt("bad scalar header"));
+        }
+        let starts: Array<u64> = r.array()?;
+        let ids = if vocab_size <= 1 << 16 {
+            Ids::Narrow(r.array()?)
+        } else {
+            Ids::Wide(r.array()?)
+        };
+        let total = match &ids {
+            Ids::Narrow(a) => a.len(),
+            Ids::Wide(a) => a.len(),
+        } as u64;
+        let in_vocab = match &ids {
+            Ids::Narrow(a) => a.iter().all(|&t| (t as u64) < vocab_size),
+            Ids::Wide(a) => a.iter().all(|&t| (t as u64) < vocab_size),
+        };
+        let consistent = starts.len() as u64 == docs + 1
+            && starts.first() == Some(&0)
+            && starts.last() == Some(&total)
+            && starts.windows(2).all(|w| w[0] <= w[1])
+            && in_vocab;
+        if !consistent {
+            return Err(r.corrupt("document starts or token ids disagree with each other"));
+        }
+        r.finish()?;
+        Ok(TokenStore {
+            starts,
+            ids,
+            vocab_size: vocab_size as u32,
+        })
+    }
+
+    /// Number of documents.
+    pub fn docs(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    pub fn vocab_size(&self) -> u32 {
+        self.vocab_size
+    }
+
+    /// The token ids of document `doc`, appended to `out` (cleared first). O(its length).
+    pub fn doc_into(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
+        let d = doc as usize;
+        if d >= self.docs() {
+            return Err(Error::OutOfRange {
+                name: "document number",
+                expected: format!("below {}, the index's documents", self.docs()),
+                got: doc.to_string(),
+            });
+        }
+        let (lo, hi) = (self.starts[d] as usize, self.starts[d + 1] as usize);
+        out.clear();
+        match &self.ids {
+            Ids::Narrow(a) => out.extend(a[lo..hi].iter().map(|&t| t as u32)),
+            Ids::Wide(a) => out.extend_from_slice(&a[lo..hi]),
+        }
+        Ok(())
+    }
+
+    /// The token ids of document `doc`. O(its length).
+    pub fn doc(&self, doc: u32) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.doc_into(doc, &mut out)?;
+        Ok(out)
+    }
+}
