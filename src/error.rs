@@ -154,6 +154,15 @@ impl Error {
         }
     }
 
+    /// A document number `doc` at or past `docs`, the documents there are.
+    pub fn no_such_doc(doc: u32, docs: usize) -> Self {
+        Error::OutOfRange {
+            name: "document number",
+            expected: format!("below {docs}, the index's documents"),
+            got: doc.to_string(),
+        }
+    }
+
     /// Whether the error is the user's to fix (bad input, bad arguments, damaged files) rather
     /// than an internal failure. The CLI maps this to its exit code.
     pub fn is_user_error(&self) -> bool {

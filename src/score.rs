@@ -36,8 +36,13 @@
 //! ([`crate::stem`], `SealParams::stem`): both gain on all three collections
 //! (docs/BENCHMARKS.md).
 //!
-//! Candidate documents come from the n-grams at most `max_ngram_freq` times in the corpus (a
-//! frequent n-gram would make every document a candidate and cost a locate per occurrence).
+//! Candidate documents come from every occurrence of the n-grams at most `max_ngram_freq`
+//! times in the corpus, and from a sample of a more frequent n-gram's: up to
+//! `max_ngram_freq` of the occurrences at the FM-index's sampled text positions (one in 32,
+//! located for free; locating all would cost up to 32 LF steps each and nominate every
+//! document). A document holding several of a query's frequent words is likely in one of
+//! their samples; in a large corpus those words are the ones that tell relevant documents
+//! apart.
 //! Every candidate is then scored fully, with every n-gram, frequent ones included, over its
 //! tokens read from the index's token store (a slice per document, ~1 us to score), up to
 //! `rerank` (10,000) candidates chosen by a first pass (the sum of `w^alpha` over the
@@ -163,8 +168,9 @@ pub struct WeightedNgram {
     /// exactly.
     pub variants: Vec<Form>,
     /// Documents holding a form, sorted: all of them when the n-gram occurs at most
-    /// `max_ngram_freq` times; else those of a sample ([`WeightedNgram::locate_docs`]), or
-    /// none for a corpus word while rarer n-grams nominate the candidates ([`weigh_ngrams`]).
+    /// `max_ngram_freq` times; else those of a sample: the FM-index's sampled occurrences
+    /// ([`WeightedNgram::add_sampled_docs`]) and any located to estimate `doc_freq`
+    /// ([`WeightedNgram::locate_docs`]).
     pub docs: Vec<u32>,
     /// How many documents hold a form: `docs.len()` when all are located; for a more
     /// frequent corpus word, counted when the word table was built ([`WordForms::doc_freq`]);
@@ -231,6 +237,23 @@ impl WeightedNgram {
         self.docs = seen.into_keys().collect();
         self.docs.sort_unstable();
         estimate.unwrap_or(d)
+    }
+}
+
+impl WeightedNgram {
+    /// Adds to [`WeightedNgram::docs`] the documents of up to `limit` of the occurrences at
+    /// the FM-index's sampled text positions ([`FmIndex::sampled_occurrences`]: about one in
+    /// `sample_rate`, no LF step), spread over the forms by their counts.
+    pub fn add_sampled_docs(&mut self, fm: &FmIndex, limit: usize) {
+        let count = self.count().max(1);
+        let mut docs = std::mem::take(&mut self.docs);
+        for (_, range) in self.forms() {
+            let want = (range.count() * limit).div_ceil(count);
+            docs.extend(fm.sampled_occurrences(range, want).iter().map(|o| o.doc));
+        }
+        docs.sort_unstable();
+        docs.dedup();
+        self.docs = docs;
     }
 }
 
@@ -331,6 +354,12 @@ pub fn weigh_ngrams(
         .filter(|n| n.docs.is_empty() && (all_frequent || n.count() <= limit))
     {
         n.locate_docs(fm, limit);
+    }
+    // A frequent n-gram nominates too, from the occurrences the FM-index has located already
+    // (its sampled positions): in a large corpus the words that tell a query's documents
+    // apart are all frequent, and a document holding several of them is likely sampled in one.
+    for n in out.iter_mut().filter(|n| n.count() > limit) {
+        n.add_sampled_docs(fm, limit);
     }
     out.sort_by(|a, b| b.weight.total_cmp(&a.weight).then(a.tokens.cmp(&b.tokens)));
     out
@@ -466,14 +495,8 @@ pub fn seal_rank(
     k: usize,
     doc_tokens: &(dyn Fn(u32) -> Result<Vec<u32>> + Sync),
 ) -> Result<Vec<ScoredDoc>> {
-    let rare = |n: &&WeightedNgram| n.count() <= params.max_ngram_freq;
-    let nominating: Vec<&WeightedNgram> = if ngrams.iter().any(|n| rare(&n)) {
-        ngrams.iter().filter(rare).collect()
-    } else {
-        ngrams.iter().collect()
-    };
     let mut first: HashMap<u32, f64> = HashMap::new();
-    for n in nominating {
+    for n in ngrams {
         for &d in &n.docs {
             *first.entry(d).or_default() += n.weight.powf(params.alpha);
         }

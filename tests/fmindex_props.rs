@@ -111,6 +111,19 @@ fn check_all(vocab: u32, docs: &[Vec<u32>], patterns: &[Vec<u32>], rate: u32) {
         let limited = index.locate(range, 2);
         assert_eq!(limited.len(), expected.len().min(2));
         assert!(limited.iter().all(|o| expected.contains(o)));
+        // The occurrences at sampled text positions: genuine, distinct, and (with a sample
+        // at every position) all of them; a limit keeps that many.
+        let sampled = index.sampled_occurrences(range, usize::MAX);
+        let distinct: BTreeSet<Occurrence> = sampled.iter().copied().collect();
+        assert_eq!(distinct.len(), sampled.len(), "sampled twice: {pattern:?}");
+        assert!(distinct.is_subset(&expected), "sampled {pattern:?}");
+        if rate == 1 {
+            assert_eq!(distinct, expected, "every position sampled: {pattern:?}");
+        }
+        assert_eq!(
+            index.sampled_occurrences(range, 1).len(),
+            sampled.len().min(1)
+        );
         let naive_docs: BTreeSet<u32> = expected.iter().map(|o| o.doc).collect();
         assert_eq!(
             index.doc_frequency(pattern),

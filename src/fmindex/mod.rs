@@ -428,6 +428,27 @@ impl FmIndex {
             .collect()
     }
 
+    /// Up to `limit` occurrences of the pattern of `range` whose text position is sampled for
+    /// locate (every `sample_rate`-th position, whatever the pattern: about `count /
+    /// sample_rate` of them, a sample independent of the pattern), evenly spaced among them.
+    /// They need no LF step: O(returned * log docs), against `sample_rate / 2` LF steps per
+    /// occurrence for [`locate`](Self::locate).
+    pub fn sampled_occurrences(&self, range: FmRange, limit: usize) -> Vec<Occurrence> {
+        let (a, b) = (self.sampled.rank1(range.lo), self.sampled.rank1(range.hi));
+        let m = b - a;
+        let want = m.min(limit);
+        (0..want)
+            .filter_map(|i| {
+                let (doc, rev_offset) = self.doc_of(self.samples[a + i * m / want] as usize)?;
+                let offset = self.doc_len(doc) - rev_offset - range.len;
+                Some(Occurrence {
+                    doc,
+                    offset: offset as u32,
+                })
+            })
+            .collect()
+    }
+
     /// Distinct documents containing the pattern of `range`, sorted. Cost: a full
     /// [`locate`](Self::locate) of the range, O(count * sample_rate * log sigma).
     pub fn docs_of(&self, range: FmRange) -> Vec<u32> {
@@ -451,11 +472,7 @@ impl FmIndex {
     pub fn extract(&self, doc: u32) -> Result<Vec<u32>> {
         let d = doc as usize;
         if d >= self.docs() {
-            return Err(Error::OutOfRange {
-                name: "document number",
-                expected: format!("below {}, the index's documents", self.docs()),
-                got: doc.to_string(),
-            });
+            return Err(Error::no_such_doc(doc, self.docs()));
         }
         let mut row = self.sep_rows[d] as usize;
         let len = self.doc_len(doc);

@@ -118,11 +118,7 @@ impl TokenStore {
     pub fn doc_into(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
         let d = doc as usize;
         if d >= self.docs() {
-            return Err(Error::OutOfRange {
-                name: "document number",
-                expected: format!("below {}, the index's documents", self.docs()),
-                got: doc.to_string(),
-            });
+            return Err(Error::no_such_doc(doc, self.docs()));
         }
         let (lo, hi) = (self.starts[d] as usize, self.starts[d + 1] as usize);
         out.clear();
