@@ -15,7 +15,7 @@
 //! (measured on three collections: docs/BENCHMARKS.md). An n-gram's documents are located when it occurs at most
 //! `max_ngram_freq` times (the candidates below need them anyway); a more frequent word's were
 //! counted with the word table ([`WordForms::doc_freq`]); another frequent n-gram's number is
-//! estimated from a sample of that many occurrences ([`WeightedNgram::locate_docs`]).
+//! estimated from a sample of `df_sample` (250) occurrences ([`WeightedNgram::locate_docs`]).
 //! A document's intersective score sums the weights of the n-grams it contains, strongest
 //! first, each raised to `alpha` and scaled by its coverage
 //! `cover(n) = 1 - beta + beta * |tokens(n) \ tokens already covered| / |tokens(n)|`, which
@@ -91,12 +91,14 @@ pub struct SealParams {
     pub beta: f64,
     /// Additive smoothing of the corpus frequency.
     pub smoothing: f64,
-    /// N-grams more frequent than this do not nominate candidate documents, and the number
-    /// of documents holding one that is not a corpus word is estimated from a sample of this
-    /// many occurrences.
+    /// N-grams occurring at most this often are located whole (their documents nominate
+    /// candidates); a more frequent one nominates from a sample of this many occurrences.
     pub max_ngram_freq: usize,
     /// Candidate documents scored fully.
     pub rerank: usize,
+    /// Occurrences located to estimate how many documents hold a frequent n-gram that is not
+    /// a corpus word ([`WeightedNgram::locate_docs`]).
+    pub df_sample: usize,
     /// Term-frequency saturation (0: an n-gram counts once per document).
     pub k1: f64,
     /// Length normalisation (0: none, 1: full).
@@ -133,6 +135,9 @@ impl Default for SealParams {
             smoothing: 5.0,
             max_ngram_freq: 1000,
             rerank: 10_000,
+            // The count enters the weight as a logarithm: a sample of 250 puts it within
+            // ~6 % (1/sqrt(250)), ~0.06 of a weight, at a quarter of 1,000's LF walks.
+            df_sample: 250,
             k1: 1.2,
             b: 0.75,
             doc_freq: true,
@@ -190,10 +195,11 @@ impl WeightedNgram {
         self.forms().map(|(_, r)| r.count()).sum()
     }
 
-    /// Sets [`WeightedNgram::docs`], locating at most `limit` occurrences (locate costs up to
-    /// the FM-index's sample rate in LF steps each), and returns how many documents hold a form.
+    /// Sets [`WeightedNgram::docs`], locating every occurrence if there are at most `limit`,
+    /// else `sample` of them (locate costs up to the FM-index's sample rate in LF steps each),
+    /// and returns how many documents hold a form.
     ///
-    /// At most `limit` occurrences: every one is located and the count is exact. More: `limit`
+    /// At most `limit` occurrences: every one is located and the count is exact. More: `sample`
     /// occurrences spread evenly over each form's suffix-array range are located (that order
     /// follows the text after the n-gram, not the document, so the sample is close to a random
     /// one), and the number of documents is estimated from the sample as species are from
@@ -202,14 +208,14 @@ impl WeightedNgram {
     /// Scaling `d` by the sampled fraction instead overestimates the documents of words their
     /// documents repeat, the very words the document frequency is for (both measured in
     /// docs/BENCHMARKS.md).
-    pub fn locate_docs(&mut self, fm: &FmIndex, limit: usize) -> f64 {
+    pub fn locate_docs(&mut self, fm: &FmIndex, limit: usize, sample: usize) -> f64 {
         let count = self.count();
         let mut seen: HashMap<u32, usize> = HashMap::new();
         for (_, range) in self.forms() {
             let occurrences = if count <= limit {
                 fm.locate(range, usize::MAX)
             } else {
-                let want = (range.count() * limit).div_ceil(count);
+                let want = (range.count() * sample.max(1)).div_ceil(count);
                 (0..want)
                     .flat_map(|i| {
                         let row = range.lo + i * range.count() / want;
@@ -336,7 +342,7 @@ pub fn weigh_ngrams(
         // count is the table's, another frequent n-gram's is estimated from a sample.
         n.doc_freq = match word_docs {
             Some(docs) if n.count() > limit => docs as f64,
-            _ => n.locate_docs(fm, limit),
+            _ => n.locate_docs(fm, limit, params.df_sample),
         };
         let freq = if params.doc_freq {
             n.doc_freq
@@ -353,7 +359,7 @@ pub fn weigh_ngrams(
         .iter_mut()
         .filter(|n| n.docs.is_empty() && (all_frequent || n.count() <= limit))
     {
-        n.locate_docs(fm, limit);
+        n.locate_docs(fm, limit, limit);
     }
     // A frequent n-gram nominates too, from the occurrences the FM-index has located already
     // (its sampled positions): in a large corpus the words that tell a query's documents

@@ -151,7 +151,7 @@ fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
             range: fm.range(t),
             ..ngram(t, w)
         };
-        n.locate_docs(&fm, 1000);
+        n.locate_docs(&fm, 1000, 1000);
         n
     };
     let ngrams = vec![mk(&[5, 6], 3.0), mk(&[8], 2.0), mk(&[7], 1.0)];
@@ -191,7 +191,7 @@ fn document_frequency_is_exact_up_to_the_limit_and_estimated_beyond() {
             range: fm.range(&[t]),
             ..ngram(&[t], 1.0)
         };
-        n.doc_freq = n.locate_docs(&fm, limit);
+        n.doc_freq = n.locate_docs(&fm, limit, limit);
         n
     };
     // Up to the limit: exact, against a scan of the documents.
