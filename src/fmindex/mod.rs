@@ -416,16 +416,20 @@ impl FmIndex {
     pub fn locate(&self, range: FmRange, limit: usize) -> Vec<Occurrence> {
         let hi = range.hi.min(range.lo.saturating_add(limit));
         (range.lo..hi)
-            .filter_map(|row| {
-                let (doc, rev_offset) = self.doc_of(self.text_position(row))?;
-                // The reversed run holds the pattern backwards starting at rev_offset.
-                let offset = self.doc_len(doc) - rev_offset - range.len;
-                Some(Occurrence {
-                    doc,
-                    offset: offset as u32,
-                })
-            })
+            .filter_map(|row| self.occurrence_at(self.text_position(row), range.len))
             .collect()
+    }
+
+    /// The occurrence of a pattern of `len` tokens whose suffix starts at text position
+    /// `position`; `None` for the final END position.
+    fn occurrence_at(&self, position: usize, len: usize) -> Option<Occurrence> {
+        let (doc, rev_offset) = self.doc_of(position)?;
+        // The reversed run holds the pattern backwards starting at rev_offset.
+        let offset = self.doc_len(doc) - rev_offset - len;
+        Some(Occurrence {
+            doc,
+            offset: offset as u32,
+        })
     }
 
     /// Up to `limit` occurrences of the pattern of `range` whose text position is sampled for
@@ -438,14 +442,7 @@ impl FmIndex {
         let m = b - a;
         let want = m.min(limit);
         (0..want)
-            .filter_map(|i| {
-                let (doc, rev_offset) = self.doc_of(self.samples[a + i * m / want] as usize)?;
-                let offset = self.doc_len(doc) - rev_offset - range.len;
-                Some(Occurrence {
-                    doc,
-                    offset: offset as u32,
-                })
-            })
+            .filter_map(|i| self.occurrence_at(self.samples[a + i * m / want] as usize, range.len))
             .collect()
     }
 

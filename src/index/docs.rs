@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped, write_atomic_with};
+use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped, check_len, write_atomic_with};
 
 /// Name of the document store inside an index directory.
 pub const DOCS_FILE: &str = "docs.jsonl";
@@ -178,12 +178,7 @@ impl DocStore {
             return Err(r.corrupt("line starts or block sums disagree with each other"));
         }
         r.finish()?;
-        if docs.bytes().len() as u64 != file_bytes {
-            return Err(docs.corrupt(format!(
-                "the file is {} bytes but was written with {file_bytes} (truncated or changed)",
-                docs.bytes().len()
-            )));
-        }
+        check_len(docs.path(), docs.bytes().len() as u64, file_bytes)?;
         let checked = (0..sums.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();

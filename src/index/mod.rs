@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{FileSum, Mapped, dir_bytes, inside, write_atomic};
+use crate::storage::{FileSum, Mapped, check_len, dir_bytes, inside, write_atomic};
 
 /// Version of the index directory layout (`manifest.json`). Bump on incompatible change.
 /// Version 2 records a checksum for every file part; version 1 directories are still read,
@@ -268,13 +268,7 @@ impl IndexDir {
         let part = self.entry(name, hint)?;
         let path = inside(&self.path, &part.file, &self.path.join(MANIFEST))?;
         let file = Mapped::open(&path, None)?;
-        if file.bytes().len() as u64 != part.bytes {
-            return Err(file.corrupt(format!(
-                "the file is {} bytes but was written with {} (truncated or changed)",
-                file.bytes().len(),
-                part.bytes
-            )));
-        }
+        check_len(&path, file.bytes().len() as u64, part.bytes)?;
         Ok(file)
     }
 

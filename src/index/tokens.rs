@@ -10,6 +10,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped};
 
@@ -65,7 +67,7 @@ impl TokenStore {
 
     /// Reads a mapped `tokens.bin` (its checksum not computed again if the whole file was
     /// verified when mapped), used in place. O(documents) to check the starts; every id is
-    /// checked against the vocabulary too, O(tokens) at memory speed.
+    /// checked against the vocabulary too, O(tokens) at memory speed, in parallel.
     pub fn open(file: Arc<Mapped>) -> Result<TokenStore> {
         let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
@@ -86,13 +88,13 @@ impl TokenStore {
             Ids::Wide(a) => a.len(),
         } as u64;
         let in_vocab = match &ids {
-            Ids::Narrow(a) => a.iter().all(|&t| (t as u64) < vocab_size),
-            Ids::Wide(a) => a.iter().all(|&t| (t as u64) < vocab_size),
+            Ids::Narrow(a) => a.par_iter().all(|&t| (t as u64) < vocab_size),
+            Ids::Wide(a) => a.par_iter().all(|&t| (t as u64) < vocab_size),
         };
         let consistent = starts.len() as u64 == docs + 1
             && starts.first() == Some(&0)
             && starts.last() == Some(&total)
-            && starts.windows(2).all(|w| w[0] <= w[1])
+            && starts.par_windows(2).all(|w| w[0] <= w[1])
             && in_vocab;
         if !consistent {
             return Err(r.corrupt("document starts or token ids disagree with each other"));

@@ -176,15 +176,7 @@ impl FileSum {
     /// Fails with [`Error::Corrupt`] naming `path` unless `found` (the sum of what `path`
     /// holds now) is this sum.
     pub fn check(&self, found: &FileSum, path: &Path) -> Result<()> {
-        if found.bytes != self.bytes {
-            return Err(Error::Corrupt {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the file is {} bytes but was written with {} (truncated or changed)",
-                    found.bytes, self.bytes
-                ),
-            });
-        }
+        check_len(path, found.bytes, self.bytes)?;
         if found.xxh3 != self.xxh3 {
             return Err(Error::Corrupt {
                 path: path.to_path_buf(),
@@ -193,6 +185,20 @@ impl FileSum {
         }
         Ok(())
     }
+}
+
+/// Fails with [`Error::Corrupt`] naming `path` unless the file is `written` bytes long, as
+/// genret wrote it (`found`: its length now).
+pub fn check_len(path: &Path, found: u64, written: u64) -> Result<()> {
+    if found == written {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        path: path.to_path_buf(),
+        message: format!(
+            "the file is {found} bytes but was written with {written} (truncated or changed)"
+        ),
+    })
 }
 
 /// `dir.join(name)` if `name` is a plain relative path that stays inside `dir` (no `..`, no
