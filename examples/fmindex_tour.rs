@@ -21,26 +21,25 @@ fn main() -> genret::Result<()> {
         range.count()
     );
 
-    // The most frequent continuations, each extended once more from its cached range.
-    let mut next = index.fm.continuations(range);
-    next.sort_by_key(|c| std::cmp::Reverse(c.count));
-    for c in next.iter().take(5) {
-        let word = index.tokenizer.decode(&[c.token], false)?;
+    // The most frequent continuations, each extended once more from its cached span.
+    let mut next = index.fm.continuations(&range);
+    next.sort_by_key(|(_, span)| std::cmp::Reverse(span.count()));
+    for (token, span) in next.iter().take(5) {
+        let word = index.tokenizer.decode(&[*token], false)?;
         let after: Vec<String> = index
             .fm
-            .continuations(c.range)
+            .continuations(span)
             .iter()
             .take(4)
-            .map(|cc| {
-                index
-                    .tokenizer
-                    .decode(&[cc.token], false)
-                    .unwrap_or_default()
-            })
+            .map(|(t, _)| index.tokenizer.decode(&[*t], false).unwrap_or_default())
             .collect();
-        println!("  + {word:<16} x{:<4} then: {}", c.count, after.join(" | "));
+        println!(
+            "  + {word:<16} x{:<4} then: {}",
+            span.count(),
+            after.join(" | ")
+        );
     }
-    for occ in index.fm.locate(range, 3) {
+    for occ in index.fm.locate(&range, 3) {
         println!(
             "  in document {} at token {}",
             index.docs.id(occ.doc as usize)?,

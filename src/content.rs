@@ -8,7 +8,7 @@
 
 use crate::decode::Hypothesis;
 use crate::error::Result;
-use crate::fmindex::{FmIndex, FmRange};
+use crate::fmindex::{Shards, Span};
 use crate::stem::{WordForms, is_stop_word};
 use crate::tokenize::GenretTokenizer;
 
@@ -32,12 +32,12 @@ use crate::tokenize::GenretTokenizer;
 /// collections (docs/BENCHMARKS.md). Cost: one encode and decode of the query, one decode per
 /// n-gram, one encode and backward search per trimmed or widened one.
 pub fn content_ngrams(
-    hyps: &[Hypothesis<FmRange>],
+    hyps: &[Hypothesis<Span>],
     query: &str,
     tokenizer: &GenretTokenizer,
-    fm: &FmIndex,
+    fm: &Shards,
     forms: Option<&WordForms>,
-) -> Result<Vec<Hypothesis<FmRange>>> {
+) -> Result<Vec<Hypothesis<Span>>> {
     // The query as the model reads it (normalised as the tokenizer normalises).
     let query = tokenizer.decode(&tokenizer.encode(query)?, false)?;
     let mut out = Vec::with_capacity(hyps.len());
@@ -70,9 +70,9 @@ fn respelled(
     content: &str,
     score: f32,
     tokenizer: &GenretTokenizer,
-    fm: &FmIndex,
+    fm: &Shards,
     forms: Option<&WordForms>,
-) -> Result<Option<Hypothesis<FmRange>>> {
+) -> Result<Option<Hypothesis<Span>>> {
     let tokens = tokenizer.encode(content)?;
     let state = fm.range(&tokens);
     if !state.is_empty() {
@@ -89,7 +89,7 @@ fn respelled(
         .map(|f| Hypothesis {
             tokens: f.tokens.clone(),
             score,
-            state: f.range,
+            state: f.range.clone(),
         }))
 }
 
@@ -162,10 +162,10 @@ pub(crate) mod tests {
     /// `text` as the model would have written it, with log-prob `score`.
     pub(crate) fn written(
         tok: &GenretTokenizer,
-        fm: &FmIndex,
+        fm: &Shards,
         text: &str,
         score: f32,
-    ) -> Hypothesis<FmRange> {
+    ) -> Hypothesis<Span> {
         let tokens = tok.encode(text).unwrap();
         let state = fm.range(&tokens);
         assert!(!state.is_empty(), "{text:?} occurs");

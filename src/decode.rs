@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::docid::{DocIds, TrieState};
 use crate::error::{Error, Result};
-use crate::fmindex::{FmIndex, FmRange};
+use crate::fmindex::{Shards, Span};
 use crate::model::{Encoded, T5ForConditionalGeneration};
 
 /// The set of valid output strings, walked one token at a time.
@@ -36,10 +36,10 @@ pub trait Constraint: Sync {
 }
 
 /// SEAL's constraint: any n-gram that occurs in the corpus. The state is the n-gram's
-/// FM-index range; a step is one [`FmIndex::for_each_continuation`] call, O(d log sigma) for
-/// d distinct next tokens.
+/// FM-index span; a step is one [`Shards::for_each_continuation`] call, O(d log sigma) per
+/// shard for d distinct next tokens.
 pub struct FmConstraint<'a> {
-    fm: &'a FmIndex,
+    fm: &'a Shards,
     /// Tokens never generated (padding, EOS, task markers), sorted.
     banned: Vec<u32>,
     /// Shortest n-gram that may end.
@@ -48,7 +48,7 @@ pub struct FmConstraint<'a> {
 
 impl<'a> FmConstraint<'a> {
     /// N-grams of at least `min_len` tokens of `fm`, never containing a token of `banned`.
-    pub fn new(fm: &'a FmIndex, mut banned: Vec<u32>, min_len: usize) -> Self {
+    pub fn new(fm: &'a Shards, mut banned: Vec<u32>, min_len: usize) -> Self {
         banned.sort_unstable();
         FmConstraint {
             fm,
@@ -59,18 +59,18 @@ impl<'a> FmConstraint<'a> {
 }
 
 impl Constraint for FmConstraint<'_> {
-    type State = FmRange;
+    type State = Span;
 
-    fn next_into(&self, state: &FmRange, out: &mut Vec<(u32, FmRange)>) {
-        self.fm.for_each_continuation(*state, |c| {
-            if self.banned.binary_search(&c.token).is_err() {
-                out.push((c.token, c.range));
+    fn next_into(&self, state: &Span, out: &mut Vec<(u32, Span)>) {
+        self.fm.for_each_continuation(state, |token, next| {
+            if self.banned.binary_search(&token).is_err() {
+                out.push((token, next));
             }
         });
     }
 
-    fn can_end(&self, state: &FmRange) -> bool {
-        !state.is_empty() && state.len >= self.min_len
+    fn can_end(&self, state: &Span) -> bool {
+        !state.is_empty() && state.pattern_len() >= self.min_len
     }
 }
 

@@ -61,7 +61,7 @@ use rayon::prelude::*;
 use crate::decode::Hypothesis;
 use crate::docid::{DocIds, TrieState};
 use crate::error::Result;
-use crate::fmindex::{FmIndex, FmRange};
+use crate::fmindex::{Shards, Span};
 use crate::stem::{Form, WordForms};
 
 /// One of a query's SEAL terms: what the model wrote, as documents are scored by it.
@@ -167,7 +167,7 @@ pub struct WeightedNgram {
     pub tokens: Vec<u32>,
     /// `log P(n|q)`.
     pub log_prob: f32,
-    pub range: FmRange,
+    pub range: Span,
     pub weight: f64,
     /// Other forms of the n-gram counted as it (see [`crate::stem`]); empty when it is matched
     /// exactly.
@@ -184,10 +184,10 @@ pub struct WeightedNgram {
 }
 
 impl WeightedNgram {
-    /// The token ids and FM-index range of every form, the written one first.
-    pub fn forms(&self) -> impl Iterator<Item = (&[u32], FmRange)> {
-        std::iter::once((&self.tokens[..], self.range))
-            .chain(self.variants.iter().map(|f| (&f.tokens[..], f.range)))
+    /// The token ids and FM-index span of every form, the written one first.
+    pub fn forms(&self) -> impl Iterator<Item = (&[u32], &Span)> {
+        std::iter::once((&self.tokens[..], &self.range))
+            .chain(self.variants.iter().map(|f| (&f.tokens[..], &f.range)))
     }
 
     /// Occurrences of all forms in the corpus.
@@ -208,27 +208,15 @@ impl WeightedNgram {
     /// Scaling `d` by the sampled fraction instead overestimates the documents of words their
     /// documents repeat, the very words the document frequency is for (both measured in
     /// docs/BENCHMARKS.md).
-    pub fn locate_docs(&mut self, fm: &FmIndex, limit: usize, sample: usize) -> f64 {
+    pub fn locate_docs(&mut self, fm: &Shards, limit: usize, sample: usize) -> f64 {
         let count = self.count();
         let mut seen: HashMap<u32, usize> = HashMap::new();
-        for (_, range) in self.forms() {
+        for (_, span) in self.forms() {
             let occurrences = if count <= limit {
-                fm.locate(range, usize::MAX)
+                fm.locate(span, usize::MAX)
             } else {
-                let want = (range.count() * sample.max(1)).div_ceil(count);
-                (0..want)
-                    .flat_map(|i| {
-                        let row = range.lo + i * range.count() / want;
-                        fm.locate(
-                            FmRange {
-                                lo: row,
-                                hi: row + 1,
-                                ..range
-                            },
-                            1,
-                        )
-                    })
-                    .collect()
+                // Each form's, and each shard's, share of the sample.
+                fm.locate_evenly(span, sample.max(1), count)
             };
             for o in occurrences {
                 *seen.entry(o.doc).or_default() += 1;
@@ -248,14 +236,17 @@ impl WeightedNgram {
 
 impl WeightedNgram {
     /// Adds to [`WeightedNgram::docs`] the documents of up to `limit` of the occurrences at
-    /// the FM-index's sampled text positions ([`FmIndex::sampled_occurrences`]: about one in
-    /// `sample_rate`, no LF step), spread over the forms by their counts.
-    pub fn add_sampled_docs(&mut self, fm: &FmIndex, limit: usize) {
+    /// the FM-index's sampled text positions ([`Shards::sampled_occurrences`]: about one in
+    /// `sample_rate`, no LF step), spread over the forms and shards by their counts.
+    pub fn add_sampled_docs(&mut self, fm: &Shards, limit: usize) {
         let count = self.count().max(1);
         let mut docs = std::mem::take(&mut self.docs);
-        for (_, range) in self.forms() {
-            let want = (range.count() * limit).div_ceil(count);
-            docs.extend(fm.sampled_occurrences(range, want).iter().map(|o| o.doc));
+        for (_, span) in self.forms() {
+            docs.extend(
+                fm.sampled_occurrences(span, limit, count)
+                    .iter()
+                    .map(|o| o.doc),
+            );
         }
         docs.sort_unstable();
         docs.dedup();
@@ -283,8 +274,8 @@ pub struct ScoredDoc {
 /// over the forms it wrote, its corpus frequency the sum over all its forms, and a document
 /// containing any form matches it.
 pub fn weigh_ngrams(
-    fm: &FmIndex,
-    hyps: &[Hypothesis<FmRange>],
+    fm: &Shards,
+    hyps: &[Hypothesis<Span>],
     params: &SealParams,
     forms: Option<&WordForms>,
 ) -> Vec<WeightedNgram> {
@@ -317,7 +308,7 @@ pub fn weigh_ngrams(
                 out.push(WeightedNgram {
                     tokens: h.tokens.clone(),
                     log_prob: h.score,
-                    range: h.state,
+                    range: h.state.clone(),
                     weight: 0.0,
                     variants: phrase.map_or_else(Vec::new, |p| p.variants),
                     docs: Vec::new(),
@@ -495,7 +486,7 @@ impl<'a> Scorer<'a> {
 /// FM-index's extraction); the best `rerank` candidates of the first pass are scored, in
 /// parallel.
 pub fn seal_rank(
-    fm: &FmIndex,
+    fm: &Shards,
     ngrams: &[WeightedNgram],
     params: &SealParams,
     k: usize,

@@ -26,7 +26,7 @@ use rust_stemmers::{Algorithm, Stemmer};
 use std::path::Path;
 
 use crate::error::Result;
-use crate::fmindex::{FmIndex, FmRange};
+use crate::fmindex::{FmRange, Shards, Span};
 use crate::storage::{ArrayFile, ArrayWriter, Mapped};
 use crate::tokenize::GenretTokenizer;
 
@@ -44,7 +44,7 @@ const MAX_COMBINATIONS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Form {
     pub tokens: Vec<u32>,
-    pub range: FmRange,
+    pub range: Span,
 }
 
 /// An n-gram read as words.
@@ -109,7 +109,7 @@ impl WordForms {
         docs: &'d [D],
         fields: impl Fn(&'d D) -> [&'d str; 2] + Sync,
         tokenizer: &GenretTokenizer,
-        fm: &FmIndex,
+        fm: &Shards,
     ) -> Result<Self> {
         let words: HashSet<&str> = docs
             .par_iter()
@@ -212,8 +212,9 @@ impl WordForms {
         for form in &self.forms {
             tokens.extend_from_slice(&form.tokens);
             offsets.push(tokens.len() as u64);
-            let r = form.range;
-            ranges.extend([r.lo as u64, r.hi as u64, r.len as u64]);
+            for r in form.range.parts() {
+                ranges.extend([r.lo as u64, r.hi as u64, r.len as u64]);
+            }
         }
         let mut names = vec![String::new(); self.stems.len()];
         for (name, &number) in &self.stem_number {
@@ -242,13 +243,13 @@ impl WordForms {
     /// Reads a table [`WordForms::save`] wrote for `fm`, verified (checksum, then every index
     /// and range checked against `fm`). O(table size): the cost of a search's first use of
     /// word forms, against [`WordForms::build`]'s pass over the corpus.
-    pub fn load(path: &Path, fm: &FmIndex) -> Result<Self> {
+    pub fn load(path: &Path, fm: &Shards) -> Result<Self> {
         WordForms::load_mapped(Mapped::open(path, None)?, fm)
     }
 
     /// [`WordForms::load`] of a mapped file, whose checksum is not computed again if the
     /// whole file was verified when it was mapped.
-    pub fn load_mapped(file: Arc<Mapped>, fm: &FmIndex) -> Result<Self> {
+    pub fn load_mapped(file: Arc<Mapped>, fm: &Shards) -> Result<Self> {
         let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let offsets = r.u64s()?;
         let tokens = r.u32s()?;
@@ -265,29 +266,38 @@ impl WordForms {
                 && o.last() == Some(&(end as u64))
                 && o.windows(2).all(|w| w[0] <= w[1])
         };
-        let rows = fm.full_range().hi as u64;
+        // Each form's range in every shard, shard after shard.
+        let shards = fm.shards().len();
+        let rows: Vec<u64> = fm
+            .shards()
+            .iter()
+            .map(|s| s.full_range().hi as u64)
+            .collect();
         if offsets.len() != forms_n + 1
             || !monotone(&offsets, tokens.len())
-            || ranges.len() != 3 * forms_n
+            || ranges.len() != 3 * shards * forms_n
             || glued.len() != forms_n
             || name_offsets.len() != stems_n + 1
             || !monotone(&name_offsets, name_bytes.len())
             || stem_of.iter().any(|&s| s as usize >= stems_n)
             || tokens.iter().any(|&t| t >= fm.vocab_size())
-            || ranges.chunks(3).any(|c| c[0] > c[1] || c[1] > rows)
+            || (ranges.chunks(3).enumerate()).any(|(i, c)| c[0] > c[1] || c[1] > rows[i % shards])
         {
             return Err(r.corrupt("word table arrays disagree with each other or the FM-index"));
         }
-        let forms: Vec<Form> = (0..forms_n)
-            .map(|f| Form {
-                tokens: tokens[offsets[f] as usize..offsets[f + 1] as usize].to_vec(),
-                range: FmRange {
-                    lo: ranges[3 * f] as usize,
-                    hi: ranges[3 * f + 1] as usize,
-                    len: ranges[3 * f + 2] as usize,
-                },
-            })
-            .collect();
+        let forms: Vec<Form> =
+            (0..forms_n)
+                .map(|f| Form {
+                    tokens: tokens[offsets[f] as usize..offsets[f + 1] as usize].to_vec(),
+                    range: Span::new(ranges[3 * shards * f..3 * shards * (f + 1)].chunks(3).map(
+                        |c| FmRange {
+                            lo: c[0] as usize,
+                            hi: c[1] as usize,
+                            len: c[2] as usize,
+                        },
+                    )),
+                })
+                .collect();
         let mut stems = vec![Vec::new(); stems_n];
         for (f, &s) in stem_of.iter().enumerate() {
             stems[s as usize].push(f);
@@ -374,7 +384,7 @@ impl WordForms {
     /// of its words; None when it is not a sequence of whole words or has no such variant.
     /// Cost: the split, then one backward search per combination of forms for a several-word
     /// n-gram (at most 64); a one-word n-gram's forms are precomputed.
-    pub fn phrase(&self, tokens: &[u32], fm: &FmIndex) -> Option<Phrase> {
+    pub fn phrase(&self, tokens: &[u32], fm: &Shards) -> Option<Phrase> {
         let words = self.words(tokens)?;
         let stems: Vec<usize> = words.iter().map(|&f| self.stem_of[f]).collect();
         let choices: Vec<&[usize]> = stems.iter().map(|&s| &self.stems[s][..]).collect();
@@ -417,10 +427,11 @@ impl WordForms {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::fmindex::FmIndex;
     use crate::tokenize::TrainConfig;
 
     /// Four documents' texts, a tokenizer trained on them and their FM-index.
-    pub(crate) fn corpus() -> ([String; 4], GenretTokenizer, FmIndex) {
+    pub(crate) fn corpus() -> ([String; 4], GenretTokenizer, Shards) {
         let docs = [
             "the flow separates. Flows over wings",
             "a flowing stream; the wing and a model",
@@ -438,11 +449,11 @@ pub(crate) mod tests {
         .unwrap();
         let encoded: Vec<Vec<u32>> = docs.iter().map(|d| tok.encode(d).unwrap()).collect();
         let fm = FmIndex::build(&encoded, tok.vocab_size() as u32, Default::default()).unwrap();
-        (docs, tok, fm)
+        (docs, tok, fm.into())
     }
 
     /// The word table of [`corpus`].
-    pub(crate) fn forms_of(docs: &[String], tok: &GenretTokenizer, fm: &FmIndex) -> WordForms {
+    pub(crate) fn forms_of(docs: &[String], tok: &GenretTokenizer, fm: &Shards) -> WordForms {
         WordForms::build(docs, |d| ["", d.as_str()], tok, fm).unwrap()
     }
 
@@ -458,12 +469,13 @@ pub(crate) mod tests {
         assert!(read.stem_form("flowed").is_some());
         assert_eq!(read.stem_form("flowed"), forms.stem_form("flowed"));
         // A table of another, smaller corpus: its ranges run past this FM-index.
-        let small = FmIndex::build(
+        let small: Shards = FmIndex::build(
             &[tok.encode("flow").unwrap()],
             fm.vocab_size(),
             Default::default(),
         )
-        .unwrap();
+        .unwrap()
+        .into();
         let err = WordForms::load(&path, &small).err().unwrap().to_string();
         assert!(
             err.contains(WORDS_FILE) && err.contains("disagree"),

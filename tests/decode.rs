@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use candle_core::{D, Device, IndexOp};
 use genret::decode::{BeamOptions, Constraint, FmConstraint, TrieConstraint, beam_search};
 use genret::docid::{DocIds, Scheme};
-use genret::fmindex::{BuildOptions, FmIndex};
+use genret::fmindex::{BuildOptions, FmIndex, Shards};
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
 use proptest::prelude::*;
 
@@ -51,8 +51,16 @@ proptest! {
         (vocab, docs) in corpus(),
         choices in prop::collection::vec(any::<prop::sample::Index>(), 1..8),
         banned in prop::collection::vec(0u32..12, 0..3),
+        shard_size in 3usize..40,
     ) {
-        let fm = FmIndex::build(&docs, vocab, BuildOptions { sample_rate: 3 }).unwrap();
+        // In shards of a random size (at least the longest document's): sharded
+        // continuations are merged to exactly the whole corpus's.
+        let longest = docs.iter().map(Vec::len).max().unwrap_or(0);
+        let options = BuildOptions {
+            sample_rate: 3,
+            shard_symbols: shard_size.max(longest + 2),
+        };
+        let fm = Shards::build(&docs, vocab, options).unwrap();
         let c = FmConstraint::new(&fm, banned.clone(), 1);
         let mut state = fm.full_range();
         let mut ngram: Vec<u32> = Vec::new();
@@ -71,7 +79,7 @@ proptest! {
             if allowed.is_empty() {
                 break;
             }
-            let (token, next) = allowed[choice.index(allowed.len())];
+            let (token, next) = allowed[choice.index(allowed.len())].clone();
             ngram.push(token);
             state = next;
             let occ = occurrences(&docs, &ngram);
@@ -219,7 +227,7 @@ fn beam_search_with_history_returns_every_corpus_ngram() {
     let vocab = 14;
     let model = tiny_model(vocab, 3);
     let docs = vec![vec![5, 6, 7, 5], vec![6, 7, 8], vec![9, 5, 6]];
-    let fm = FmIndex::build(&docs, vocab as u32, BuildOptions::default()).unwrap();
+    let fm = Shards::from(FmIndex::build(&docs, vocab as u32, BuildOptions::default()).unwrap());
     let c = FmConstraint::new(&fm, vec![0, 1], 1);
     let max_len = 3;
     let mut all: BTreeSet<Vec<u32>> = BTreeSet::new();
@@ -300,7 +308,7 @@ fn beam_search_with_history_returns_every_corpus_ngram() {
 fn beam_search_survives_empty_constraints_and_narrow_beams() {
     let model = tiny_model(12, 1);
     // A corpus of one token: after it nothing may follow, so beams die after one step.
-    let fm = FmIndex::build(&[vec![5]], 12, BuildOptions::default()).unwrap();
+    let fm = Shards::from(FmIndex::build(&[vec![5]], 12, BuildOptions::default()).unwrap());
     let c = FmConstraint::new(&fm, vec![], 1);
     let options = BeamOptions {
         beam: 1,

@@ -93,7 +93,15 @@ fn corpus() -> impl Strategy<Value = (u32, Vec<Vec<u32>>, Vec<Vec<u32>>)> {
 }
 
 fn check_all(vocab: u32, docs: &[Vec<u32>], patterns: &[Vec<u32>], rate: u32) {
-    let index = FmIndex::build(docs, vocab, BuildOptions { sample_rate: rate }).unwrap();
+    let index = FmIndex::build(
+        docs,
+        vocab,
+        BuildOptions {
+            sample_rate: rate,
+            ..BuildOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!(index.docs(), docs.len());
     assert_eq!(index.tokens(), docs.iter().map(Vec::len).sum::<usize>());
     for (d, doc) in docs.iter().enumerate() {
@@ -187,7 +195,17 @@ fn doc_of_maps_positions_to_documents() {
 fn tokens_outside_the_vocabulary_are_rejected() {
     let err = FmIndex::build(&[vec![0, 7]], 5, BuildOptions::default()).unwrap_err();
     assert!(err.to_string().contains("position 1"), "{err}");
-    assert!(FmIndex::build(&[vec![0]], 5, BuildOptions { sample_rate: 0 }).is_err());
+    assert!(
+        FmIndex::build(
+            &[vec![0]],
+            5,
+            BuildOptions {
+                sample_rate: 0,
+                ..BuildOptions::default()
+            }
+        )
+        .is_err()
+    );
 }
 
 #[test]

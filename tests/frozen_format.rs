@@ -21,7 +21,15 @@ fn frozen_docs() -> Vec<Vec<u32>> {
 
 #[test]
 fn frozen_indexes_load_and_equal_a_fresh_build() {
-    let fresh = FmIndex::build(&frozen_docs(), 300, BuildOptions { sample_rate: 8 }).unwrap();
+    let fresh = FmIndex::build(
+        &frozen_docs(),
+        300,
+        BuildOptions {
+            sample_rate: 8,
+            ..BuildOptions::default()
+        },
+    )
+    .unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let current = data.join(format!("fmindex-v{FORMAT_VERSION}.bin"));
     if std::env::var_os("GENRET_BLESS").is_some() {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use genret::fmindex::FmRange;
+use genret::fmindex::{FmRange, Span};
 use genret::retrieve::Fusion;
 use genret::score::{SealParams, WeightedNgram, intersective_score, ngram_weight};
 use genret::stem::Form;
@@ -39,21 +39,21 @@ proptest! {
 
 /// An n-gram written as `forms[0]`, also counted in the forms after it.
 fn ngram(forms: &[Vec<u32>], weight: f64) -> WeightedNgram {
-    let range = FmRange {
+    let range = Span::single(FmRange {
         lo: 0,
         hi: 1,
         len: forms[0].len(),
-    };
+    });
     WeightedNgram {
         tokens: forms[0].clone(),
         log_prob: -1.0,
-        range,
+        range: range.clone(),
         weight,
         variants: forms[1..]
             .iter()
             .map(|t| Form {
                 tokens: t.clone(),
-                range,
+                range: range.clone(),
             })
             .collect(),
         docs: Vec::new(),

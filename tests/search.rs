@@ -7,7 +7,7 @@ use std::process::Command;
 
 use genret::corpus::{read_corpus, read_queries};
 use genret::docid::{DocIds, Scheme};
-use genret::fmindex::{BuildOptions, FmIndex};
+use genret::fmindex::{BuildOptions, FmIndex, Shards};
 use genret::index::{BuildConfig, Index, TokenizerSource, build};
 use genret::model::Preset;
 use genret::retrieve::Fusion;
@@ -51,11 +51,11 @@ fn ngram(tokens: &[u32], weight: f64) -> WeightedNgram {
     WeightedNgram {
         tokens: tokens.to_vec(),
         log_prob: -1.0,
-        range: genret::fmindex::FmRange {
+        range: genret::fmindex::Span::single(genret::fmindex::FmRange {
             lo: 0,
             hi: 1,
             len: tokens.len(),
-        },
+        }),
         weight,
         variants: Vec::new(),
         docs: Vec::new(),
@@ -145,7 +145,7 @@ fn min_max_fusion_normalises_each_list_and_sums() {
 #[test]
 fn seal_rank_prefers_documents_with_more_and_stronger_ngrams() {
     let docs = vec![vec![5, 6, 7], vec![5, 6, 8, 9], vec![9, 9], vec![7, 7, 7]];
-    let fm = FmIndex::build(&docs, 12, BuildOptions::default()).unwrap();
+    let fm = Shards::from(FmIndex::build(&docs, 12, BuildOptions::default()).unwrap());
     let mk = |t: &[u32], w: f64| {
         let mut n = WeightedNgram {
             range: fm.range(t),
@@ -185,7 +185,7 @@ fn document_frequency_is_exact_up_to_the_limit_and_estimated_beyond() {
                 .collect(),
         );
     }
-    let fm = FmIndex::build(&docs, 40, BuildOptions::default()).unwrap();
+    let fm = Shards::from(FmIndex::build(&docs, 40, BuildOptions::default()).unwrap());
     let located = |t: u32, limit: usize| {
         let mut n = WeightedNgram {
             range: fm.range(&[t]),

@@ -44,7 +44,7 @@ pub fn run(args: CountArgs) -> anyhow::Result<()> {
         (None, None) => unreachable!("clap requires one of them"),
     };
     let range = index.fm.range(&tokens);
-    let docs = index.fm.docs_of(range);
+    let docs = index.fm.docs_of(&range);
     let out = CountOutput {
         count: range.count(),
         docs: docs.len(),

@@ -19,7 +19,8 @@ use genret::tokenize::{TokenizerKind, TrainConfig};
 #[command(
     after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \
     genret index collection.tsv --out msmarco.idx --vocab-size 32000\n  \
-    genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json"
+    genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json\n  \
+    genret index passages.tsv --out big.idx --shard-size 500000000"
 )]
 pub struct IndexArgs {
     /// Corpus to index: BEIR folder, .jsonl or .tsv file.
@@ -45,6 +46,11 @@ pub struct IndexArgs {
     /// One suffix-array sample per this many tokens: smaller locates faster, larger is smaller.
     #[arg(long, default_value_t = genret::fmindex::DEFAULT_SAMPLE_RATE, value_parser = clap::value_parser!(u32).range(1..))]
     pub sample_rate: u32,
+    /// Split the FM-index into shards of consecutive documents of at most this many symbols
+    /// (tokens, plus one per document): searched as one index, answers unchanged. The default
+    /// is the most one shard holds (2^31 - 1); a smaller one bounds the build's memory.
+    #[arg(long, default_value_t = genret::fmindex::MAX_SYMBOLS as u64, value_parser = clap::value_parser!(u64).range(3..=genret::fmindex::MAX_SYMBOLS as u64))]
+    pub shard_size: u64,
     /// How documents are named for DSI-style decoding (`genret search --mode dsi`):
     /// semantic (hierarchical k-means path, as DSI), naive (position in decimal), atomic (one
     /// token per document) or title.
@@ -94,6 +100,7 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         index_titles: !args.no_titles,
         fm: BuildOptions {
             sample_rate: args.sample_rate,
+            shard_symbols: args.shard_size as usize,
         },
         docids: match args.docids {
             DocidKind::Atomic => Scheme::Atomic,
@@ -128,8 +135,12 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         "  vocabulary     {} ({} used by the corpus)",
         s.vocab_size, s.distinct_tokens
     );
+    let shards = match index.fm.shards().len() {
+        1 => String::new(),
+        n => format!(", {n} shards"),
+    };
     println!(
-        "  FM-index       {:.1} KiB, {:.2} bits/token",
+        "  FM-index       {:.1} KiB, {:.2} bits/token{shards}",
         s.fmindex_bytes as f64 / 1024.0,
         s.fmindex_bits_per_token
     );

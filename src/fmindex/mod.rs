@@ -21,9 +21,11 @@
 //! Build: [`FmIndex::build`] (suffix array by `libsais`, multithreaded).
 
 mod bits;
+mod shards;
 mod wavelet;
 
 pub use bits::RankBitVec;
+pub use shards::{Shards, Span};
 pub use wavelet::{WaveletMatrix, bits_for};
 
 use std::path::Path;
@@ -88,18 +90,27 @@ pub struct Occurrence {
     pub offset: u32,
 }
 
+/// Most symbols one FM-index holds (tokens, plus one per document, plus one): the suffix
+/// array is built with 32-bit signed positions.
+pub const MAX_SYMBOLS: usize = i32::MAX as usize;
+
 /// Build parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildOptions {
     /// Keep one suffix-array sample per this many text positions. Larger is smaller and
     /// slower to locate: locate costs up to `sample_rate` LF steps per occurrence.
     pub sample_rate: u32,
+    /// Most symbols (tokens, plus one per document, plus one) in one shard of a
+    /// [`Shards::build`]: a larger corpus is split into shards of consecutive documents.
+    /// At most [`MAX_SYMBOLS`].
+    pub shard_symbols: usize,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
         BuildOptions {
             sample_rate: DEFAULT_SAMPLE_RATE,
+            shard_symbols: MAX_SYMBOLS,
         }
     }
 }

@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::docs::{self, DOCS_FILE, DocEntry, DocStore, LINES_FILE, LINES_PART};
 use super::tokens::{TOKENS_FILE, TOKENS_PART, TokenStore};
-use super::{CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PartInfo, TokenizerInfo};
+use super::{
+    CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PLAIN_FORMAT_VERSION, PartInfo,
+    TokenizerInfo,
+};
 use crate::corpus::{Corpus, Document, fingerprint};
 use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
-use crate::fmindex::{BuildOptions, FmIndex};
+use crate::fmindex::{BuildOptions, FmIndex, Shards};
 use crate::progress;
 use crate::stem::{self, WORDS_FILE, WORDS_PART, WordForms};
 use crate::storage::{DirLock, replace_dir, sibling, write_atomic};
@@ -197,8 +200,10 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
 
     let pb = progress::spinner("building FM-index");
     let vocab = tokenizer.vocab_size() as u32;
-    let fm = FmIndex::build(&token_lists, vocab, config.fm)?;
-    fm.save(&out.join(FMINDEX_FILE))?;
+    let fm = Shards::build(&token_lists, vocab, config.fm)?;
+    for (k, shard) in fm.shards().iter().enumerate() {
+        shard.save(&out.join(shard_file(k)))?;
+    }
     TokenStore::write(&out.join(TOKENS_FILE), &token_lists, vocab)?;
     pb.finish_and_clear();
     phases.done("fmindex");
@@ -233,18 +238,25 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     parts.insert("docs".into(), part(DOCS_FILE, BTreeMap::new())?);
     parts.insert(LINES_PART.into(), part(LINES_FILE, BTreeMap::new())?);
     parts.insert("stats".into(), part(STATS_FILE, BTreeMap::new())?);
-    let fm_meta = BTreeMap::from([
-        ("sample_rate".to_string(), fm.sample_rate().into()),
-        (
-            "bits_per_token".to_string(),
-            serde_json::json!(fm.bits_per_token(true)),
-        ),
-        (
-            "format_version".to_string(),
-            crate::fmindex::FORMAT_VERSION.into(),
-        ),
-    ]);
-    parts.insert("fmindex".into(), part(FMINDEX_FILE, fm_meta)?);
+    for (k, shard) in fm.shards().iter().enumerate() {
+        let mut meta = BTreeMap::from([
+            ("sample_rate".to_string(), shard.sample_rate().into()),
+            (
+                "bits_per_token".to_string(),
+                serde_json::json!(shard.bits_per_token(true)),
+            ),
+            (
+                "format_version".to_string(),
+                crate::fmindex::FORMAT_VERSION.into(),
+            ),
+        ]);
+        if fm.shards().len() > 1 {
+            meta.insert("shards".into(), fm.shards().len().into());
+            meta.insert("first_doc".into(), fm.first_doc(k).into());
+            meta.insert("docs".into(), shard.docs().into());
+        }
+        parts.insert(shard_part(k), part(&shard_file(k), meta)?);
+    }
     parts.insert(TOKENS_PART.into(), part(TOKENS_FILE, BTreeMap::new())?);
     parts.insert(
         "docids".into(),
@@ -260,7 +272,11 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     );
 
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: if fm.shards().len() > 1 {
+            FORMAT_VERSION
+        } else {
+            PLAIN_FORMAT_VERSION
+        },
         genret_version: env!("CARGO_PKG_VERSION").to_string(),
         corpus: CorpusInfo {
             source: corpus.source.display().to_string(),
@@ -286,6 +302,23 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     Ok(Index::assemble(
         dir, tokenizer, docs, fm, docids, stats, tokens,
     ))
+}
+
+/// The manifest's name of FM-index shard `k`: `fmindex`, then `fmindex.1`, `fmindex.2`, ...
+/// (an index of one shard is laid out as before shards existed).
+fn shard_part(k: usize) -> String {
+    match k {
+        0 => "fmindex".into(),
+        k => format!("fmindex.{k}"),
+    }
+}
+
+/// The file of FM-index shard `k`: `fmindex.bin`, then `fmindex.1.bin`, ...
+fn shard_file(k: usize) -> String {
+    match k {
+        0 => FMINDEX_FILE.into(),
+        k => format!("fmindex.{k}.bin"),
+    }
 }
 
 /// Text a tokenizer is trained on at most: a 16k vocabulary's merges are settled long before
@@ -375,7 +408,7 @@ fn build_docids(
 fn compute_stats(
     corpus: &Corpus,
     token_lists: &[Vec<u32>],
-    fm: &FmIndex,
+    fm: &Shards,
     vocab: u32,
     started: Instant,
 ) -> IndexStats {
@@ -420,7 +453,8 @@ pub struct Index {
     pub tokenizer: GenretTokenizer,
     /// The documents, read one at a time from the mapped `docs.jsonl`.
     pub docs: DocStore,
-    pub fm: FmIndex,
+    /// The FM-index, in one shard or several ([`Shards`]).
+    pub fm: Shards,
     /// Every document's token ids (`tokens.bin`), for reading candidates without walking
     /// the FM-index; `None` for an index built before it ([`Index::doc_tokens`] falls back).
     pub tokens: Option<TokenStore>,
@@ -459,7 +493,7 @@ impl Index {
         let fm_path = dir.file(FMINDEX_FILE);
         let ((docs, tokens), fm) = rayon::join(
             || rayon::join(|| open_docs(&dir), || open_tokens(&dir)),
-            || FmIndex::load_mapped(dir.map_part("fmindex", hint)?),
+            || open_shards(&dir, hint),
         );
         let (docs, tokens, fm) = (docs?, tokens?, fm?);
         let stats_path = dir.part("stats", hint)?;
@@ -512,7 +546,7 @@ impl Index {
         dir: IndexDir,
         tokenizer: GenretTokenizer,
         docs: DocStore,
-        fm: FmIndex,
+        fm: Shards,
         docids: OnceLock<DocIds>,
         stats: IndexStats,
         tokens: Option<TokenStore>,
@@ -666,6 +700,26 @@ impl Index {
             .iter()
             .any(|f| f == "title")
     }
+}
+
+/// The FM-index shards the manifest lists (`fmindex`, and `fmindex.1` ... up to its
+/// `shards`), each mapped and verified, in parallel.
+fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
+    let count = dir
+        .manifest
+        .parts
+        .get("fmindex")
+        .and_then(|p| p.meta.get("shards"))
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1) as usize;
+    let shards = (0..count)
+        .into_par_iter()
+        .map(|k| FmIndex::load_mapped(dir.map_part(&shard_part(k), hint)?))
+        .collect::<Result<Vec<_>>>()?;
+    Shards::new(shards).map_err(|e| Error::Corrupt {
+        path: dir.file(FMINDEX_FILE),
+        message: e.to_string(),
+    })
 }
 
 /// The document store of `dir`: `docs.jsonl` mapped and checked block by block against

@@ -30,8 +30,13 @@ use crate::storage::{FileSum, Mapped, check_len, dir_bytes, inside, write_atomic
 
 /// Version of the index directory layout (`manifest.json`). Bump on incompatible change.
 /// Version 2 records a checksum for every file part; version 1 directories are still read,
-/// with a warning that their parts cannot be verified.
-pub const FORMAT_VERSION: u32 = 2;
+/// with a warning that their parts cannot be verified. Version 3 has parts an older genret
+/// would not know to read (the FM-index in several shards); an index without them is still
+/// written as version 2, so older builds keep reading it.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version an index without shards is written as, which older builds read; one with
+/// shards is written as [`FORMAT_VERSION`].
+pub const PLAIN_FORMAT_VERSION: u32 = 2;
 /// Oldest index directory layout this build still reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 

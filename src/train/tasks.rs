@@ -94,7 +94,9 @@ impl TaskData {
             tokens.extend(d.title.iter().chain(&d.body).chain(&d.docid));
         }
         let fm = &index.fm;
-        tokens.extend(fm.continuations(fm.full_range()).iter().map(|c| c.token));
+        fm.for_each_continuation(&fm.full_range(), |t, _| {
+            tokens.insert(t);
+        });
         tokens.into_iter().collect()
     }
 
