@@ -171,13 +171,7 @@ impl DocIds {
                 n.max(1) as u32,
                 (0..n as u32).map(|d| vec![d]).collect(),
             ),
-            Scheme::Naive => (
-                vocab,
-                10,
-                (0..n)
-                    .map(|d| d.to_string().bytes().map(|b| (b - b'0') as u32).collect())
-                    .collect(),
-            ),
+            Scheme::Naive => (vocab, 10, (0..n).map(decimal).collect()),
             Scheme::Semantic => {
                 let owned;
                 let (data, dim) = match vectors {
@@ -200,6 +194,65 @@ impl DocIds {
             Scheme::Title => (0, vocab, title_ids(input)?),
         };
         DocIds::from_sequences(scheme, offset, alphabet, &seqs)
+    }
+
+    /// These documents' identifiers, unchanged (a model trained on them still names them),
+    /// followed by identifiers for the documents of `new`, which come after them:
+    ///
+    /// - `naive`: their positions in decimal;
+    /// - `title`: their titles (or first words), with `" (id)"` where one would repeat an
+    ///   identifier;
+    /// - `semantic`: each new document walks down the existing tree, at every node to the
+    ///   child whose documents' mean vector is nearest (cosine) in `vectors` (every document,
+    ///   these then the new ones, row-major with its dimension), and takes the next free
+    ///   position of the leaf it reaches; in a full leaf, a position under its nearest document
+    ///   (an identifier may extend another's). O(documents x depth x dimension) time and one
+    ///   vector per tree node of memory;
+    /// - `atomic`: refused, as every new document would need a token no trained model has.
+    pub fn extend(&self, new: &DocidInput<'_>, vectors: Option<(&[f32], usize)>) -> Result<DocIds> {
+        let old = self.len();
+        let n = new.ids.len();
+        let mut seqs: Vec<Vec<u32>> = (0..old as u32).map(|d| self.symbols(d).to_vec()).collect();
+        match self.scheme {
+            Scheme::Atomic => {
+                return Err(Error::InvalidInput(
+                    "atomic docids give every document a model token of its own, which no model \
+                     trained before the addition has: rebuild the index (with --docids naive or \
+                     semantic to add documents later)"
+                        .into(),
+                ));
+            }
+            Scheme::Naive => seqs.extend((old..old + n).map(decimal)),
+            Scheme::Title => {
+                let mut taken: std::collections::HashSet<Vec<u32>> = seqs.iter().cloned().collect();
+                for d in 0..n {
+                    let mut id = title_seq(new, d);
+                    if id.is_empty() || taken.contains(&id) {
+                        id.extend((new.id_suffix)(d)?);
+                    }
+                    if !taken.insert(id.clone()) {
+                        return Err(Error::InvalidInput(format!(
+                            "title docids: document {} would repeat an identifier",
+                            new.ids[d]
+                        )));
+                    }
+                    seqs.push(id);
+                }
+            }
+            Scheme::Semantic => {
+                let Some((data, dim)) = vectors.filter(|(d, dim)| d.len() == (old + n) * dim)
+                else {
+                    return Err(Error::InvalidInput(format!(
+                        "semantic docids: adding documents needs a vector for each of the {} \
+                         documents",
+                        old + n
+                    )));
+                };
+                let added = extend_semantic(&seqs, data, dim, self.alphabet);
+                seqs.extend(added);
+            }
+        }
+        DocIds::from_sequences(self.scheme, self.offset, self.alphabet, &seqs)
     }
 
     /// Identifiers given explicitly: document `d` is named by `seqs[d]` (symbols `< alphabet`,
@@ -493,19 +546,25 @@ pub struct DocidInput<'a> {
     pub vocab: u32,
 }
 
+/// Document `d`'s position in decimal, one symbol per digit.
+fn decimal(d: usize) -> Vec<u32> {
+    d.to_string().bytes().map(|b| (b - b'0') as u32).collect()
+}
+
+/// Document `d`'s title, or its first 12 text tokens when it has none.
+fn title_seq(input: &DocidInput<'_>, d: usize) -> Vec<u32> {
+    const FALLBACK: usize = 12;
+    if input.titles[d].is_empty() {
+        input.texts[d][..input.texts[d].len().min(FALLBACK)].to_vec()
+    } else {
+        input.titles[d].clone()
+    }
+}
+
 /// Title identifiers: the title, or the first 12 text tokens when it is empty; documents that
 /// would share one get `" (id)"` appended.
 fn title_ids(input: &DocidInput<'_>) -> Result<Vec<Vec<u32>>> {
-    const FALLBACK: usize = 12;
-    let mut seqs: Vec<Vec<u32>> = (0..input.ids.len())
-        .map(|d| {
-            if input.titles[d].is_empty() {
-                input.texts[d][..input.texts[d].len().min(FALLBACK)].to_vec()
-            } else {
-                input.titles[d].clone()
-            }
-        })
-        .collect();
+    let mut seqs: Vec<Vec<u32>> = (0..input.ids.len()).map(|d| title_seq(input, d)).collect();
     let mut groups: HashMap<Vec<u32>, Vec<usize>> = HashMap::new();
     for (d, s) in seqs.iter().enumerate() {
         groups.entry(s.clone()).or_default().push(d);
@@ -630,6 +689,88 @@ fn hierarchical_kmeans(
     out
 }
 
+/// Identifiers for the documents whose vectors follow those of `old`'s in `data` (see
+/// [`DocIds::extend`]), each placed in the tree `old` spells, which grows as they are placed.
+fn extend_semantic(old: &[Vec<u32>], data: &[f32], dim: usize, alphabet: u32) -> Vec<Vec<u32>> {
+    /// Each node's sum of its documents' vectors (every prefix of an identifier, the
+    /// identifier included), its child symbols, and the identifiers.
+    #[derive(Default)]
+    struct Tree {
+        sums: HashMap<Vec<u32>, Vec<f32>>,
+        children: HashMap<Vec<u32>, std::collections::BTreeSet<u32>>,
+        ids: std::collections::HashSet<Vec<u32>>,
+    }
+    impl Tree {
+        fn add(&mut self, id: &[u32], v: &[f32]) {
+            for l in 1..=id.len() {
+                let sum = self
+                    .sums
+                    .entry(id[..l].to_vec())
+                    .or_insert_with(|| vec![0.0; v.len()]);
+                sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
+                self.children
+                    .entry(id[..l - 1].to_vec())
+                    .or_default()
+                    .insert(id[l - 1]);
+            }
+            self.ids.insert(id.to_vec());
+        }
+
+        /// Whether `node`'s children are all documents with nothing under them.
+        fn is_leaf(&self, node: &[u32], kids: &std::collections::BTreeSet<u32>) -> bool {
+            kids.iter().all(|&c| {
+                let child = [node, &[c]].concat();
+                self.ids.contains(&child) && !self.children.contains_key(&child)
+            })
+        }
+    }
+    let row = |d: usize| &data[d * dim..(d + 1) * dim];
+    let mut tree = Tree::default();
+    for (d, id) in old.iter().enumerate() {
+        tree.add(id, row(d));
+    }
+    let mut out = Vec::new();
+    for d in old.len()..data.len() / dim.max(1) {
+        let v = row(d);
+        let mut node: Vec<u32> = Vec::new();
+        let id = loop {
+            let Some(kids) = tree.children.get(&node) else {
+                node.push(0);
+                break node;
+            };
+            let free = kids.last().map_or(0, |&c| c + 1);
+            if free < alphabet && tree.is_leaf(&node, kids) {
+                node.push(free);
+                break node;
+            }
+            // The child nearest in direction (cosine to its documents' sum); ties: lowest.
+            let cosine = |c: u32| {
+                let sum = &tree.sums[&[&node[..], &[c]].concat()];
+                let norm = sum
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f32>()
+                    .sqrt()
+                    .max(f32::MIN_POSITIVE);
+                sum.iter().zip(v).map(|(a, b)| a * b).sum::<f32>() / norm
+            };
+            let best = kids
+                .iter()
+                .map(|&c| (c, cosine(c)))
+                .fold(None, |best: Option<(u32, f32)>, (c, s)| match best {
+                    Some((_, b)) if b >= s => best,
+                    _ => Some((c, s)),
+                })
+                .expect("a node in the map has a child")
+                .0;
+            node.push(best);
+        };
+        tree.add(&id, v);
+        out.push(id);
+    }
+    out
+}
+
 /// Lloyd's k-means with k-means++ seeding over the rows `items` of `data`; returns each item's
 /// cluster. O(iterations x items x k x dim).
 fn kmeans(
@@ -741,5 +882,131 @@ mod tests {
             let err = DocIds::load(&path).unwrap_err().to_string();
             assert!(err.contains("docids.bin") && err.contains("order"), "{err}");
         }
+    }
+
+    /// `n` documents with these titles and no text, for [`DocIds::extend`].
+    fn input<'a>(
+        ids: &'a [String],
+        titles: &'a [Vec<u32>],
+        suffix: &'a (dyn Fn(usize) -> Result<Vec<u32>> + Sync),
+    ) -> DocidInput<'a> {
+        static EMPTY: [Vec<u32>; 8] = [const { Vec::new() }; 8];
+        DocidInput {
+            ids,
+            titles,
+            texts: &EMPTY[..ids.len()],
+            id_suffix: suffix,
+            vocab: 50,
+        }
+    }
+
+    #[test]
+    fn added_documents_keep_every_identifier_and_get_new_ones() {
+        let ids = |n: usize| (0..n).map(|d| format!("d{d}")).collect::<Vec<_>>();
+        let suffix = |d: usize| Ok(vec![40 + d as u32]);
+        let none = vec![Vec::new(); 8];
+        // naive: positions on from the last.
+        let naive = DocIds::from_sequences(
+            Scheme::Naive,
+            50,
+            10,
+            &(0..9).map(decimal).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let new_ids = ids(3);
+        let grown = naive
+            .extend(&input(&new_ids, &none[..3], &suffix), None)
+            .unwrap();
+        assert_eq!(grown.len(), 12);
+        assert!((0..9).all(|d| grown.symbols(d) == naive.symbols(d)));
+        assert_eq!(grown.symbols(10), &[1, 0]);
+        // title: a repeated title gets the id's suffix.
+        let titled = DocIds::from_sequences(Scheme::Title, 0, 50, &[vec![5, 6], vec![7]]).unwrap();
+        let titles = vec![vec![5, 6], vec![9], vec![9]];
+        let grown = titled
+            .extend(&input(&new_ids, &titles, &suffix), None)
+            .unwrap();
+        assert_eq!(grown.symbols(2), &[5, 6, 40]);
+        assert_eq!(grown.symbols(3), &[9]);
+        assert_eq!(grown.symbols(4), &[9, 42]);
+        // atomic: refused, with the way out.
+        let atomic = DocIds::from_sequences(Scheme::Atomic, 50, 2, &[vec![0], vec![1]]).unwrap();
+        let err = atomic
+            .extend(&input(&new_ids, &none[..3], &suffix), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("rebuild"), "{err}");
+    }
+
+    #[test]
+    fn an_added_document_joins_its_nearest_cluster() {
+        // Three well-separated blobs in 8 dimensions; 60 documents clustered, 6 added.
+        let dim = 8;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut point = |blob: usize| -> Vec<f32> {
+            let mut v: Vec<f32> = (0..dim).map(|_| rng.random_range(-0.05f32..0.05)).collect();
+            v[blob] += 1.0;
+            normalize(&mut v);
+            v
+        };
+        let blob_of = |d: usize| d % 3;
+        let data: Vec<f32> = (0..66).flat_map(|d| point(blob_of(d))).collect();
+        let options = SemanticOptions {
+            k: 3,
+            leaf_size: 10,
+            ..SemanticOptions::default()
+        };
+        let old = hierarchical_kmeans(&data[..60 * dim], dim, 60, &options);
+        let built = DocIds::from_sequences(Scheme::Semantic, 50, 10, &old).unwrap();
+        let new_ids: Vec<String> = (60..66).map(|d| format!("d{d}")).collect();
+        let none = vec![Vec::new(); 6];
+        let suffix = |_: usize| Ok(Vec::new());
+        let grown = built
+            .extend(&input(&new_ids, &none, &suffix), Some((&data, dim)))
+            .unwrap();
+        assert_eq!(grown.len(), 66);
+        assert!((0..60).all(|d| grown.symbols(d) == built.symbols(d)));
+        for d in 60..66 {
+            let first = grown.symbols(d as u32)[0];
+            let same_blob = (0..60).filter(|&o| blob_of(o) == blob_of(d));
+            let firsts: Vec<u32> = same_blob.map(|o| built.symbols(o as u32)[0]).collect();
+            assert!(
+                firsts.contains(&first),
+                "document {d}: {:?}",
+                grown.symbols(d as u32)
+            );
+            assert!(
+                firsts.iter().all(|&f| f == first),
+                "the blobs are one cluster each"
+            );
+        }
+        // A full leaf (4 documents, alphabet 4): the new one goes under its nearest document.
+        let full = DocIds::from_sequences(
+            Scheme::Semantic,
+            50,
+            4,
+            &[vec![0], vec![1], vec![2], vec![3]],
+        )
+        .unwrap();
+        let vectors: Vec<f32> = [0usize, 1, 2, 3, 2]
+            .iter()
+            .flat_map(|&b| point(b))
+            .collect();
+        let one = &new_ids[..1];
+        let grown = full
+            .extend(&input(one, &none[..1], &suffix), Some((&vectors, dim)))
+            .unwrap();
+        assert_eq!(grown.symbols(4), &[2, 0]);
+        // With room in the leaf, the next free position.
+        let room = DocIds::from_sequences(
+            Scheme::Semantic,
+            50,
+            8,
+            &[vec![0], vec![1], vec![2], vec![3]],
+        )
+        .unwrap();
+        let grown = room
+            .extend(&input(one, &none[..1], &suffix), Some((&vectors, dim)))
+            .unwrap();
+        assert_eq!(grown.symbols(4), &[4]);
     }
 }

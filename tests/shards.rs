@@ -1,5 +1,7 @@
 //! A sharded index: built with `genret index --shard-size`, opened whole and checked, searched
-//! as one and answering exactly as the unsharded index of the same corpus does.
+//! as one and answering exactly as the unsharded index of the same corpus does; and an index
+//! grown by `genret index --add`, which keeps its documents, docids and model and answers as
+//! an index built whole would.
 
 mod common;
 
@@ -127,4 +129,144 @@ fn a_document_larger_than_a_shard_is_refused_with_its_number() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("document") && err.contains("shard"), "{err}");
     assert!(!tmp.path().join("x.idx").exists(), "nothing left behind");
+}
+
+/// ADI's documents split in two JSONL files, the first `n` and the rest.
+fn split_adi(dir: &Path, n: usize) -> (String, String) {
+    let text = std::fs::read_to_string(Path::new(ADI).join("corpus.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (a, b) = (dir.join("base.jsonl"), dir.join("more.jsonl"));
+    std::fs::write(&a, lines[..n].join("\n") + "\n").unwrap();
+    std::fs::write(&b, lines[n..].join("\n") + "\n").unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    (s(&a), s(&b))
+}
+
+#[test]
+fn added_documents_join_without_disturbing_the_built_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, more) = split_adi(tmp.path(), 60);
+    let idx = tmp.path().join("adi.idx");
+    let s = idx.to_str().unwrap();
+    common::genret_ok(&["index", &base, "--out", s, "--vocab-size", "800", "-q"]);
+    common::genret_ok(&["train", s, "--preset", "tiny", "--steps", "20", "-q"]);
+    common::genret_ok(&["add", s, "bm25", "-q"]);
+    let before = Index::open(&idx).unwrap();
+    let old_ids: Vec<Vec<u32>> = (0..60)
+        .map(|d| before.docids().unwrap().symbols(d).to_vec())
+        .collect();
+    let fingerprint = before.dir.fingerprint();
+    drop(before);
+
+    let out = common::genret_ok(&["index", &more, "--out", s, "--add", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["docs"], 82);
+    let after = Arc::new(Index::open(&idx).unwrap());
+    assert_eq!(after.docs.len(), 82);
+    assert_eq!(after.dir.manifest.batches(), 2);
+    assert_eq!(after.fm.shards().len(), 2);
+    assert_eq!(
+        after.dir.fingerprint(),
+        fingerprint,
+        "models stay tied to it"
+    );
+    let docids = after.docids().unwrap();
+    assert!((0..60).all(|d| docids.symbols(d) == old_ids[d as usize]));
+    assert_eq!(docids.len(), 82);
+    let more_first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&more)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        after.docs.id(60).unwrap(),
+        more_first["_id"].as_str().unwrap()
+    );
+    // BM25 no longer holds every document: left out, with the way back.
+    assert!(!after.dir.has_part("bm25"));
+    let err = genret::baseline::bm25::Bm25::open_index(&after)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("genret add"), "{err}");
+
+    // The model trained before the addition answers as on an index built whole (with its
+    // tokenizer), new documents included.
+    let whole_dir = tmp.path().join("whole.idx");
+    let tokenizer = idx.join("tokenizer.json");
+    common::genret_ok(&[
+        "index",
+        ADI,
+        "--out",
+        whole_dir.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "-q",
+    ]);
+    let whole = Arc::new(Index::open(&whole_dir).unwrap());
+    let device = candle_core::Device::Cpu;
+    let grown = Seal::load(Arc::clone(&after), &device).unwrap();
+    let built = Seal::new(whole, load_model(&after, &device).unwrap()).unwrap();
+    let queries = read_queries(ADI).unwrap();
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    let options = SearchOptions::default();
+    let (a, b) = (
+        grown.retrieve(&texts, &options).unwrap(),
+        built.retrieve(&texts, &options).unwrap(),
+    );
+    let mut new_found = 0;
+    for (x, y) in a.answers.iter().zip(&b.answers) {
+        let top = |r: &genret::retrieve::Answer| -> Vec<(u32, f64)> {
+            r.hits.iter().take(10).map(|h| (h.doc, h.score)).collect()
+        };
+        assert_eq!(top(x), top(y));
+        new_found += x.hits.iter().take(10).filter(|h| h.doc >= 60).count();
+    }
+    assert!(new_found > 0, "added documents are found");
+
+    // Adding documents already there is refused and changes nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["index", &more, "--out", s, "--add", "-q"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in the index"), "{err}");
+    assert_eq!(Index::open(&idx).unwrap().docs.len(), 82);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("genret-add"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn atomic_docids_refuse_an_addition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, more) = split_adi(tmp.path(), 60);
+    let idx = tmp.path().join("adi.idx");
+    let s = idx.to_str().unwrap();
+    common::genret_ok(&[
+        "index",
+        &base,
+        "--out",
+        s,
+        "--vocab-size",
+        "800",
+        "--docids",
+        "atomic",
+        "-q",
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["index", &more, "--out", s, "--add", "-q"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("atomic") && err.contains("rebuild"), "{err}");
+    assert_eq!(Index::open(&idx).unwrap().docs.len(), 60);
 }

@@ -109,16 +109,47 @@ impl PyIndex {
 #[pymethods]
 impl PyIndex {
     /// Indexes a corpus (BEIR folder or corpus.jsonl, or id<TAB>text TSV) into `out`; its
-    /// models will train and run on `device` (`genret --device`'s values).
+    /// models will train and run on `device` (`genret --device`'s values). `shard_size`
+    /// splits the FM-index into shards of at most that many symbols (`genret index
+    /// --shard-size`).
     #[staticmethod]
-    #[pyo3(signature = (corpus, out, device="auto"))]
-    fn build(py: Python<'_>, corpus: PathBuf, out: PathBuf, device: &str) -> PyResult<PyIndex> {
+    #[pyo3(signature = (corpus, out, device="auto", shard_size=None))]
+    fn build(
+        py: Python<'_>,
+        corpus: PathBuf,
+        out: PathBuf,
+        device: &str,
+        shard_size: Option<usize>,
+    ) -> PyResult<PyIndex> {
         let device = genret::device::parse(device).map_err(err)?;
+        let mut config = BuildConfig::default();
+        if let Some(size) = shard_size {
+            config.fm.shard_symbols = size;
+        }
         let index = py.detach(|| {
             let corpus = genret::corpus::read_corpus(&corpus)?;
-            genret::index::build(&corpus, &out, &BuildConfig::default())
+            genret::index::build(&corpus, &out, &config)
         });
         Ok(PyIndex::wrap(out, index.map_err(err)?, device))
+    }
+
+    /// Appends the documents of `corpus` to this index (`genret index --add`): the existing
+    /// documents keep their numbers and docids, and trained models keep working.
+    fn add_documents(&mut self, py: Python<'_>, corpus: PathBuf) -> PyResult<()> {
+        *self.searcher.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let path = self.path.clone();
+        py.detach(|| {
+            let corpus = genret::corpus::read_corpus(&corpus)?;
+            genret::index::add(&corpus, &path, &genret::index::AddConfig::default())
+        })
+        .map_err(err)?;
+        self.reopen()
+    }
+
+    /// Number of FM-index shards.
+    #[getter]
+    fn shards(&self) -> usize {
+        self.index.fm.shards().len()
     }
 
     /// Opens an index directory, verifying its parts; its models will train and run on

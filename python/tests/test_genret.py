@@ -173,3 +173,18 @@ def test_train_options(tmp_path):
         index.train(steps=4, preset="tiny", lr=-1.0)
     with pytest.raises(ValueError, match="batch_size"):
         index.train(steps=4, preset="tiny", batch_size=0)
+
+
+def test_shards_and_added_documents(tmp_path, index):
+    lines = (ADI / "corpus.jsonl").read_text().splitlines()
+    (tmp_path / "base.jsonl").write_text("\n".join(lines[:60]) + "\n")
+    (tmp_path / "more.jsonl").write_text("\n".join(lines[60:]) + "\n")
+    sharded = genret.Index.build(str(ADI), str(tmp_path / "four.idx"), shard_size=5000)
+    assert sharded.shards > 1 and len(sharded) == 82
+    grown = genret.Index.build(str(tmp_path / "base.jsonl"), str(tmp_path / "grown.idx"))
+    grown.train(steps=4, preset="tiny")
+    grown.add_documents(str(tmp_path / "more.jsonl"))
+    assert len(grown) == 82 and "model" in grown.parts
+    assert grown.search(["information retrieval"])[0]
+    with pytest.raises(ValueError, match="already in the index"):
+        grown.add_documents(str(tmp_path / "more.jsonl"))

@@ -49,7 +49,7 @@ impl Bm25 {
     /// Opens `INDEX/bm25`, building it first if it is missing or from another corpus.
     /// Build cost: one pass over the documents (tantivy, 2 threads).
     pub fn open_or_build(index: &mut Index) -> Result<Bm25> {
-        let fingerprint = index.dir.manifest.corpus.fingerprint.clone();
+        let fingerprint = index.dir.manifest.documents_fingerprint();
         let built = index.dir.part_meta_is("bm25", "corpus", &fingerprint);
         let dir = index.dir.file(BM25_DIR);
         // A derived cache: rebuilt from the verified documents when damaged, not refused.
@@ -75,7 +75,7 @@ impl Bm25 {
     /// Opens `INDEX/bm25` as built for this corpus, verified; never builds it (a query must
     /// not write to the index): an index without one gets an error saying how to add it.
     pub fn open_index(index: &Index) -> Result<Bm25> {
-        let fingerprint = &index.dir.manifest.corpus.fingerprint;
+        let fingerprint = &index.dir.manifest.documents_fingerprint();
         if !index.dir.part_meta_is("bm25", "corpus", fingerprint) {
             return Err(Error::MissingPart {
                 dir: index.dir.path().to_path_buf(),

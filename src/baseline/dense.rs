@@ -180,7 +180,8 @@ pub fn document_text(title: &str, text: &str) -> String {
 fn cache_key(index: &Index, encoder: &DenseEncoder) -> String {
     format!(
         "{}|{}",
-        index.dir.manifest.corpus.fingerprint, encoder.source
+        index.dir.manifest.documents_fingerprint(),
+        encoder.source
     )
 }
 

@@ -25,7 +25,7 @@ pub fn add(
 ) -> Result<(bool, PathBuf)> {
     match part {
         "bm25" => {
-            let fingerprint = index.dir.manifest.corpus.fingerprint.clone();
+            let fingerprint = index.dir.manifest.documents_fingerprint();
             let fresh = !index.dir.part_meta_is("bm25", "corpus", &fingerprint);
             bm25::Bm25::open_or_build(index)?;
             Ok((fresh, index.dir.file(bm25::BM25_DIR)))

@@ -269,7 +269,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchResults> {
     let index_dir = config.out.join("index");
     let fingerprint = crate::corpus::fingerprint(&collection.corpus);
     let mut index = match Index::open(&index_dir) {
-        Ok(i) if i.dir.manifest.corpus.fingerprint == fingerprint => i,
+        Ok(i) if i.dir.manifest.documents_fingerprint() == fingerprint => i,
         _ => {
             tracing::info!("indexing {}", config.collection.display());
             let started = Instant::now();

@@ -5,7 +5,7 @@ use clap::Args;
 use genret::corpus::read_corpus;
 use genret::docid::Scheme;
 use genret::fmindex::BuildOptions;
-use genret::index::{BuildConfig, TokenizerSource, build};
+use genret::index::{AddConfig, BuildConfig, TokenizerSource, build};
 use genret::tokenize::{TokenizerKind, TrainConfig};
 
 /// Index a corpus: train (or load) a tokenizer, tokenize every document, and build the
@@ -15,12 +15,19 @@ use genret::tokenize::{TokenizerKind, TrainConfig};
 /// (id<TAB>text or id<TAB>title<TAB>text). Rebuilding into an existing index replaces it
 /// whole once the new one is complete (models trained on the old one go with it); until then the
 /// old index stays usable, and an interrupted or failed rebuild leaves it as it was.
+///
+/// With --add, CORPUS's documents are appended to the index at --out instead, as a new batch
+/// and FM-index shard, with the index's tokenizer: the existing documents keep their numbers,
+/// token ids and docids, so trained models keep working (a SEAL model finds the new documents
+/// too; a DSI model answers among those it was trained on until retrained). BM25 and dense
+/// baselines are dropped (rebuild them with `genret add`).
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  genret index corpus/cranfield --out cranfield.idx\n  \
     genret index collection.tsv --out msmarco.idx --vocab-size 32000\n  \
     genret index corpus/squad --out squad.idx --tokenizer t5-small/tokenizer.json\n  \
-    genret index passages.tsv --out big.idx --shard-size 500000000"
+    genret index passages.tsv --out big.idx --shard-size 500000000\n  \
+    genret index new-passages.tsv --out big.idx --add"
 )]
 pub struct IndexArgs {
     /// Corpus to index: BEIR folder, .jsonl or .tsv file.
@@ -56,6 +63,10 @@ pub struct IndexArgs {
     /// token per document) or title.
     #[arg(long, value_enum, default_value_t = DocidKind::Semantic)]
     pub docids: DocidKind,
+    /// Append CORPUS's documents to the existing index at --out (its tokenizer, titles and
+    /// docid scheme) instead of building a new one.
+    #[arg(long, conflicts_with_all = ["vocab_size", "tokenizer_kind", "cased", "tokenizer", "no_titles", "sample_rate", "docids"])]
+    pub add: bool,
     /// Print the build statistics as JSON.
     #[arg(long)]
     pub json: bool,
@@ -84,6 +95,9 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
     }
     let corpus = read_corpus(&args.corpus)
         .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
+    if args.add {
+        return add(&args, &corpus);
+    }
     let tokenizer = match args.tokenizer {
         Some(path) => TokenizerSource::File(path),
         None => TokenizerSource::Train(TrainConfig {
@@ -163,5 +177,39 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         s.build_seconds,
         phases.join(", ")
     );
+    Ok(())
+}
+
+/// `--add`: appends the corpus to the index at `--out` and says what it holds now.
+fn add(args: &IndexArgs, corpus: &genret::corpus::Corpus) -> anyhow::Result<()> {
+    let config = AddConfig {
+        shard_symbols: args.shard_size as usize,
+    };
+    let index = genret::index::add(corpus, &args.out, &config)
+        .with_context(|| format!("adding {} to {}", args.corpus.display(), args.out.display()))?;
+    let s = &index.stats;
+    if args.json {
+        return super::print_json(s);
+    }
+    println!(
+        "added {} documents from {} to {}",
+        corpus.len(),
+        args.corpus.display(),
+        args.out.display()
+    );
+    println!(
+        "  documents      {} ({} batches, {} FM-index shards)",
+        s.docs,
+        index.dir.manifest.batches(),
+        index.fm.shards().len()
+    );
+    println!("  tokens         {}", s.tokens);
+    let d = index.docids()?;
+    println!(
+        "  docids         {} (existing ones kept; longest {} tokens)",
+        d.scheme().name(),
+        d.max_len()
+    );
+    println!("  took           {:.2} s", s.build_seconds);
     Ok(())
 }

@@ -395,7 +395,23 @@ impl DsiModel {
             &format!("{DSI_DIR}/{}", crate::index::MODEL_DIR),
             "genret train INDEX_DIR --dsi",
         )?;
-        let mut dsi = DsiModel::load_dir(&dir, index.docs.len(), device)?;
+        // Documents added since training (`genret index --add`) come after the ones the
+        // model names, which keep their numbers: it answers among those until retrained.
+        let named = DocIds::load(&dir.join(DOCIDS_FILE))?.len();
+        let docs = index.docs.len();
+        let docs = if index.dir.manifest.added.is_empty() || named > docs {
+            docs
+        } else {
+            if named < docs {
+                tracing::warn!(
+                    "the DSI model names {named} of the index's {docs} documents (the rest were \
+                     added after it was trained): retrain with `genret train INDEX --dsi` to \
+                     find them"
+                );
+            }
+            named
+        };
+        let mut dsi = DsiModel::load_dir(&dir, docs, device)?;
         if dsi.docids.scheme() == Scheme::Atomic {
             dsi.ids = index.docs.ids()?;
         }

@@ -225,12 +225,10 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     pb.finish_and_clear();
     phases.done("words");
 
-    let mut stats = compute_stats(corpus, &token_lists, &fm, vocab, started);
+    let lens = token_lists.iter().map(|t| t.len() as u64).collect();
+    let mut stats = IndexStats::of(corpus.empty_docs as u64, lens, &fm, vocab, started);
     stats.phase_seconds = phases.seconds;
-    write_atomic(
-        &out.join(STATS_FILE),
-        &serde_json::to_vec_pretty(&stats).expect("stats serialize"),
-    )?;
+    write_stats(&out, &stats)?;
 
     let part = |file: &str, meta| PartInfo::of(&out, file, meta);
     let mut parts = BTreeMap::new();
@@ -294,6 +292,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         },
         fields: layout(config.index_titles),
         parts,
+        added: Vec::new(),
     };
     let dir = IndexDir::create(&out, manifest)?;
     let docs = open_docs(&dir)?;
@@ -306,7 +305,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
 
 /// The manifest's name of FM-index shard `k`: `fmindex`, then `fmindex.1`, `fmindex.2`, ...
 /// (an index of one shard is laid out as before shards existed).
-fn shard_part(k: usize) -> String {
+pub(super) fn shard_part(k: usize) -> String {
     match k {
         0 => "fmindex".into(),
         k => format!("fmindex.{k}"),
@@ -314,7 +313,7 @@ fn shard_part(k: usize) -> String {
 }
 
 /// The file of FM-index shard `k`: `fmindex.bin`, then `fmindex.1.bin`, ...
-fn shard_file(k: usize) -> String {
+pub(super) fn shard_file(k: usize) -> String {
     match k {
         0 => FMINDEX_FILE.into(),
         k => format!("fmindex.{k}.bin"),
@@ -338,9 +337,9 @@ fn tokenizer_sample(corpus: &Corpus) -> impl Iterator<Item = &Document> {
 }
 
 /// Times a build's phases one after another, logged at info level (`-v`) as each ends.
-struct Phases {
+pub(super) struct Phases {
     last: Instant,
-    seconds: BTreeMap<String, f64>,
+    pub(super) seconds: BTreeMap<String, f64>,
 }
 
 impl Default for Phases {
@@ -353,7 +352,7 @@ impl Default for Phases {
 }
 
 impl Phases {
-    fn done(&mut self, phase: &str) {
+    pub(super) fn done(&mut self, phase: &str) {
         let took = self.last.elapsed().as_secs_f64();
         tracing::info!("index build: {phase} took {took:.2} s");
         self.seconds.insert(phase.to_string(), took);
@@ -362,7 +361,7 @@ impl Phases {
 }
 
 /// The manifest entry of docids; `vectors` names what semantic docids were clustered from.
-fn docid_meta(docids: &DocIds, vectors: &str) -> BTreeMap<String, serde_json::Value> {
+pub(super) fn docid_meta(docids: &DocIds, vectors: &str) -> BTreeMap<String, serde_json::Value> {
     let mut meta = BTreeMap::from([
         ("scheme".to_string(), docids.scheme().name().into()),
         ("extra_tokens".to_string(), docids.extra_tokens().into()),
@@ -405,45 +404,53 @@ fn build_docids(
     DocIds::build(config.docids, &input, &config.semantic, None)
 }
 
-fn compute_stats(
-    corpus: &Corpus,
-    token_lists: &[Vec<u32>],
-    fm: &Shards,
-    vocab: u32,
-    started: Instant,
-) -> IndexStats {
-    let mut lens: Vec<u64> = token_lists.iter().map(|t| t.len() as u64).collect();
-    lens.sort_unstable();
-    let tokens: u64 = lens.iter().sum();
-    let pick = |q: f64| -> u64 {
-        if lens.is_empty() {
-            0
-        } else {
-            lens[((lens.len() - 1) as f64 * q).round() as usize]
-        }
-    };
-    let mut seen = vec![false; vocab as usize];
-    for list in token_lists {
-        for &t in list {
-            seen[t as usize] = true;
+impl IndexStats {
+    /// The statistics of an index of documents of `lens` tokens (in index order) over `fm`,
+    /// `empty_docs` of them empty, built since `started`.
+    pub(super) fn of(
+        empty_docs: u64,
+        mut lens: Vec<u64>,
+        fm: &Shards,
+        vocab: u32,
+        started: Instant,
+    ) -> IndexStats {
+        let docs = lens.len() as u64;
+        lens.sort_unstable();
+        let tokens: u64 = lens.iter().sum();
+        let pick = |q: f64| -> u64 {
+            if lens.is_empty() {
+                0
+            } else {
+                lens[((lens.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        let mut distinct = 0;
+        fm.for_each_continuation(&fm.full_range(), |_, _| distinct += 1);
+        IndexStats {
+            docs,
+            empty_docs,
+            tokens,
+            doc_tokens_min: pick(0.0),
+            doc_tokens_mean: tokens as f64 / lens.len().max(1) as f64,
+            doc_tokens_median: pick(0.5),
+            doc_tokens_p95: pick(0.95),
+            doc_tokens_max: pick(1.0),
+            vocab_size: vocab as u64,
+            distinct_tokens: distinct,
+            fmindex_bytes: fm.size_bytes() as u64,
+            fmindex_bits_per_token: fm.bits_per_token(true),
+            build_seconds: started.elapsed().as_secs_f64(),
+            phase_seconds: BTreeMap::new(),
         }
     }
-    IndexStats {
-        docs: corpus.len() as u64,
-        empty_docs: corpus.empty_docs as u64,
-        tokens,
-        doc_tokens_min: pick(0.0),
-        doc_tokens_mean: tokens as f64 / lens.len().max(1) as f64,
-        doc_tokens_median: pick(0.5),
-        doc_tokens_p95: pick(0.95),
-        doc_tokens_max: pick(1.0),
-        vocab_size: vocab as u64,
-        distinct_tokens: seen.iter().filter(|&&s| s).count() as u64,
-        fmindex_bytes: fm.size_bytes() as u64,
-        fmindex_bits_per_token: fm.bits_per_token(true),
-        build_seconds: started.elapsed().as_secs_f64(),
-        phase_seconds: BTreeMap::new(),
-    }
+}
+
+/// Writes `stats.json` into `dir` atomically.
+pub(super) fn write_stats(dir: &Path, stats: &IndexStats) -> Result<()> {
+    write_atomic(
+        &dir.join(STATS_FILE),
+        &serde_json::to_vec_pretty(stats).expect("stats serialize"),
+    )
 }
 
 /// An opened index: manifest, tokenizer, documents and FM-index, checked against each other.
@@ -704,7 +711,7 @@ impl Index {
 
 /// The FM-index shards the manifest lists (`fmindex`, and `fmindex.1` ... up to its
 /// `shards`), each mapped and verified, in parallel.
-fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
+pub(super) fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
     let count = dir
         .manifest
         .parts
@@ -723,24 +730,43 @@ fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
 }
 
 /// The document store of `dir`: `docs.jsonl` mapped and checked block by block against
-/// `docs.lines`, or, for an index built before `docs.lines`, verified whole and scanned.
-fn open_docs(dir: &IndexDir) -> Result<DocStore> {
+/// `docs.lines`, or, for an index built before `docs.lines`, verified whole and scanned; then
+/// the batches added since, each its own pair of files.
+pub(super) fn open_docs(dir: &IndexDir) -> Result<DocStore> {
     let hint = "rebuild it with `genret index CORPUS --out DIR`";
-    if dir.has_part(LINES_PART) {
-        DocStore::open(
-            dir.map_part_unverified("docs", hint)?,
-            dir.map_part(LINES_PART, hint)?,
-        )
-    } else {
-        DocStore::scan(dir.map_part("docs", hint)?)
+    if !dir.has_part(LINES_PART) {
+        return DocStore::scan(dir.map_part("docs", hint)?);
     }
+    let stores = (0..dir.manifest.batches())
+        .into_par_iter()
+        .map(|j| {
+            DocStore::open(
+                dir.map_part_unverified(&batch_part("docs", j), hint)?,
+                dir.map_part(&batch_part(LINES_PART, j), hint)?,
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(DocStore::concat(stores))
 }
 
-/// The token store of `dir`, if it has one (an index built before `tokens.bin` has not).
-fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
+/// The token store of `dir`, if it has one (an index built before `tokens.bin` has not), with
+/// the batches added since.
+pub(super) fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
     if !dir.has_part(TOKENS_PART) {
         return Ok(None);
     }
     let hint = "rebuild it with `genret index CORPUS --out DIR`";
-    TokenStore::open(dir.map_part(TOKENS_PART, hint)?).map(Some)
+    let stores = (0..dir.manifest.batches())
+        .into_par_iter()
+        .map(|j| TokenStore::open(dir.map_part(&batch_part(TOKENS_PART, j), hint)?))
+        .collect::<Result<Vec<_>>>()?;
+    TokenStore::concat(stores).map(Some)
+}
+
+/// The manifest name of batch `j`'s part `name`: `name` for the build's, then `name.1`, ...
+pub(super) fn batch_part(name: &str, j: usize) -> String {
+    match j {
+        0 => name.to_string(),
+        j => format!("{name}.{j}"),
+    }
 }

@@ -68,8 +68,17 @@ struct IdOnly {
 /// Writes `docs` as `dir/docs.jsonl` and `dir/docs.lines`, each atomically, streaming: the
 /// documents are never all in memory as text. Returns the number written.
 pub fn write(dir: &Path, docs: impl IntoIterator<Item = DocEntry>) -> Result<u64> {
+    write_as(&dir.join(DOCS_FILE), &dir.join(LINES_FILE), docs)
+}
+
+/// [`write`] into the files `jsonl` and `lines` (a part added to an index).
+pub fn write_as(
+    jsonl: &Path,
+    lines_file: &Path,
+    docs: impl IntoIterator<Item = DocEntry>,
+) -> Result<u64> {
     let mut lines = Lines::default();
-    write_atomic_with(&dir.join(DOCS_FILE), |w| {
+    write_atomic_with(jsonl, |w| {
         let mut line = Vec::new();
         for doc in docs {
             line.clear();
@@ -81,7 +90,7 @@ pub fn write(dir: &Path, docs: impl IntoIterator<Item = DocEntry>) -> Result<u64
         Ok(())
     })?;
     let n = lines.starts.len() as u64 - 1;
-    lines.save(&dir.join(LINES_FILE))?;
+    lines.save(lines_file)?;
     Ok(n)
 }
 
@@ -135,8 +144,109 @@ impl Lines {
     }
 }
 
-/// The documents of an index, read one line at a time from the mapped `docs.jsonl`.
+/// The documents of an index, read one line at a time from their mapped `docs.jsonl` files:
+/// the build's, then one per addition (`genret index --add`), numbered on from the last.
 pub struct DocStore {
+    parts: Vec<DocFile>,
+    /// Number of each part's first document; one extra entry: the total.
+    first: Vec<usize>,
+}
+
+impl std::fmt::Debug for DocStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.parts).finish()
+    }
+}
+
+impl DocStore {
+    /// Opens `docs` (mapped, not verified) with its verified `lines` file. O(documents) to
+    /// check that the line starts rise and end at the file's end; no text is read.
+    pub fn open(docs: Arc<Mapped>, lines: Arc<Mapped>) -> Result<DocStore> {
+        Ok(DocStore::of(DocFile::open(docs, lines)?))
+    }
+
+    /// Opens a `docs.jsonl` that has no `docs.lines` (an index from before it), which must
+    /// have been verified whole when mapped: its line starts are found by one scan.
+    pub fn scan(docs: Arc<Mapped>) -> Result<DocStore> {
+        Ok(DocStore::of(DocFile::scan(docs)?))
+    }
+
+    fn of(part: DocFile) -> DocStore {
+        DocStore {
+            first: vec![0, part.len()],
+            parts: vec![part],
+        }
+    }
+
+    /// The documents of `stores`, one after another.
+    pub fn concat(stores: Vec<DocStore>) -> DocStore {
+        let parts: Vec<DocFile> = stores.into_iter().flat_map(|s| s.parts).collect();
+        let mut first = vec![0];
+        for p in &parts {
+            first.push(first.last().unwrap() + p.len());
+        }
+        DocStore { parts, first }
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        *self.first.last().unwrap()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Document `d`: its line checked and parsed. O(line length); an error names the file
+    /// and line if the line is damaged, and `d` past the end is an [`Error::Internal`].
+    pub fn get(&self, d: usize) -> Result<DocEntry> {
+        let (part, local) = self.part_of(d)?;
+        part.parse(local)
+    }
+
+    /// The id of document `d` (the line is checked and scanned, the text not kept).
+    pub fn id(&self, d: usize) -> Result<String> {
+        let (part, local) = self.part_of(d)?;
+        Ok(part.parse::<IdOnly>(local)?.id)
+    }
+
+    /// Every document, in index order, parsed in parallel: O(corpus).
+    pub fn all(&self) -> Result<Vec<DocEntry>> {
+        (0..self.len())
+            .into_par_iter()
+            .map(|d| self.get(d))
+            .collect()
+    }
+
+    /// Every document's id, in index order, parsed in parallel: O(corpus).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        (0..self.len())
+            .into_par_iter()
+            .map(|d| self.id(d))
+            .collect()
+    }
+
+    /// Checks every block not checked yet: O(file size). For `genret check`-style callers
+    /// that want the whole file vouched for now rather than as it is read.
+    pub fn verify_all(&self) -> Result<()> {
+        self.parts.iter().try_for_each(DocFile::verify_all)
+    }
+
+    /// The part holding document `d` and its line number there.
+    fn part_of(&self, d: usize) -> Result<(&DocFile, usize)> {
+        if d >= self.len() {
+            return Err(Error::Internal(format!(
+                "document {d} asked of a store of {} documents",
+                self.len()
+            )));
+        }
+        let p = self.first.partition_point(|&f| f <= d) - 1;
+        Ok((&self.parts[p], d - self.first[p]))
+    }
+}
+
+/// One `docs.jsonl` with its line starts and block checksums.
+struct DocFile {
     file: Arc<Mapped>,
     /// Start of each line, then the file's length: `len + 1` entries.
     starts: Array<u64>,
@@ -147,19 +257,17 @@ pub struct DocStore {
     checked: Vec<AtomicU64>,
 }
 
-impl std::fmt::Debug for DocStore {
+impl std::fmt::Debug for DocFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocStore")
+        f.debug_struct("DocFile")
             .field("file", &self.file.path())
             .field("docs", &self.len())
             .finish()
     }
 }
 
-impl DocStore {
-    /// Opens `docs` (mapped, not verified) with its verified `lines` file. O(documents) to
-    /// check that the line starts rise and end at the file's end; no text is read.
-    pub fn open(docs: Arc<Mapped>, lines: Arc<Mapped>) -> Result<DocStore> {
+impl DocFile {
+    fn open(docs: Arc<Mapped>, lines: Arc<Mapped>) -> Result<DocFile> {
         let (mut r, _) = ArrayFile::read(lines, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
         let [n, block_bytes, file_bytes] = head[..] else {
@@ -182,7 +290,7 @@ impl DocStore {
         let checked = (0..sums.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
-        Ok(DocStore {
+        Ok(DocFile {
             file: docs,
             starts,
             sums,
@@ -191,9 +299,7 @@ impl DocStore {
         })
     }
 
-    /// Opens a `docs.jsonl` that has no `docs.lines` (an index from before it), which must
-    /// have been verified whole when mapped: its line starts are found by one scan.
-    pub fn scan(docs: Arc<Mapped>) -> Result<DocStore> {
+    fn scan(docs: Arc<Mapped>) -> Result<DocFile> {
         if !docs.verified() {
             return Err(docs.corrupt("cannot be read unverified without its docs.lines"));
         }
@@ -210,7 +316,7 @@ impl DocStore {
             starts.push(bytes.len() as u64); // a last line without its newline
         }
         let blocks = (bytes.len() as u64).div_ceil(BLOCK_BYTES) as usize;
-        Ok(DocStore {
+        Ok(DocFile {
             file: docs,
             starts: Array::from(starts),
             sums: Array::from(vec![0; blocks]),
@@ -222,57 +328,18 @@ impl DocStore {
         })
     }
 
-    /// Number of documents.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.starts.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Document `d`: its line checked and parsed. O(line length); an error names the file
-    /// and line if the line is damaged, and `d` past the end is an [`Error::Internal`].
-    pub fn get(&self, d: usize) -> Result<DocEntry> {
-        self.parse(d)
-    }
-
-    /// The id of document `d` (the line is checked and scanned, the text not kept).
-    pub fn id(&self, d: usize) -> Result<String> {
-        Ok(self.parse::<IdOnly>(d)?.id)
-    }
-
-    /// Every document, in index order, parsed in parallel: O(corpus).
-    pub fn all(&self) -> Result<Vec<DocEntry>> {
-        (0..self.len())
-            .into_par_iter()
-            .map(|d| self.get(d))
-            .collect()
-    }
-
-    /// Every document's id, in index order, parsed in parallel: O(corpus).
-    pub fn ids(&self) -> Result<Vec<String>> {
-        (0..self.len())
-            .into_par_iter()
-            .map(|d| self.id(d))
-            .collect()
-    }
-
-    /// Checks every block not checked yet: O(file size). For `genret check`-style callers
-    /// that want the whole file vouched for now rather than as it is read.
-    pub fn verify_all(&self) -> Result<()> {
+    fn verify_all(&self) -> Result<()> {
         (0..self.sums.len())
             .into_par_iter()
             .try_for_each(|b| self.check_block(b))
     }
 
+    /// Line `d` (in range), its blocks checked, parsed.
     fn parse<T: serde::de::DeserializeOwned>(&self, d: usize) -> Result<T> {
-        if d >= self.len() {
-            return Err(Error::Internal(format!(
-                "document {d} asked of a store of {} documents",
-                self.len()
-            )));
-        }
         let (lo, hi) = (self.starts[d], self.starts[d + 1]);
         for b in lo / self.block_bytes..=(hi - 1) / self.block_bytes {
             self.check_block(b as usize)?;
@@ -357,6 +424,21 @@ mod tests {
     }
 
     #[test]
+    fn parts_read_as_one_store_numbered_on() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let want = docs(40);
+        write(a.path(), want[..25].to_vec()).unwrap();
+        write(b.path(), want[25..].to_vec()).unwrap();
+        let store = DocStore::concat(vec![open(a.path()), open(b.path())]);
+        assert_eq!(store.len(), 40);
+        assert_eq!(store.get(25).unwrap(), want[25]);
+        assert_eq!(store.id(24).unwrap(), want[24].id);
+        assert_eq!(store.all().unwrap(), want);
+        assert!(matches!(store.get(40), Err(Error::Internal(_))));
+        store.verify_all().unwrap();
+    }
+
+    #[test]
     fn a_changed_block_is_refused_when_read_and_others_still_read() {
         let tmp = tempfile::tempdir().unwrap();
         let want = docs(300);
@@ -365,7 +447,8 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         // A letter inside document 150's text: still valid JSON, so only the sum sees it.
         let store = open(tmp.path());
-        let text_at = store.starts[150] as usize + r#"{"id":"d150","title":"","text":""#.len();
+        let text_at =
+            store.parts[0].starts[150] as usize + r#"{"id":"d150","title":"","text":""#.len();
         let at = text_at + 44;
         assert_eq!(bytes[at], b'x');
         bytes[at] = b'z';
@@ -376,7 +459,7 @@ mod tests {
         assert!(err.to_string().contains("docs.jsonl"), "{err}");
         assert!(store.verify_all().is_err());
         let far = (0..300)
-            .find(|&d| store.starts[d] > store.starts[151] + 2 * BLOCK_BYTES)
+            .find(|&d| store.parts[0].starts[d] > store.parts[0].starts[151] + 2 * BLOCK_BYTES)
             .unwrap();
         assert_eq!(store.get(far).unwrap(), want[far]);
         // A truncated file is refused at open.

@@ -8,10 +8,12 @@
 //! A part is verified against its checksum before it is read, and must lie inside the
 //! directory. [`build`] makes an index from a corpus; [`Index`] opens one for queries.
 
+mod add;
 mod build;
 mod docs;
 mod tokens;
 
+pub use add::{AddConfig, add};
 pub use build::{
     BuildConfig, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE, TokenizerSource,
     build, document_tokens,
@@ -105,6 +107,32 @@ pub struct Manifest {
     pub tokenizer: TokenizerInfo,
     pub fields: FieldsInfo,
     pub parts: BTreeMap<String, PartInfo>,
+    /// Corpora whose documents were appended after the build (`genret index --add`), in
+    /// order; each batch is its own document, token-store and FM-index parts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<CorpusInfo>,
+}
+
+impl Manifest {
+    /// What identifies the documents the index holds, for the parts derived from all of them
+    /// (BM25, dense embeddings) and `genret bench`'s reuse of an index: the corpus's
+    /// fingerprint, combined with those of the corpora added since.
+    pub fn documents_fingerprint(&self) -> String {
+        if self.added.is_empty() {
+            return self.corpus.fingerprint.clone();
+        }
+        let mut key = self.corpus.fingerprint.clone();
+        for a in &self.added {
+            key.push('+');
+            key.push_str(&a.fingerprint);
+        }
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+    }
+
+    /// Number of document batches: the build's and one per addition.
+    pub fn batches(&self) -> usize {
+        1 + self.added.len()
+    }
 }
 
 /// An index directory on disk with its manifest.
@@ -331,7 +359,9 @@ impl IndexDir {
 
     /// What identifies this build of the index for the models trained on it: the checksums
     /// of its tokenizer and documents and its token layout. A rebuild of a changed corpus or
-    /// with another tokenizer gets another fingerprint.
+    /// with another tokenizer gets another fingerprint; documents appended with `genret index
+    /// --add` keep it (they leave the built documents, their token ids and docids as they
+    /// were, so a trained model still reads and names them).
     pub fn fingerprint(&self) -> String {
         let sum = |name: &str| {
             self.manifest

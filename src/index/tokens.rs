@@ -30,18 +30,86 @@ enum Ids {
     Wide(Array<u32>),
 }
 
-/// Every document's token ids, in index order.
+/// Every document's token ids, in index order: the build's `tokens.bin`, then one file per
+/// addition (`genret index --add`).
 #[derive(Debug)]
 pub struct TokenStore {
+    parts: Vec<TokenFile>,
+    /// Number of each part's first document; one extra entry: the total.
+    first: Vec<usize>,
+}
+
+impl TokenStore {
+    /// Writes the token ids of `docs` (each `< vocab_size`) to `path` atomically.
+    pub fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
+        TokenFile::write(path, docs, vocab_size)
+    }
+
+    /// Reads a mapped `tokens.bin` (its checksum not computed again if the whole file was
+    /// verified when mapped), used in place. O(documents) to check the starts; every id is
+    /// checked against the vocabulary too, O(tokens) at memory speed, in parallel.
+    pub fn open(file: Arc<Mapped>) -> Result<TokenStore> {
+        let part = TokenFile::open(file)?;
+        Ok(TokenStore {
+            first: vec![0, part.docs()],
+            parts: vec![part],
+        })
+    }
+
+    /// The documents of `stores`, one after another; they must share one vocabulary.
+    pub fn concat(stores: Vec<TokenStore>) -> Result<TokenStore> {
+        let parts: Vec<TokenFile> = stores.into_iter().flat_map(|s| s.parts).collect();
+        if parts.windows(2).any(|w| w[0].vocab_size != w[1].vocab_size) {
+            return Err(Error::InvalidInput(
+                "token store parts disagree on the vocabulary".into(),
+            ));
+        }
+        let mut first = vec![0];
+        for p in &parts {
+            first.push(first.last().unwrap() + p.docs());
+        }
+        Ok(TokenStore { parts, first })
+    }
+
+    /// Number of documents.
+    pub fn docs(&self) -> usize {
+        *self.first.last().unwrap()
+    }
+
+    pub fn vocab_size(&self) -> u32 {
+        self.parts[0].vocab_size
+    }
+
+    /// The token ids of document `doc`, appended to `out` (cleared first). O(its length).
+    pub fn doc_into(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
+        let d = doc as usize;
+        if d >= self.docs() {
+            return Err(Error::no_such_doc(doc, self.docs()));
+        }
+        let p = self.first.partition_point(|&f| f <= d) - 1;
+        self.parts[p].doc_into((d - self.first[p]) as u32, out);
+        Ok(())
+    }
+
+    /// The token ids of document `doc`. O(its length).
+    pub fn doc(&self, doc: u32) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.doc_into(doc, &mut out)?;
+        Ok(out)
+    }
+}
+
+/// One `tokens.bin`.
+#[derive(Debug)]
+struct TokenFile {
     /// Where each document starts, then the total: `docs + 1` entries.
     starts: Array<u64>,
     ids: Ids,
     vocab_size: u32,
 }
 
-impl TokenStore {
-    /// Writes the token ids of `docs` (each `< vocab_size`) to `path` atomically.
-    pub fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
+impl TokenFile {
+    fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
         let mut starts = Vec::with_capacity(docs.len() + 1);
         let mut at = 0u64;
         starts.push(0);
@@ -65,10 +133,7 @@ impl TokenStore {
         w.write(path, MAGIC, FORMAT_VERSION)
     }
 
-    /// Reads a mapped `tokens.bin` (its checksum not computed again if the whole file was
-    /// verified when mapped), used in place. O(documents) to check the starts; every id is
-    /// checked against the vocabulary too, O(tokens) at memory speed, in parallel.
-    pub fn open(file: Arc<Mapped>) -> Result<TokenStore> {
+    fn open(file: Arc<Mapped>) -> Result<TokenFile> {
         let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
         let [docs, vocab_size] = head[..] else {
@@ -100,41 +165,25 @@ impl TokenStore {
             return Err(r.corrupt("document starts or token ids disagree with each other"));
         }
         r.finish()?;
-        Ok(TokenStore {
+        Ok(TokenFile {
             starts,
             ids,
             vocab_size: vocab_size as u32,
         })
     }
 
-    /// Number of documents.
-    pub fn docs(&self) -> usize {
+    fn docs(&self) -> usize {
         self.starts.len() - 1
     }
 
-    pub fn vocab_size(&self) -> u32 {
-        self.vocab_size
-    }
-
-    /// The token ids of document `doc`, appended to `out` (cleared first). O(its length).
-    pub fn doc_into(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
+    /// Document `doc` (in range) into `out`, cleared first.
+    fn doc_into(&self, doc: u32, out: &mut Vec<u32>) {
         let d = doc as usize;
-        if d >= self.docs() {
-            return Err(Error::no_such_doc(doc, self.docs()));
-        }
         let (lo, hi) = (self.starts[d] as usize, self.starts[d + 1] as usize);
         out.clear();
         match &self.ids {
             Ids::Narrow(a) => out.extend(a[lo..hi].iter().map(|&t| t as u32)),
             Ids::Wide(a) => out.extend_from_slice(&a[lo..hi]),
         }
-        Ok(())
-    }
-
-    /// The token ids of document `doc`. O(its length).
-    pub fn doc(&self, doc: u32) -> Result<Vec<u32>> {
-        let mut out = Vec::new();
-        self.doc_into(doc, &mut out)?;
-        Ok(out)
     }
 }
