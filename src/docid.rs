@@ -210,18 +210,12 @@ impl DocIds {
     ///   vector per tree node of memory;
     /// - `atomic`: refused, as every new document would need a token no trained model has.
     pub fn extend(&self, new: &DocidInput<'_>, vectors: Option<(&[f32], usize)>) -> Result<DocIds> {
+        self.extendable()?;
         let old = self.len();
         let n = new.ids.len();
         let mut seqs: Vec<Vec<u32>> = (0..old as u32).map(|d| self.symbols(d).to_vec()).collect();
         match self.scheme {
-            Scheme::Atomic => {
-                return Err(Error::InvalidInput(
-                    "atomic docids give every document a model token of its own, which no model \
-                     trained before the addition has: rebuild the index (with --docids naive or \
-                     semantic to add documents later)"
-                        .into(),
-                ));
-            }
+            Scheme::Atomic => unreachable!("refused by extendable"),
             Scheme::Naive => seqs.extend((old..old + n).map(decimal)),
             Scheme::Title => {
                 let mut taken: std::collections::HashSet<Vec<u32>> = seqs.iter().cloned().collect();
@@ -253,6 +247,20 @@ impl DocIds {
             }
         }
         DocIds::from_sequences(self.scheme, self.offset, self.alphabet, &seqs)
+    }
+
+    /// Whether [`DocIds::extend`] can name more documents: not for atomic docids, as every
+    /// new document would need a model token no trained model has.
+    pub fn extendable(&self) -> Result<()> {
+        if self.scheme == Scheme::Atomic {
+            return Err(Error::InvalidInput(
+                "atomic docids give every document a model token of its own, which no model \
+                 trained before the addition has: rebuild the index (with --docids naive or \
+                 semantic to add documents later)"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Identifiers given explicitly: document `d` is named by `seqs[d]` (symbols `< alphabet`,

@@ -38,8 +38,8 @@
 //!
 //! Candidate documents come from every occurrence of the n-grams at most `max_ngram_freq`
 //! times in the corpus, and from a sample of a more frequent n-gram's: up to
-//! `max_ngram_freq` of the occurrences at the FM-index's sampled text positions (one in 32,
-//! located for free; locating all would cost up to 32 LF steps each and nominate every
+//! `max_ngram_freq` of the occurrences at the FM-index's sampled text positions (one in 16 by
+//! default, located for free; locating all would cost up to 16 LF steps each and nominate every
 //! document). A document holding several of a query's frequent words is likely in one of
 //! their samples; in a large corpus those words are the ones that tell relevant documents
 //! apart.

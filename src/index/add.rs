@@ -113,10 +113,7 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         )));
     }
     let docids = index.docids()?;
-    if docids.scheme() == Scheme::Atomic {
-        // Refused before any work; DocIds::extend says why.
-        docids.extend(&empty_input(), None)?;
-    }
+    docids.extendable()?;
     link_unchanged(old.path(), out)?;
     phases.done("check and link");
 
@@ -306,18 +303,6 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         return Err(Error::Internal(format!("{hint}: document counts differ")));
     }
     Ok(())
-}
-
-/// An addition of no documents, to ask [`crate::docid::DocIds::extend`] whether it can add.
-fn empty_input() -> DocidInput<'static> {
-    static NO_SUFFIX: fn(usize) -> Result<Vec<u32>> = |_| Ok(Vec::new());
-    DocidInput {
-        ids: &[],
-        titles: &[],
-        texts: &[],
-        id_suffix: &NO_SUFFIX,
-        vocab: 0,
-    }
 }
 
 /// Hard-links every file of the index `from` into `to` (directories recreated), except the
