@@ -145,6 +145,45 @@ enum Text {
     Wide(Vec<i32>),
 }
 
+/// The BWT as built, in the text's width.
+enum Bwt {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+/// The text of an index of `docs` (`n` symbols): each document's tokens reversed and shifted,
+/// then SEP; END last. Also where each document starts, and the end.
+fn index_text<D: AsRef<[u32]>, T>(
+    docs: &[D],
+    n: usize,
+    to: impl Fn(u64) -> T,
+) -> (Vec<T>, Vec<u32>) {
+    let mut doc_starts = Vec::with_capacity(docs.len() + 1);
+    let mut text = Vec::with_capacity(n);
+    for doc in docs {
+        doc_starts.push(text.len() as u32);
+        text.extend(doc.as_ref().iter().rev().map(|&t| to(t as u64 + SHIFT)));
+        text.push(to(SEP));
+    }
+    doc_starts.push(text.len() as u32);
+    text.push(to(END));
+    (text, doc_starts)
+}
+
+/// `BWT[i] = T[SA[i] - 1]`, END (0, `T::default()`) for the row of the whole text.
+fn bwt_of<T: Default + Send>(sa: &[u32], at: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    const { assert!(END == 0) };
+    sa.par_iter()
+        .map(|&p| {
+            if p == 0 {
+                T::default()
+            } else {
+                at(p as usize - 1)
+            }
+        })
+        .collect()
+}
+
 impl FmIndex {
     /// Builds the index of `docs`, whose tokens must all be `< vocab_size`.
     ///
@@ -182,44 +221,30 @@ impl FmIndex {
             }
         }
 
-        let mut doc_starts = Vec::with_capacity(docs.len() + 1);
-        let mut symbols: Vec<u32> = Vec::with_capacity(n);
-        for doc in docs {
-            doc_starts.push(symbols.len() as u32);
-            symbols.extend(doc.as_ref().iter().rev().map(|&t| t + SHIFT as u32));
-            symbols.push(SEP as u32);
-        }
-        doc_starts.push(symbols.len() as u32);
-        symbols.push(END as u32);
-
         let mut counts = vec![0u64; sigma as usize];
-        for &s in &symbols {
-            counts[s as usize] += 1;
+        for doc in docs {
+            for &t in doc.as_ref() {
+                counts[(t as u64 + SHIFT) as usize] += 1;
+            }
         }
-        let mut text = if sigma <= 1 << 16 {
-            Text::Narrow(symbols.iter().map(|&s| s as u16).collect())
+        counts[SEP as usize] = docs.len() as u64;
+        counts[END as usize] = 1;
+        // The text is written straight in its narrowest type: the build's peak memory is the
+        // text, the suffix array and the BWT (2 + 4 + 2 bytes per symbol when narrow).
+        let (mut text, doc_starts) = if sigma <= 1 << 16 {
+            let (t, starts) = index_text(docs, n, |s| s as u16);
+            (Text::Narrow(t), starts)
         } else {
-            Text::Wide(symbols.into_iter().map(|s| s as i32).collect())
+            let (t, starts) = index_text(docs, n, |s| s as i32);
+            (Text::Wide(t), starts)
         };
         let sa = suffix_array(&mut text)?;
-        let at = |p: usize| -> u32 {
-            match &text {
-                Text::Narrow(t) => t[p] as u32,
-                Text::Wide(t) => t[p] as u32,
-            }
-        };
         // BWT[i] = T[SA[i] - 1]; the row of the whole text gets END (the text is cyclic).
         let bits = bits_for(sigma);
-        let bwt: Vec<u32> = sa
-            .par_iter()
-            .map(|&p| {
-                if p == 0 {
-                    END as u32
-                } else {
-                    at(p as usize - 1)
-                }
-            })
-            .collect();
+        let bwt = match &text {
+            Text::Narrow(t) => Bwt::Narrow(bwt_of(&sa, |p| t[p])),
+            Text::Wide(t) => Bwt::Wide(bwt_of(&sa, |p| t[p] as u32)),
+        };
         let rate = options.sample_rate;
         let sampled = RankBitVec::from_fn(n, |i| (sa[i] as u32).is_multiple_of(rate));
         let samples: Vec<u32> = sa.iter().filter(|&&p| p % rate == 0).copied().collect();
@@ -239,7 +264,10 @@ impl FmIndex {
         drop(sa);
         drop(text);
         let base = bases(&c, bits);
-        let bwt = WaveletMatrix::build(&bwt, bits);
+        let bwt = match bwt {
+            Bwt::Narrow(b) => WaveletMatrix::from_vec(b, bits),
+            Bwt::Wide(b) => WaveletMatrix::from_vec(b, bits),
+        };
         Ok(FmIndex {
             bwt,
             c: c.into(),

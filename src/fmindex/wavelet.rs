@@ -33,9 +33,18 @@ impl WaveletMatrix {
     where
         T: Copy + Into<u64> + Send + Sync,
     {
+        WaveletMatrix::from_vec(values.to_vec(), bits)
+    }
+
+    /// [`WaveletMatrix::build`] over values it may reorder in place: len symbols of scratch
+    /// memory beyond them.
+    pub fn from_vec<T>(values: Vec<T>, bits: u32) -> WaveletMatrix
+    where
+        T: Copy + Into<u64> + Send + Sync,
+    {
         let len = values.len();
-        let mut cur: Vec<T> = values.to_vec();
-        let mut next: Vec<T> = values.to_vec();
+        let mut next: Vec<T> = values.clone();
+        let mut cur: Vec<T> = values;
         let mut levels = Vec::with_capacity(bits as usize);
         let mut zeros = Vec::with_capacity(bits as usize);
         for l in 0..bits {

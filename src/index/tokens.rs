@@ -120,15 +120,12 @@ impl TokenFile {
         let mut w = ArrayWriter::new();
         w.u64s(&[docs.len() as u64, vocab_size as u64])
             .u64s(&starts);
+        let total = at as usize;
+        let ids = docs.iter().flat_map(|d| d.as_ref().iter().copied());
         if vocab_size <= 1 << 16 {
-            let ids: Vec<u16> = docs
-                .iter()
-                .flat_map(|d| d.as_ref().iter().map(|&t| t as u16))
-                .collect();
-            w.array(&ids);
+            w.array_from(total, ids.map(|t| t as u16));
         } else {
-            let ids: Vec<u32> = docs.iter().flat_map(|d| d.as_ref().to_vec()).collect();
-            w.array(&ids);
+            w.array_from(total, ids);
         }
         w.write(path, MAGIC, FORMAT_VERSION)
     }
