@@ -142,13 +142,43 @@ fn split_adi(dir: &Path, n: usize) -> (String, String) {
     (s(&a), s(&b))
 }
 
+/// ADI's first 60 documents indexed into `dir/adi.idx` with `extra` arguments; the index
+/// and the file of the other 22.
+fn base_adi(dir: &Path, extra: &[&str]) -> (std::path::PathBuf, String) {
+    let (base, more) = split_adi(dir, 60);
+    let idx = dir.join("adi.idx");
+    let mut args = vec![
+        "index",
+        &base,
+        "--out",
+        idx.to_str().unwrap(),
+        "--vocab-size",
+        "800",
+    ];
+    args.extend_from_slice(extra);
+    args.push("-q");
+    common::genret_ok(&args);
+    (idx, more)
+}
+
+/// `genret index MORE --out IDX --add` fails saying `why`, and the index keeps its `docs`.
+fn refused_addition(idx: &Path, more: &str, why: &str, docs: usize) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
+        .args(["index", more, "--add", "-q", "--out"])
+        .arg(idx)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(why), "{err}");
+    assert_eq!(Index::open(idx).unwrap().docs.len(), docs);
+}
+
 #[test]
 fn added_documents_join_without_disturbing_the_built_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let (base, more) = split_adi(tmp.path(), 60);
-    let idx = tmp.path().join("adi.idx");
+    let (idx, more) = base_adi(tmp.path(), &[]);
     let s = idx.to_str().unwrap();
-    common::genret_ok(&["index", &base, "--out", s, "--vocab-size", "800", "-q"]);
     common::genret_ok(&["train", s, "--preset", "tiny", "--steps", "20", "-q"]);
     common::genret_ok(&["add", s, "bm25", "-q"]);
     let before = Index::open(&idx).unwrap();
@@ -228,14 +258,7 @@ fn added_documents_join_without_disturbing_the_built_ones() {
     assert!(new_found > 0, "added documents are found");
 
     // Adding documents already there is refused and changes nothing.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
-        .args(["index", &more, "--out", s, "--add", "-q"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("already in the index"), "{err}");
-    assert_eq!(Index::open(&idx).unwrap().docs.len(), 82);
+    refused_addition(&idx, &more, "already in the index", 82);
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -247,26 +270,7 @@ fn added_documents_join_without_disturbing_the_built_ones() {
 #[test]
 fn atomic_docids_refuse_an_addition() {
     let tmp = tempfile::tempdir().unwrap();
-    let (base, more) = split_adi(tmp.path(), 60);
-    let idx = tmp.path().join("adi.idx");
-    let s = idx.to_str().unwrap();
-    common::genret_ok(&[
-        "index",
-        &base,
-        "--out",
-        s,
-        "--vocab-size",
-        "800",
-        "--docids",
-        "atomic",
-        "-q",
-    ]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_genret"))
-        .args(["index", &more, "--out", s, "--add", "-q"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("atomic") && err.contains("rebuild"), "{err}");
-    assert_eq!(Index::open(&idx).unwrap().docs.len(), 60);
+    let (idx, more) = base_adi(tmp.path(), &["--docids", "atomic"]);
+    refused_addition(&idx, &more, "atomic docids", 60);
+    refused_addition(&idx, &more, "rebuild the index", 60);
 }

@@ -145,6 +145,14 @@ enum Text {
     Wide(Vec<i32>),
 }
 
+/// The distinct documents of `occurrences`, sorted.
+fn distinct_docs(occurrences: Vec<Occurrence>) -> Vec<u32> {
+    let mut docs: Vec<u32> = occurrences.into_iter().map(|o| o.doc).collect();
+    docs.sort_unstable();
+    docs.dedup();
+    docs
+}
+
 /// The BWT as built, in the text's width.
 enum Bwt {
     Narrow(Vec<u16>),
@@ -490,14 +498,7 @@ impl FmIndex {
     /// Distinct documents containing the pattern of `range`, sorted. Cost: a full
     /// [`locate`](Self::locate) of the range, O(count * sample_rate * log sigma).
     pub fn docs_of(&self, range: FmRange) -> Vec<u32> {
-        let mut docs: Vec<u32> = self
-            .locate(range, usize::MAX)
-            .into_iter()
-            .map(|o| o.doc)
-            .collect();
-        docs.sort_unstable();
-        docs.dedup();
-        docs
+        distinct_docs(self.locate(range, usize::MAX))
     }
 
     /// Number of distinct documents containing `pattern`. Cost as [`docs_of`](Self::docs_of).

@@ -316,14 +316,7 @@ impl Shards {
 
     /// Distinct documents containing the pattern of `span`, sorted. Cost: a full locate.
     pub fn docs_of(&self, span: &Span) -> Vec<u32> {
-        let mut docs: Vec<u32> = self
-            .locate(span, usize::MAX)
-            .into_iter()
-            .map(|o| o.doc)
-            .collect();
-        docs.sort_unstable();
-        docs.dedup();
-        docs
+        super::distinct_docs(self.locate(span, usize::MAX))
     }
 
     /// The tokens of document `doc` (see [`FmIndex::extract`]).
