@@ -135,6 +135,8 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     let _lock = DirLock::acquire(out, "index")?;
+    // What a killed `--add` left behind: the index it was growing is about to be replaced.
+    let _ = std::fs::remove_dir_all(sibling(out, "add"));
     let building = sibling(out, "build");
     std::fs::create_dir(&building).map_err(|e| Error::io(&building, e))?;
     let result = build_into(corpus, &building, config);

@@ -64,15 +64,23 @@ fn card(
              `docids.bin`)",
         ),
     };
+    // Documents added to the index since its build (`genret index --add`) are trained on too.
+    let added: String = index
+        .dir
+        .manifest
+        .added
+        .iter()
+        .map(|a| format!(" and `{}`", a.source))
+        .collect();
     let mut s = format!(
         "# genret {what} model\n\n\
-         Trained by genret {} on the index of `{}`: {} documents, {} tokens (corpus fingerprint \
-         {}). It {task}.\n\n",
+         Trained by genret {} on the index of `{}`{added}: {} documents, {} tokens (documents \
+         fingerprint {}). It {task}.\n\n",
         env!("CARGO_PKG_VERSION"),
         corpus.source,
-        corpus.docs,
-        corpus.tokens,
-        corpus.fingerprint
+        index.stats.docs,
+        index.stats.tokens,
+        index.dir.manifest.documents_fingerprint()
     );
     s.push_str(&format!(
         "## Training\n\n\
