@@ -364,12 +364,22 @@ impl DsiModel {
     /// Loads a DSI model directory (`config.json`, `model.safetensors`, `tokenizer.json`,
     /// `docids.bin`) for an index of `docs` documents.
     pub fn load_dir(dir: &Path, docs: usize, device: &Device) -> Result<DsiModel> {
+        DsiModel::load_naming(dir, docs..=docs, device)
+    }
+
+    /// [`DsiModel::load_dir`] for a model whose docids name `named` documents.
+    fn load_naming(
+        dir: &Path,
+        named: std::ops::RangeInclusive<usize>,
+        device: &Device,
+    ) -> Result<DsiModel> {
         let (config, params) = model::load(dir, device)?;
         let model = T5ForConditionalGeneration::new(&config, &params)?;
         let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE), MAX_QUERY_TOKENS)?;
         let path = dir.join(DOCIDS_FILE);
         let docids = DocIds::load(&path)?;
-        if docids.len() != docs || docids.model_vocab() as usize > config.vocab_size {
+        let docs = *named.end();
+        if !named.contains(&docids.len()) || docids.model_vocab() as usize > config.vocab_size {
             return Err(Error::Corrupt {
                 path,
                 message: format!(
@@ -397,21 +407,20 @@ impl DsiModel {
         )?;
         // Documents added since training (`genret index --add`) come after the ones the
         // model names, which keep their numbers: it answers among those until retrained.
-        let named = DocIds::load(&dir.join(DOCIDS_FILE))?.len();
         let docs = index.docs.len();
-        let docs = if index.dir.manifest.added.is_empty() || named > docs {
-            docs
+        let named = if index.dir.manifest.added.is_empty() {
+            docs..=docs
         } else {
-            if named < docs {
-                tracing::warn!(
-                    "the DSI model names {named} of the index's {docs} documents (the rest were \
-                     added after it was trained): retrain with `genret train INDEX --dsi` to \
-                     find them"
-                );
-            }
-            named
+            0..=docs
         };
-        let mut dsi = DsiModel::load_dir(&dir, docs, device)?;
+        let mut dsi = DsiModel::load_naming(&dir, named, device)?;
+        if dsi.docids.len() < docs {
+            tracing::warn!(
+                "the DSI model names {} of the index's {docs} documents (the rest were added \
+                 after it was trained): retrain with `genret train INDEX --dsi` to find them",
+                dsi.docids.len()
+            );
+        }
         if dsi.docids.scheme() == Scheme::Atomic {
             dsi.ids = index.docs.ids()?;
         }

@@ -22,10 +22,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::build::{
-    Index, IndexStats, Phases, batch_part, docid_meta, document_tokens, open_docs, open_shards,
-    open_tokens, shard_file, shard_part,
+    Index, IndexStats, Phases, batch_part, docid_meta, document_tokens, entries, shard_file,
+    shard_meta, shard_part, swap_in, words_meta,
 };
-use super::docs::{self, DocEntry, LINES_PART};
+use super::docs::{self, LINES_PART};
 use super::tokens::{TOKENS_PART, TokenStore};
 use super::{CorpusInfo, FORMAT_VERSION, IndexDir, PartInfo};
 use crate::corpus::{Corpus, fingerprint};
@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::fmindex::{BuildOptions, MAX_SYMBOLS, Shards};
 use crate::progress;
 use crate::stem::{WORDS_FILE, WORDS_PART, WordForms};
-use crate::storage::{DirLock, replace_dir, sibling};
+use crate::storage::DirLock;
 
 /// How to add documents.
 #[derive(Debug, Clone, Copy)]
@@ -82,25 +82,14 @@ pub fn add(corpus: &Corpus, path: &Path, config: &AddConfig) -> Result<Index> {
             path.display()
         )));
     }
-    let building = sibling(path, "add");
-    if building.exists() {
-        std::fs::remove_dir_all(&building).map_err(|e| Error::io(&building, e))?;
-    }
-    std::fs::create_dir(&building).map_err(|e| Error::io(&building, e))?;
-    let result = add_into(corpus, &index, &building, config);
-    drop(index);
-    let result = result.and_then(|()| {
-        replace_dir(path, &building)?;
-        Index::open(path)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&building);
-    }
-    result
+    swap_in(path, "add", |building| {
+        add_into(corpus, &index, building, config)
+    })
 }
 
-/// [`add`]'s work: the index with `corpus` appended, into the fresh directory `out`.
-fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> Result<()> {
+/// [`add`]'s work: the index with `corpus` appended, into the fresh directory `out`, opened
+/// (every part verified and checked against the others) before it is swapped in.
+fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> Result<Index> {
     let started = Instant::now();
     let mut phases = Phases::default();
     let old = &index.dir;
@@ -114,7 +103,7 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
     }
     let docids = index.docids()?;
     docids.extendable()?;
-    link_unchanged(old.path(), out)?;
+    link_unchanged(old, out)?;
     phases.done("check and link");
 
     let pb = progress::bar(corpus.len() as u64, "tokenizing documents");
@@ -138,13 +127,8 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         file("docs", "lines"),
         file("tokens", "bin"),
     );
-    let entries = corpus.docs.iter().zip(&token_lists).map(|(d, t)| DocEntry {
-        id: d.id.clone(),
-        title: d.title.clone(),
-        text: d.text.clone(),
-        tokens: t.len() as u32,
-    });
-    docs::write_as(&out.join(&docs_file), &out.join(&lines_file), entries)?;
+    let new_entries = entries(&corpus.docs, &token_lists);
+    docs::write_as(&out.join(&docs_file), &out.join(&lines_file), new_entries)?;
     let vocab = index.tokenizer.vocab_size() as u32;
     TokenStore::write(&out.join(&tokens_file), &token_lists, vocab)?;
     phases.done("docs");
@@ -166,11 +150,6 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
     phases.done("fmindex");
 
     let pb = progress::spinner("extending docids");
-    let all_tokens: Vec<Vec<u32>> = (0..index.docs.len() as u32)
-        .into_par_iter()
-        .map(|d| index.doc_tokens(d))
-        .chain(token_lists.clone().into_par_iter().map(Ok))
-        .collect::<Result<_>>()?;
     let ids: Vec<String> = corpus.docs.iter().map(|d| d.id.clone()).collect();
     let new_titles: Vec<Vec<u32>> = if docids.scheme() == Scheme::Title {
         corpus
@@ -189,25 +168,33 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         id_suffix: &suffix,
         vocab,
     };
-    let vectors = (docids.scheme() == Scheme::Semantic).then(|| {
-        let semantic = SemanticOptions::default();
-        tfidf_projection(&all_tokens, vocab, semantic.dims, semantic.seed)
-    });
-    let dims = SemanticOptions::default().dims;
-    let extended = docids.extend(&input, vectors.as_deref().map(|v| (v, dims)))?;
+    // Semantic docids place the new documents by TF-IDF projections of every document.
+    let semantic = SemanticOptions::default();
+    let vectors = match docids.scheme() {
+        Scheme::Semantic => {
+            let all_tokens: Vec<Vec<u32>> = (0..index.docs.len() as u32)
+                .into_par_iter()
+                .map(|d| index.doc_tokens(d))
+                .chain(token_lists.par_iter().cloned().map(Ok))
+                .collect::<Result<_>>()?;
+            Some(tfidf_projection(
+                &all_tokens,
+                vocab,
+                semantic.dims,
+                semantic.seed,
+            ))
+        }
+        _ => None,
+    };
+    let extended = docids.extend(&input, vectors.as_deref().map(|v| (v, semantic.dims)))?;
     extended.save(&out.join(DOCIDS_FILE))?;
-    drop(all_tokens);
+    drop(vectors);
     pb.finish_and_clear();
     phases.done("docids");
 
     let pb = progress::spinner("collecting word forms");
     let mut all_docs = index.docs.all()?;
-    all_docs.extend(corpus.docs.iter().zip(&token_lists).map(|(d, t)| DocEntry {
-        id: d.id.clone(),
-        title: d.title.clone(),
-        text: d.text.clone(),
-        tokens: t.len() as u32,
-    }));
+    all_docs.extend(entries(&corpus.docs, &token_lists));
     let forms = WordForms::build(
         &all_docs,
         |d| [d.title.as_str(), d.text.as_str()],
@@ -241,20 +228,16 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
     parts.insert(batch_part("docs", batch), part(&docs_file, none())?);
     parts.insert(batch_part(LINES_PART, batch), part(&lines_file, none())?);
     parts.insert(batch_part(TOKENS_PART, batch), part(&tokens_file, none())?);
-    for (k, shard) in fm.shards().iter().enumerate().skip(first_new) {
-        let meta = BTreeMap::from([
-            ("sample_rate".to_string(), shard.sample_rate().into()),
-            (
-                "format_version".to_string(),
-                crate::fmindex::FORMAT_VERSION.into(),
-            ),
-            ("first_doc".to_string(), fm.first_doc(k).into()),
-            ("docs".to_string(), shard.docs().into()),
-        ]);
-        parts.insert(shard_part(k), part(&shard_file(k), meta)?);
-    }
-    if let Some(first) = parts.get_mut("fmindex") {
-        first.meta.insert("shards".into(), fm.shards().len().into());
+    // New shards get their entries; the others keep theirs (file and checksum) with their
+    // facts brought up to date (the number of shards, their documents).
+    for k in 0..fm.shards().len() {
+        let meta = shard_meta(&fm, k);
+        match parts.get_mut(&shard_part(k)) {
+            Some(entry) if k < first_new => entry.meta.extend(meta),
+            _ => {
+                parts.insert(shard_part(k), part(&shard_file(k), meta)?);
+            }
+        }
     }
     let vectors = match docids.scheme() {
         Scheme::Semantic => old
@@ -271,16 +254,7 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         "docids".into(),
         part(DOCIDS_FILE, docid_meta(&extended, &vectors))?,
     );
-    parts.insert(
-        WORDS_PART.into(),
-        part(
-            WORDS_FILE,
-            BTreeMap::from([(
-                "format_version".to_string(),
-                crate::stem::FORMAT_VERSION.into(),
-            )]),
-        )?,
-    );
+    parts.insert(WORDS_PART.into(), part(WORDS_FILE, words_meta())?);
     parts.insert("stats".into(), part(super::STATS_FILE, none())?);
     manifest.added.push(CorpusInfo {
         source: corpus.source.display().to_string(),
@@ -295,29 +269,22 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
         tracing::warn!("left out of the index, as it does not hold the added documents: {d}");
     }
     // The parts just written open and agree with each other before the swap.
-    let dir = IndexDir::open(out)?;
-    let (docs, tokens) = (open_docs(&dir)?, open_tokens(&dir)?);
-    let hint = "the addition wrote an inconsistent index";
-    let shards = open_shards(&dir, hint)?;
-    if docs.len() != shards.docs() || tokens.map(|t| t.docs()) != Some(docs.len()) {
-        return Err(Error::Internal(format!("{hint}: document counts differ")));
-    }
-    Ok(())
+    Index::open(out)
 }
 
 /// Hard-links every file of the index `from` into `to` (directories recreated), except the
 /// manifest, the parts an addition rewrites or drops, and training checkpoints. Hard links
 /// share the files, which genret never changes in place; a file system without them gets
 /// copies.
-fn link_unchanged(from: &Path, to: &Path) -> Result<()> {
-    let manifest = &IndexDir::open(from)?.manifest;
+fn link_unchanged(from: &IndexDir, to: &Path) -> Result<()> {
+    let manifest = &from.manifest;
     let mut skip: HashSet<String> = [super::MANIFEST.to_string()].into();
     for name in REWRITTEN.iter().chain(DROPPED.iter().map(|(p, _)| p)) {
         if let Some(p) = manifest.parts.get(*name) {
             skip.insert(p.file.clone());
         }
     }
-    link_tree(from, to, Path::new(""), &skip)
+    link_tree(from.path(), to, Path::new(""), &skip)
 }
 
 fn link_tree(from: &Path, to: &Path, rel: &Path, skip: &HashSet<String>) -> Result<()> {

@@ -137,10 +137,26 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
     let _lock = DirLock::acquire(out, "index")?;
     // What a killed `--add` left behind: the index it was growing is about to be replaced.
     let _ = std::fs::remove_dir_all(sibling(out, "add"));
-    let building = sibling(out, "build");
+    swap_in(out, "build", |building| {
+        build_into(corpus, building, config)
+    })
+}
+
+/// Makes the index at `out` anew in its hidden sibling `.NAME.genret-KIND` (a leftover from a
+/// killed run removed first) with `fill`, which returns it opened from there, and swaps it in
+/// whole ([`replace_dir`]); on failure `out` is as it was and the sibling is gone. The caller
+/// holds the index's writer lock.
+pub(super) fn swap_in(
+    out: &Path,
+    kind: &str,
+    fill: impl FnOnce(&Path) -> Result<Index>,
+) -> Result<Index> {
+    let building = sibling(out, kind);
+    if building.exists() {
+        std::fs::remove_dir_all(&building).map_err(|e| Error::io(&building, e))?;
+    }
     std::fs::create_dir(&building).map_err(|e| Error::io(&building, e))?;
-    let result = build_into(corpus, &building, config);
-    let result = result.and_then(|mut index| {
+    let result = fill(&building).and_then(|mut index| {
         replace_dir(out, &building)?;
         index.dir.path = out.to_path_buf();
         Ok(index)
@@ -191,13 +207,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     pb.finish_and_clear();
     phases.done("tokenize");
 
-    let entries = corpus.docs.iter().zip(&token_lists).map(|(d, t)| DocEntry {
-        id: d.id.clone(),
-        title: d.title.clone(),
-        text: d.text.clone(),
-        tokens: t.len() as u32,
-    });
-    docs::write(&out, entries)?;
+    docs::write(&out, entries(&corpus.docs, &token_lists))?;
     phases.done("docs");
 
     let pb = progress::spinner("building FM-index");
@@ -238,24 +248,8 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     parts.insert("docs".into(), part(DOCS_FILE, BTreeMap::new())?);
     parts.insert(LINES_PART.into(), part(LINES_FILE, BTreeMap::new())?);
     parts.insert("stats".into(), part(STATS_FILE, BTreeMap::new())?);
-    for (k, shard) in fm.shards().iter().enumerate() {
-        let mut meta = BTreeMap::from([
-            ("sample_rate".to_string(), shard.sample_rate().into()),
-            (
-                "bits_per_token".to_string(),
-                serde_json::json!(shard.bits_per_token(true)),
-            ),
-            (
-                "format_version".to_string(),
-                crate::fmindex::FORMAT_VERSION.into(),
-            ),
-        ]);
-        if fm.shards().len() > 1 {
-            meta.insert("shards".into(), fm.shards().len().into());
-            meta.insert("first_doc".into(), fm.first_doc(k).into());
-            meta.insert("docs".into(), shard.docs().into());
-        }
-        parts.insert(shard_part(k), part(&shard_file(k), meta)?);
+    for k in 0..fm.shards().len() {
+        parts.insert(shard_part(k), part(&shard_file(k), shard_meta(&fm, k))?);
     }
     parts.insert(TOKENS_PART.into(), part(TOKENS_FILE, BTreeMap::new())?);
     parts.insert(
@@ -263,13 +257,7 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         part(DOCIDS_FILE, docid_meta(&docids, "tfidf"))?,
     );
 
-    parts.insert(
-        WORDS_PART.into(),
-        part(
-            WORDS_FILE,
-            BTreeMap::from([("format_version".to_string(), stem::FORMAT_VERSION.into())]),
-        )?,
-    );
+    parts.insert(WORDS_PART.into(), part(WORDS_FILE, words_meta())?);
 
     let manifest = Manifest {
         format_version: if fm.shards().len() > 1 {
@@ -303,6 +291,47 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     Ok(Index::assemble(
         dir, tokenizer, docs, fm, docids, stats, tokens,
     ))
+}
+
+/// The documents of `docs` as the document store holds them, with their token counts.
+pub(super) fn entries<'a>(
+    docs: &'a [Document],
+    token_lists: &'a [Vec<u32>],
+) -> impl Iterator<Item = DocEntry> + 'a {
+    docs.iter().zip(token_lists).map(|(d, t)| DocEntry {
+        id: d.id.clone(),
+        title: d.title.clone(),
+        text: d.text.clone(),
+        tokens: t.len() as u32,
+    })
+}
+
+/// The manifest facts of FM-index shard `k` of `fm`; with several shards, their number (read
+/// from shard 0's entry when opening) and the shard's documents.
+pub(super) fn shard_meta(fm: &Shards, k: usize) -> BTreeMap<String, serde_json::Value> {
+    let shard = &fm.shards()[k];
+    let mut meta = BTreeMap::from([
+        ("sample_rate".to_string(), shard.sample_rate().into()),
+        (
+            "bits_per_token".to_string(),
+            serde_json::json!(shard.bits_per_token(true)),
+        ),
+        (
+            "format_version".to_string(),
+            crate::fmindex::FORMAT_VERSION.into(),
+        ),
+    ]);
+    if fm.shards().len() > 1 {
+        meta.insert("shards".into(), fm.shards().len().into());
+        meta.insert("first_doc".into(), fm.first_doc(k).into());
+        meta.insert("docs".into(), shard.docs().into());
+    }
+    meta
+}
+
+/// The manifest facts of the word table.
+pub(super) fn words_meta() -> BTreeMap<String, serde_json::Value> {
+    BTreeMap::from([("format_version".to_string(), stem::FORMAT_VERSION.into())])
 }
 
 /// The manifest's name of FM-index shard `k`: `fmindex`, then `fmindex.1`, `fmindex.2`, ...
@@ -713,7 +742,7 @@ impl Index {
 
 /// The FM-index shards the manifest lists (`fmindex`, and `fmindex.1` ... up to its
 /// `shards`), each mapped and verified, in parallel.
-pub(super) fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
+fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
     let count = dir
         .manifest
         .parts
@@ -734,7 +763,7 @@ pub(super) fn open_shards(dir: &IndexDir, hint: &str) -> Result<Shards> {
 /// The document store of `dir`: `docs.jsonl` mapped and checked block by block against
 /// `docs.lines`, or, for an index built before `docs.lines`, verified whole and scanned; then
 /// the batches added since, each its own pair of files.
-pub(super) fn open_docs(dir: &IndexDir) -> Result<DocStore> {
+fn open_docs(dir: &IndexDir) -> Result<DocStore> {
     let hint = "rebuild it with `genret index CORPUS --out DIR`";
     if !dir.has_part(LINES_PART) {
         return DocStore::scan(dir.map_part("docs", hint)?);
@@ -753,7 +782,7 @@ pub(super) fn open_docs(dir: &IndexDir) -> Result<DocStore> {
 
 /// The token store of `dir`, if it has one (an index built before `tokens.bin` has not), with
 /// the batches added since.
-pub(super) fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
+fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
     if !dir.has_part(TOKENS_PART) {
         return Ok(None);
     }
