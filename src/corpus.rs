@@ -356,62 +356,172 @@ fn is_jsonl(file: &Path) -> bool {
 ///
 /// Cost: one pass over the file; memory is the documents themselves.
 pub fn read_corpus(path: impl AsRef<Path>) -> Result<Corpus> {
-    let file = folder_file(path.as_ref(), "corpus");
-    let mut lines = Lines::open(&file)?;
-    let jsonl = is_jsonl(&file);
+    let mut reader = CorpusReader::open(path)?;
     let mut corpus = Corpus {
-        source: file.clone(),
+        source: reader.source().to_path_buf(),
         ..Corpus::default()
     };
-    while let Some(line) = lines.next_line()? {
-        let (line_no, text) = (line.number, line.text);
-        if text.trim().is_empty() {
-            continue;
-        }
-        let doc = if jsonl {
-            let (id, title, body) = parse_json_record(&line)?;
-            Document {
-                id,
-                title,
-                text: body,
-            }
-        } else {
-            let cols: Vec<&str> = text.split('\t').collect();
-            if line_no == 1 && is_tsv_header(&cols) {
-                continue;
-            }
-            match cols.as_slice() {
-                [id, body] => Document {
-                    id: id.to_string(),
-                    title: String::new(),
-                    text: body.to_string(),
-                },
-                [id, title, body] => Document {
-                    id: id.to_string(),
-                    title: title.to_string(),
-                    text: body.to_string(),
-                },
-                _ => {
-                    return Err(line.error(format!(
-                        "expected 2 or 3 tab-separated columns (id, [title,] text), found {}",
-                        cols.len()
-                    )));
-                }
-            }
-        };
-        if doc.id.trim().is_empty() {
-            return Err(line.error("empty document id"));
-        }
-        corpus.push(doc, &file, line_no)?;
+    while let Some((doc, line)) = reader.next_doc()? {
+        corpus.push(doc, reader.source(), line)?;
     }
-    if corpus.empty_docs > 0 {
+    warn_empty(&corpus.source, corpus.empty_docs);
+    Ok(corpus)
+}
+
+fn warn_empty(source: &Path, empty_docs: usize) {
+    if empty_docs > 0 {
         tracing::warn!(
-            "{}: {} empty document(s) kept (no title and no text)",
-            file.display(),
-            corpus.empty_docs
+            "{}: {empty_docs} empty document(s) kept (no title and no text)",
+            source.display()
         );
     }
-    Ok(corpus)
+}
+
+/// Streams the documents of a corpus file one at a time, in the formats [`read_corpus`]
+/// reads, without holding them: for corpora larger than memory. Checks each record's syntax
+/// and id as it goes; duplicate ids across records are [`scan_corpus`]'s to find.
+pub struct CorpusReader {
+    lines: Lines,
+    jsonl: bool,
+}
+
+impl CorpusReader {
+    /// Opens a BEIR folder's `corpus.jsonl`, or a `.jsonl` or TSV file.
+    pub fn open(path: impl AsRef<Path>) -> Result<CorpusReader> {
+        let file = folder_file(path.as_ref(), "corpus");
+        let jsonl = is_jsonl(&file);
+        Ok(CorpusReader {
+            lines: Lines::open(&file)?,
+            jsonl,
+        })
+    }
+
+    /// The file the documents are read from.
+    pub fn source(&self) -> &Path {
+        self.lines.path()
+    }
+
+    /// The next document and its 1-based line, or `None` at the end of the file.
+    pub fn next_doc(&mut self) -> Result<Option<(Document, u64)>> {
+        let jsonl = self.jsonl;
+        while let Some(line) = self.lines.next_line()? {
+            let (line_no, text) = (line.number, line.text);
+            if text.trim().is_empty() {
+                continue;
+            }
+            let doc = if jsonl {
+                let (id, title, body) = parse_json_record(&line)?;
+                Document {
+                    id,
+                    title,
+                    text: body,
+                }
+            } else {
+                let cols: Vec<&str> = text.split('\t').collect();
+                if line_no == 1 && is_tsv_header(&cols) {
+                    continue;
+                }
+                match cols.as_slice() {
+                    [id, body] => Document {
+                        id: id.to_string(),
+                        title: String::new(),
+                        text: body.to_string(),
+                    },
+                    [id, title, body] => Document {
+                        id: id.to_string(),
+                        title: title.to_string(),
+                        text: body.to_string(),
+                    },
+                    _ => {
+                        return Err(line.error(format!(
+                            "expected 2 or 3 tab-separated columns (id, [title,] text), found {}",
+                            cols.len()
+                        )));
+                    }
+                }
+            };
+            if doc.id.trim().is_empty() {
+                return Err(line.error("empty document id"));
+            }
+            return Ok(Some((doc, line_no)));
+        }
+        Ok(None)
+    }
+
+    /// Reads up to `n` documents into `batch` (cleared first); an empty batch means the end.
+    pub fn next_batch(&mut self, n: usize, batch: &mut Vec<Document>) -> Result<()> {
+        batch.clear();
+        while batch.len() < n {
+            match self.next_doc()? {
+                Some((doc, _)) => batch.push(doc),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one checking pass over a corpus file found ([`scan_corpus`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorpusSummary {
+    pub source: PathBuf,
+    pub docs: usize,
+    pub empty_docs: usize,
+    /// [`fingerprint`] of the documents.
+    pub fingerprint: String,
+    /// Bytes of titles and texts, plus one per document.
+    pub text_bytes: usize,
+}
+
+impl CorpusSummary {
+    /// The summary of a corpus already in memory.
+    pub fn of(corpus: &Corpus) -> CorpusSummary {
+        CorpusSummary {
+            source: corpus.source.clone(),
+            docs: corpus.len(),
+            empty_docs: corpus.empty_docs,
+            fingerprint: fingerprint(corpus),
+            text_bytes: corpus
+                .docs
+                .iter()
+                .map(|d| d.title.len() + d.text.len() + 1)
+                .sum(),
+        }
+    }
+}
+
+/// Checks a whole corpus file as [`read_corpus`] does (syntax, ids, duplicates, with the same
+/// errors) without keeping its documents, and summarises it. Cost: one pass over the file;
+/// memory is the set of ids.
+pub fn scan_corpus(path: impl AsRef<Path>) -> Result<CorpusSummary> {
+    let mut reader = CorpusReader::open(path)?;
+    let source = reader.source().to_path_buf();
+    let mut lines: HashMap<Box<str>, u64> = HashMap::new();
+    let mut hasher = Fingerprint::default();
+    let (mut docs, mut empty_docs, mut text_bytes) = (0, 0, 0);
+    while let Some((doc, line)) = reader.next_doc()? {
+        if let Some(&first_line) = lines.get(doc.id.as_str()) {
+            return Err(Error::DuplicateId {
+                path: source,
+                line,
+                id: doc.id,
+                first_line,
+            });
+        }
+        hasher.add(&doc);
+        docs += 1;
+        empty_docs += doc.is_empty() as usize;
+        text_bytes += doc.title.len() + doc.text.len() + 1;
+        lines.insert(doc.id.into_boxed_str(), line);
+    }
+    warn_empty(&source, empty_docs);
+    Ok(CorpusSummary {
+        source,
+        docs,
+        empty_docs,
+        fingerprint: hasher.finish(),
+        text_bytes,
+    })
 }
 
 fn is_tsv_header(cols: &[&str]) -> bool {
@@ -539,12 +649,24 @@ pub fn read_qrels(path: impl AsRef<Path>, corpus: Option<&Corpus>, strict: bool)
 /// A stable fingerprint of a corpus's content (ids, titles, texts, in order): 16 hex digits
 /// of XXH3-64. Two corpora with equal fingerprints index to the same bytes.
 pub fn fingerprint(corpus: &Corpus) -> String {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for doc in &corpus.docs {
+    let mut hasher = Fingerprint::default();
+    corpus.docs.iter().for_each(|d| hasher.add(d));
+    hasher.finish()
+}
+
+/// [`fingerprint`] computed one document at a time.
+#[derive(Default)]
+pub struct Fingerprint(xxhash_rust::xxh3::Xxh3);
+
+impl Fingerprint {
+    pub fn add(&mut self, doc: &Document) {
         for field in [&doc.id, &doc.title, &doc.text] {
-            hasher.update(&(field.len() as u64).to_le_bytes());
-            hasher.update(field.as_bytes());
+            self.0.update(&(field.len() as u64).to_le_bytes());
+            self.0.update(field.as_bytes());
         }
     }
-    format!("{:016x}", hasher.digest())
+
+    pub fn finish(&self) -> String {
+        format!("{:016x}", self.0.digest())
+    }
 }

@@ -31,6 +31,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fmindex::TokenDocs;
 use crate::storage::{ArrayFile, ArrayWriter, Mapped};
 
 /// File name of the docid table inside an index directory.
@@ -547,7 +548,7 @@ pub struct DocidInput<'a> {
     /// Tokenized title of each document (may be empty).
     pub titles: &'a [Vec<u32>],
     /// Tokens of each document as indexed.
-    pub texts: &'a [Vec<u32>],
+    pub texts: &'a dyn TokenDocs,
     /// Tokenized `" (" + id + ")"` suffix of each document: only called for duplicate titles.
     pub id_suffix: &'a (dyn Fn(usize) -> Result<Vec<u32>> + Sync),
     /// Tokenizer vocabulary size.
@@ -563,7 +564,8 @@ fn decimal(d: usize) -> Vec<u32> {
 fn title_seq(input: &DocidInput<'_>, d: usize) -> Vec<u32> {
     const FALLBACK: usize = 12;
     if input.titles[d].is_empty() {
-        input.texts[d][..input.texts[d].len().min(FALLBACK)].to_vec()
+        let text = input.texts.tokens(d);
+        text[..text.len().min(FALLBACK)].to_vec()
     } else {
         input.titles[d].clone()
     }
@@ -592,11 +594,16 @@ fn title_ids(input: &DocidInput<'_>) -> Result<Vec<Vec<u32>>> {
 
 /// TF-IDF vectors of the documents projected to `dims` dimensions by a seeded Gaussian random
 /// matrix (Johnson-Lindenstrauss), L2-normalised; row-major `docs x dims`.
-pub fn tfidf_projection(texts: &[Vec<u32>], vocab: u32, dims: usize, seed: u64) -> Vec<f32> {
-    let n = texts.len();
+pub fn tfidf_projection<D: TokenDocs + ?Sized>(
+    texts: &D,
+    vocab: u32,
+    dims: usize,
+    seed: u64,
+) -> Vec<f32> {
+    let n = texts.count();
     let mut df = vec![0u32; vocab as usize];
-    for t in texts {
-        let mut seen: Vec<u32> = t.clone();
+    for d in 0..n {
+        let mut seen: Vec<u32> = texts.tokens(d).into_owned();
         seen.sort_unstable();
         seen.dedup();
         for s in seen {
@@ -617,10 +624,10 @@ pub fn tfidf_projection(texts: &[Vec<u32>], vocab: u32, dims: usize, seed: u64) 
         .collect();
     let mut out = vec![0f32; n * dims];
     out.par_chunks_mut(dims.max(1))
-        .zip(texts.par_iter())
-        .for_each(|(v, t)| {
+        .enumerate()
+        .for_each(|(d, v)| {
             let mut tf: HashMap<u32, u32> = HashMap::new();
-            for &s in t {
+            for &s in texts.tokens(d).iter() {
                 *tf.entry(s).or_default() += 1;
             }
             let mut entries: Vec<(u32, u32)> = tf.into_iter().collect();
@@ -898,11 +905,11 @@ mod tests {
         titles: &'a [Vec<u32>],
         suffix: &'a (dyn Fn(usize) -> Result<Vec<u32>> + Sync),
     ) -> DocidInput<'a> {
-        static EMPTY: [Vec<u32>; 8] = [const { Vec::new() }; 8];
+        let texts: &'a Vec<Vec<u32>> = Box::leak(Box::new(vec![Vec::new(); ids.len()]));
         DocidInput {
             ids,
             titles,
-            texts: &EMPTY[..ids.len()],
+            texts,
             id_suffix: suffix,
             vocab: 50,
         }

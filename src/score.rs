@@ -403,6 +403,18 @@ impl<'a> Scorer<'a> {
             .iter()
             .map(|n| n.forms().map(|(t, _)| t).collect())
             .collect();
+        let weights: Vec<f64> = ngrams.iter().map(|n| n.weight).collect();
+        Scorer::of_forms(forms, &weights, params, avg_len)
+    }
+
+    /// A scorer of n-grams given by their forms' tokens (each n-gram's written form first) and
+    /// their weights alone: what a server that holds documents but no FM-index needs.
+    pub fn of_forms(
+        forms: Vec<Vec<&'a [u32]>>,
+        weights: &[f64],
+        params: &SealParams,
+        avg_len: f64,
+    ) -> Scorer<'a> {
         let mut first: Vec<u32> = Vec::new();
         let mut starting: Vec<Vec<(usize, usize)>> = Vec::new();
         for (n, fs) in forms.iter().enumerate() {
@@ -422,7 +434,7 @@ impl<'a> Scorer<'a> {
         Scorer {
             params: *params,
             avg_len,
-            strength: ngrams.iter().map(|n| n.weight.powf(params.alpha)).collect(),
+            strength: weights.iter().map(|w| w.powf(params.alpha)).collect(),
             first,
             starting,
             forms,
@@ -492,6 +504,14 @@ pub fn seal_rank(
     k: usize,
     doc_tokens: &(dyn Fn(u32) -> Result<Vec<u32>> + Sync),
 ) -> Result<Vec<ScoredDoc>> {
+    let candidates = seal_candidates(ngrams, params, k);
+    let scorer = Scorer::new(ngrams, params, average_len(fm));
+    score_candidates(&scorer, &candidates, k, doc_tokens)
+}
+
+/// The first pass of [`seal_rank`]: documents nominated by the n-grams' located documents,
+/// by summed `w^alpha`, the best `max(rerank, k)`, best first, ties by document number.
+pub fn seal_candidates(ngrams: &[WeightedNgram], params: &SealParams, k: usize) -> Vec<u32> {
     let mut first: HashMap<u32, f64> = HashMap::new();
     for n in ngrams {
         for &d in &n.docs {
@@ -501,11 +521,27 @@ pub fn seal_rank(
     let mut candidates: Vec<(u32, f64)> = first.into_iter().collect();
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     candidates.truncate(params.rerank.max(k));
-    let avg_len = fm.tokens() as f64 / fm.docs().max(1) as f64;
-    let scorer = Scorer::new(ngrams, params, avg_len);
+    candidates.into_iter().map(|(d, _)| d).collect()
+}
+
+/// The average document length in tokens that scoring normalises by.
+pub fn average_len(fm: &Shards) -> f64 {
+    fm.tokens() as f64 / fm.docs().max(1) as f64
+}
+
+/// The second pass of [`seal_rank`]: `candidates` scored over their tokens in parallel, the
+/// best `k`, best first, ties by document number. Any subset of the candidates (those one
+/// server holds) gives the scores the whole would, so results merged by the same order equal
+/// one pass over all.
+pub fn score_candidates(
+    scorer: &Scorer<'_>,
+    candidates: &[u32],
+    k: usize,
+    doc_tokens: &(dyn Fn(u32) -> Result<Vec<u32>> + Sync),
+) -> Result<Vec<ScoredDoc>> {
     let mut scored = candidates
-        .into_par_iter()
-        .map(|(doc, _)| {
+        .par_iter()
+        .map(|&doc| {
             let (score, ngrams) = scorer.score(&doc_tokens(doc)?);
             Ok(ScoredDoc { doc, score, ngrams })
         })

@@ -21,7 +21,10 @@ use crate::error::{Error, Result};
 use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, T5ForConditionalGeneration};
 use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
-use crate::score::{EXTRACTED_RERANK, Term, seal_rank, weigh_ngrams};
+use crate::score::{
+    EXTRACTED_RERANK, Scorer, SealParams, Term, WeightedNgram, average_len, score_candidates,
+    seal_candidates, weigh_ngrams,
+};
 use crate::stem::{WORDS_PART, WordForms};
 
 /// The index's part holding SEAL's model.
@@ -87,9 +90,10 @@ impl Seal {
             tracing::info!("word table read in {:.2} s", clock.elapsed().as_secs_f64());
             return Ok(self.forms.get_or_init(|| loaded));
         }
+        let docs = &index.docs;
         let built = WordForms::build(
-            &index.docs.all()?,
-            |d| [d.title.as_str(), d.text.as_str()],
+            docs.len(),
+            |d| docs.get(d).map(|e| [e.title.into(), e.text.into()]),
             &index.tokenizer,
             &index.fm,
         )?;
@@ -98,8 +102,34 @@ impl Seal {
     }
 }
 
-impl Retriever for Seal {
-    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
+/// What a query's SEAL search settles before any document is scored: its weighted n-grams and
+/// the candidate documents, best first ([`seal_candidates`]). Scoring the candidates
+/// ([`score_candidates`] with [`SealPlan::scorer`]) needs only their tokens, so it can run
+/// where the documents are: servers that each hold some of them score theirs, and their
+/// results merged by score give [`Seal`]'s answer.
+#[derive(Debug, Clone)]
+pub struct SealPlan {
+    pub ngrams: Vec<WeightedNgram>,
+    pub candidates: Vec<u32>,
+    pub params: SealParams,
+    /// The average document length scores are normalised by.
+    pub avg_len: f64,
+}
+
+impl SealPlan {
+    pub fn scorer(&self) -> Scorer<'_> {
+        Scorer::new(&self.ngrams, &self.params, self.avg_len)
+    }
+}
+
+impl Seal {
+    /// Decodes `queries` and weighs what the model wrote: each query's [`SealPlan`], with the
+    /// time spent decoding and weighing.
+    pub fn plan(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+    ) -> Result<(Vec<SealPlan>, SearchTimes)> {
         let mut times = SearchTimes::default();
         let tok = &self.index.tokenizer;
         let fm = &self.index.fm;
@@ -141,7 +171,7 @@ impl Retriever for Seal {
         if self.index.tokens.is_none() {
             params.rerank = params.rerank.min(EXTRACTED_RERANK);
         }
-        let answers = decoded
+        let plans = decoded
             .iter()
             .zip(queries)
             .map(|(d, query)| {
@@ -153,7 +183,30 @@ impl Retriever for Seal {
                     &d.history
                 };
                 let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
-                let ranked = seal_rank(fm, &ngrams, &params, options.k, &|d| {
+                let candidates = seal_candidates(&ngrams, &params, options.k);
+                Ok(SealPlan {
+                    ngrams,
+                    candidates,
+                    params,
+                    avg_len: average_len(fm),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        times.scoring += clock.elapsed();
+        Ok((plans, times))
+    }
+}
+
+impl Retriever for Seal {
+    fn retrieve(&self, queries: &[&str], options: &SearchOptions) -> Result<Retrieval> {
+        let (plans, mut times) = self.plan(queries, options)?;
+        let tok = &self.index.tokenizer;
+        let clock = Instant::now();
+        let answers = plans
+            .iter()
+            .map(|plan| {
+                let ngrams = &plan.ngrams;
+                let ranked = score_candidates(&plan.scorer(), &plan.candidates, options.k, &|d| {
                     self.index.doc_tokens(d)
                 })?;
                 let terms = if options.explain {

@@ -16,6 +16,7 @@
 //! Only whole words are read: an n-gram is split into the token ids of corpus words, so one
 //! that starts or ends inside a word, or holds punctuation, is matched exactly.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
@@ -100,28 +101,34 @@ pub struct WordForms {
 }
 
 impl WordForms {
-    /// Collects the alphabetic words of `docs` (titles and texts), encodes each as it reads
+    /// Collects the alphabetic words of documents `0..docs` (the title and text `fields`
+    /// gives, read twice, so they may come from disk), encodes each as it reads
     /// after a space and glued to punctuation, keeps the forms that occur in `fm`, and counts
     /// the documents holding each stem. Cost: two passes over the text, one stemmer call, one
     /// tokenizer call and one backward search per distinct word (parallel); Cranfield's ~10k
     /// distinct words take well under a second.
-    pub fn build<'d, D: Sync>(
-        docs: &'d [D],
-        fields: impl Fn(&'d D) -> [&'d str; 2] + Sync,
+    pub fn build<'d>(
+        docs: usize,
+        fields: impl Fn(usize) -> Result<[Cow<'d, str>; 2]> + Sync,
         tokenizer: &GenretTokenizer,
         fm: &Shards,
     ) -> Result<Self> {
-        let words: HashSet<&str> = docs
-            .par_iter()
-            .fold(HashSet::new, |mut seen, d| {
-                seen.extend(words_of(fields(d)));
-                seen
+        let words: HashSet<String> = (0..docs)
+            .into_par_iter()
+            .try_fold(HashSet::new, |mut seen: HashSet<String>, d| {
+                let [title, text] = fields(d)?;
+                for w in words_of([&title, &text]) {
+                    if !seen.contains(w) {
+                        seen.insert(w.to_string());
+                    }
+                }
+                Ok::<_, crate::error::Error>(seen)
             })
-            .reduce(HashSet::new, |mut a, b| {
+            .try_reduce(HashSet::new, |mut a, b| {
                 a.extend(b);
-                a
-            });
-        let mut words: Vec<&str> = words.into_iter().collect();
+                Ok(a)
+            })?;
+        let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
         words.sort_unstable();
         let stem_of_word: HashMap<&str, String> = words.par_iter().map(|&w| (w, stem(w))).collect();
         // A word glued to punctuation ("/slip", "shock-sound") has other token ids than after
@@ -175,24 +182,25 @@ impl WordForms {
             .iter()
             .filter_map(|(&w, s)| Some((w, *stem_number.get(s)?)))
             .collect();
-        let doc_freq = docs
-            .par_iter()
-            .fold(
+        let doc_freq = (0..docs)
+            .into_par_iter()
+            .try_fold(
                 || vec![0u32; stems.len()],
                 |mut counts, d| {
-                    let mut held: Vec<usize> = words_of(fields(d))
+                    let [title, text] = fields(d)?;
+                    let mut held: Vec<usize> = words_of([&title, &text])
                         .filter_map(|w| number_of_word.get(w).copied())
                         .collect();
                     held.sort_unstable();
                     held.dedup();
                     held.into_iter().for_each(|s| counts[s] += 1);
-                    counts
+                    Ok::<_, crate::error::Error>(counts)
                 },
             )
-            .reduce(
+            .try_reduce(
                 || vec![0u32; stems.len()],
-                |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect(),
-            );
+                |a, b| Ok(a.iter().zip(&b).map(|(x, y)| x + y).collect()),
+            )?;
         Ok(WordForms {
             forms,
             stem_of,
@@ -454,7 +462,13 @@ pub(crate) mod tests {
 
     /// The word table of [`corpus`].
     pub(crate) fn forms_of(docs: &[String], tok: &GenretTokenizer, fm: &Shards) -> WordForms {
-        WordForms::build(docs, |d| ["", d.as_str()], tok, fm).unwrap()
+        WordForms::build(
+            docs.len(),
+            |d| Ok(["".into(), docs[d].as_str().into()]),
+            tok,
+            fm,
+        )
+        .unwrap()
     }
 
     #[test]

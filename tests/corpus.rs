@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use genret::Error;
-use genret::corpus::{Collection, read_corpus, read_qrels, read_queries};
+use genret::corpus::{
+    Collection, CorpusReader, CorpusSummary, fingerprint, read_corpus, read_qrels, read_queries,
+    scan_corpus,
+};
 
 fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -102,6 +105,33 @@ fn numeric_ids_are_accepted_as_strings() {
 }
 
 #[test]
+fn a_scan_summarises_the_corpus_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "c.tsv",
+        b"id\ttitle\ttext\nd1\tA title\tsome text\nd2\t\t\nd3\t\tmore text\n",
+    );
+    let corpus = read_corpus(&path).unwrap();
+    let summary = scan_corpus(&path).unwrap();
+    assert_eq!(summary, CorpusSummary::of(&corpus));
+    assert_eq!((summary.docs, summary.empty_docs), (3, 1));
+    assert_eq!(summary.fingerprint, fingerprint(&corpus));
+    // Batches give every document once, in order.
+    let mut reader = CorpusReader::open(&path).unwrap();
+    let mut batch = Vec::new();
+    let mut ids = Vec::new();
+    loop {
+        reader.next_batch(2, &mut batch).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        ids.extend(batch.iter().map(|d| d.id.clone()));
+    }
+    assert_eq!(ids, ["d1", "d2", "d3"]);
+}
+
+#[test]
 fn duplicate_ids_name_both_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(
@@ -109,18 +139,23 @@ fn duplicate_ids_name_both_lines() {
         "c.jsonl",
         b"{\"_id\": \"a\", \"text\": \"1\"}\n{\"_id\": \"b\", \"text\": \"2\"}\n\n{\"_id\": \"a\", \"text\": \"3\"}\n",
     );
-    let err = read_corpus(&path).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::DuplicateId {
-                line: 4,
-                first_line: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    // The streamed check that a build runs over a corpus file finds it the same way.
+    for err in [
+        read_corpus(&path).unwrap_err(),
+        scan_corpus(&path).unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                Error::DuplicateId {
+                    line: 4,
+                    first_line: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
     let qpath = write(dir.path(), "q.tsv", b"1\tfirst\n1\tagain\n");
     assert!(matches!(
         read_queries(&qpath).unwrap_err(),

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use genret::Error;
 use genret::corpus::{Corpus, Document, read_corpus};
 use genret::fmindex::{BuildOptions, FmIndex};
-use genret::index::{BuildConfig, DocEntry, FMINDEX_FILE, Index, IndexDir, TokenizerSource, build};
+use genret::index::{
+    BuildConfig, CorpusSource, FMINDEX_FILE, Index, IndexDir, TokenizerSource, build, build_from,
+};
 use genret::stem::{WORDS_PART, WordForms};
 use genret::tokenize::{GenretTokenizer, SPECIAL_TOKENS, TokenizerKind, TrainConfig};
 
@@ -163,11 +165,10 @@ fn build_open_and_count_on_adi() {
     // The word table the build stored is the one a search would build from the documents.
     let stored = index.dir.part(WORDS_PART, "").unwrap();
     let read = WordForms::load(&stored, &index.fm).unwrap();
-    let fields = |d: &DocEntry| [d.title.clone(), d.text.clone()];
-    let owned: Vec<[String; 2]> = index.docs.all().unwrap().iter().map(fields).collect();
+    let docs = &corpus.docs;
     let fresh = WordForms::build(
-        &owned,
-        |[title, text]| [title.as_str(), text.as_str()],
+        docs.len(),
+        |d| Ok([docs[d].title.as_str().into(), docs[d].text.as_str().into()]),
         &index.tokenizer,
         &index.fm,
     )
@@ -189,6 +190,58 @@ fn same_corpus_same_index_bytes() {
             "{file} differs"
         );
     }
+}
+
+#[test]
+fn a_build_streamed_from_the_file_equals_one_from_memory() {
+    let path = shipped("adi");
+    let corpus = read_corpus(&path).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let memory = build(&corpus, &a, &small_config()).unwrap();
+    let streamed = build_from(CorpusSource::File(&path), &b, &small_config()).unwrap();
+    assert_eq!(memory.dir.manifest.corpus, streamed.dir.manifest.corpus);
+    let mut files = 0;
+    for entry in std::fs::read_dir(&a).unwrap() {
+        let name = entry.unwrap().file_name();
+        // stats.json holds the build's seconds, and the manifest its checksum.
+        if name == "stats.json" || name == "manifest.json" {
+            continue;
+        }
+        files += 1;
+        assert_eq!(
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+            "{name:?} differs"
+        );
+    }
+    assert_eq!(files, 7, "tokenizer, documents, lines, FM-index, tokens, docids, words");
+    // A duplicate id in the file is found before anything is built, naming both lines.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"_id\": \"x\", \"text\": \"one\"}\n{\"_id\": \"x\", \"text\": \"two\"}\n",
+    )
+    .unwrap();
+    let err = build_from(
+        CorpusSource::File(&bad),
+        &dir.path().join("c"),
+        &small_config(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::DuplicateId {
+                line: 2,
+                first_line: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!dir.path().join("c").exists());
 }
 
 #[test]

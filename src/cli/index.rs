@@ -5,7 +5,7 @@ use clap::Args;
 use genret::corpus::read_corpus;
 use genret::docid::Scheme;
 use genret::fmindex::BuildOptions;
-use genret::index::{AddConfig, BuildConfig, TokenizerSource, build};
+use genret::index::{AddConfig, BuildConfig, CorpusSource, TokenizerSource, build_from};
 use genret::tokenize::{TokenizerKind, TrainConfig};
 
 /// Index a corpus: train (or load) a tokenizer, tokenize every document, and build the
@@ -93,9 +93,9 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
             args.vocab_size
         )));
     }
-    let corpus = read_corpus(&args.corpus)
-        .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
     if args.add {
+        let corpus = read_corpus(&args.corpus)
+            .with_context(|| format!("reading corpus {}", args.corpus.display()))?;
         return add(&args, &corpus);
     }
     let tokenizer = match args.tokenizer {
@@ -124,8 +124,15 @@ pub fn run(args: IndexArgs) -> anyhow::Result<()> {
         },
         ..BuildConfig::default()
     };
-    let index = build(&corpus, &args.out, &config)
-        .with_context(|| format!("building index {}", args.out.display()))?;
+    // Streamed from the file: the corpus is never all in memory.
+    let index =
+        build_from(CorpusSource::File(&args.corpus), &args.out, &config).with_context(|| {
+            format!(
+                "indexing corpus {} into {}",
+                args.corpus.display(),
+                args.out.display()
+            )
+        })?;
     let s = &index.stats;
     if args.json {
         return super::print_json(s);

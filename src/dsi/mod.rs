@@ -238,7 +238,7 @@ pub fn build_docids(
             let input = crate::docid::DocidInput {
                 ids: &ids,
                 titles: &[],
-                texts: &[],
+                texts: &Vec::<Vec<u32>>::new(),
                 id_suffix: &no_suffix,
                 vocab: SPECIALS,
             };

@@ -26,8 +26,10 @@ mod wavelet;
 
 pub use bits::RankBitVec;
 pub use shards::{Shards, Span};
+
 pub use wavelet::{WaveletMatrix, bits_for};
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -138,6 +140,60 @@ pub struct FmIndex {
     vocab_size: u32,
 }
 
+/// Documents of token ids as a build reads them, one at a time by number: token lists in
+/// memory, or a store on disk that the build reads without holding a second copy.
+pub trait TokenDocs: Sync {
+    /// Number of documents.
+    fn count(&self) -> usize;
+    /// Document `d`'s token ids (`d < count()`).
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]>;
+    /// Document `d`'s length in tokens.
+    fn len_of(&self, d: usize) -> usize {
+        self.tokens(d).len()
+    }
+}
+
+impl<D: AsRef<[u32]> + Sync> TokenDocs for [D] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
+        Cow::Borrowed(self[d].as_ref())
+    }
+}
+
+impl<D: AsRef<[u32]> + Sync> TokenDocs for Vec<D> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
+        Cow::Borrowed(self[d].as_ref())
+    }
+}
+
+/// Documents `start..end` of `docs`, numbered from 0.
+pub(crate) struct Part<'a, T: ?Sized> {
+    pub(crate) docs: &'a T,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+}
+
+impl<T: TokenDocs + ?Sized> TokenDocs for Part<'_, T> {
+    fn count(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
+        self.docs.tokens(self.start + d)
+    }
+
+    fn len_of(&self, d: usize) -> usize {
+        self.docs.len_of(self.start + d)
+    }
+}
+
 /// Text of the index before the suffix array: narrow symbols when they fit, which lets
 /// `libsais` use its faster 16-bit path.
 enum Text {
@@ -161,16 +217,16 @@ enum Bwt {
 
 /// The text of an index of `docs` (`n` symbols): each document's tokens reversed and shifted,
 /// then SEP; END last. Also where each document starts, and the end.
-fn index_text<D: AsRef<[u32]>, T>(
-    docs: &[D],
+fn index_text<D: TokenDocs + ?Sized, T>(
+    docs: &D,
     n: usize,
     to: impl Fn(u64) -> T,
 ) -> (Vec<T>, Vec<u32>) {
-    let mut doc_starts = Vec::with_capacity(docs.len() + 1);
+    let mut doc_starts = Vec::with_capacity(docs.count() + 1);
     let mut text = Vec::with_capacity(n);
-    for doc in docs {
+    for d in 0..docs.count() {
         doc_starts.push(text.len() as u32);
-        text.extend(doc.as_ref().iter().rev().map(|&t| to(t as u64 + SHIFT)));
+        text.extend(docs.tokens(d).iter().rev().map(|&t| to(t as u64 + SHIFT)));
         text.push(to(SEP));
     }
     doc_starts.push(text.len() as u32);
@@ -203,6 +259,16 @@ impl FmIndex {
         vocab_size: u32,
         options: BuildOptions,
     ) -> Result<FmIndex> {
+        FmIndex::build_from(docs, vocab_size, options)
+    }
+
+    /// [`FmIndex::build`] of documents read one at a time (say from a token store on disk),
+    /// so that only the index's own arrays are in memory.
+    pub fn build_from<D: TokenDocs + ?Sized>(
+        docs: &D,
+        vocab_size: u32,
+        options: BuildOptions,
+    ) -> Result<FmIndex> {
         if options.sample_rate == 0 {
             return Err(Error::OutOfRange {
                 name: "sample rate",
@@ -211,31 +277,35 @@ impl FmIndex {
             });
         }
         let sigma = vocab_size as u64 + SHIFT;
-        let tokens: u64 = docs.iter().map(|d| d.as_ref().len() as u64).sum();
-        let n64 = tokens + docs.len() as u64 + 1;
-        if n64 > i32::MAX as u64 || sigma > i32::MAX as u64 {
+        if sigma > i32::MAX as u64 {
+            return Err(Error::InvalidInput(format!(
+                "a vocabulary of {vocab_size} exceeds the FM-index limit of 2^31 - 3 tokens"
+            )));
+        }
+        let mut counts = vec![0u64; sigma as usize];
+        let mut tokens = 0u64;
+        for d in 0..docs.count() {
+            let doc = docs.tokens(d);
+            if let Some(pos) = doc.iter().position(|&t| t >= vocab_size) {
+                return Err(Error::InvalidInput(format!(
+                    "document {d}: token {} at position {pos} is outside the vocabulary of {vocab_size}",
+                    doc[pos]
+                )));
+            }
+            for &t in doc.iter() {
+                counts[(t as u64 + SHIFT) as usize] += 1;
+            }
+            tokens += doc.len() as u64;
+        }
+        let n64 = tokens + docs.count() as u64 + 1;
+        if n64 > i32::MAX as u64 {
             return Err(Error::InvalidInput(format!(
                 "{tokens} tokens in {} documents exceed the FM-index limit of 2^31 - 1 symbols; split the corpus",
-                docs.len()
+                docs.count()
             )));
         }
         let n = n64 as usize;
-        for (d, doc) in docs.iter().enumerate() {
-            if let Some(pos) = doc.as_ref().iter().position(|&t| t >= vocab_size) {
-                return Err(Error::InvalidInput(format!(
-                    "document {d}: token {} at position {pos} is outside the vocabulary of {vocab_size}",
-                    doc.as_ref()[pos]
-                )));
-            }
-        }
-
-        let mut counts = vec![0u64; sigma as usize];
-        for doc in docs {
-            for &t in doc.as_ref() {
-                counts[(t as u64 + SHIFT) as usize] += 1;
-            }
-        }
-        counts[SEP as usize] = docs.len() as u64;
+        counts[SEP as usize] = docs.count() as u64;
         counts[END as usize] = 1;
         // The text is written straight in its narrowest type: the build's peak memory is the
         // text, the suffix array and the BWT (2 + 4 + 2 bytes per symbol when narrow).
@@ -263,7 +333,7 @@ impl FmIndex {
         }
         // Rows starting with SEP are c[SEP]..c[SEP + 1]; the SEP at text position p ends the
         // document whose successor starts at p + 1.
-        let mut sep_rows = vec![0u32; docs.len()];
+        let mut sep_rows = vec![0u32; docs.count()];
         for row in c[SEP as usize]..c[SEP as usize + 1] {
             let p = sa[row as usize] as u32;
             let d = doc_starts.partition_point(|&s| s <= p + 1) - 2;

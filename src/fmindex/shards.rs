@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use super::{BuildOptions, Continuation, FmIndex, FmRange, MAX_SYMBOLS, Occurrence};
+use super::{
+    BuildOptions, Continuation, FmIndex, FmRange, MAX_SYMBOLS, Occurrence, Part, TokenDocs,
+};
 use crate::error::{Error, Result};
 
 /// The rows of a pattern in every shard (each shard's [`FmRange`], in shard order).
@@ -130,10 +132,40 @@ impl Shards {
         vocab_size: u32,
         options: BuildOptions,
     ) -> Result<Shards> {
-        let bounds = shard_bounds(docs.iter().map(|d| d.as_ref().len()), options.shard_symbols)?;
+        Shards::build_from(docs, vocab_size, options)
+    }
+
+    /// [`Shards::build`] of documents read one at a time ([`FmIndex::build_from`]).
+    pub fn build_from<D: TokenDocs + ?Sized>(
+        docs: &D,
+        vocab_size: u32,
+        options: BuildOptions,
+    ) -> Result<Shards> {
+        Shards::build_each(docs, vocab_size, options, |_, shard| Ok(shard))
+    }
+
+    /// [`Shards::build_from`] that hands each shard `k` to `keep` as soon as it is built and
+    /// holds what `keep` returns: say the shard saved and mapped back from its file, so that
+    /// the shards built so far take no memory.
+    pub fn build_each<D: TokenDocs + ?Sized>(
+        docs: &D,
+        vocab_size: u32,
+        options: BuildOptions,
+        mut keep: impl FnMut(usize, FmIndex) -> Result<FmIndex>,
+    ) -> Result<Shards> {
+        let lens = (0..docs.count()).map(|d| docs.len_of(d));
+        let bounds = shard_bounds(lens, options.shard_symbols)?;
         let shards = bounds
             .windows(2)
-            .map(|w| FmIndex::build(&docs[w[0]..w[1]], vocab_size, options))
+            .enumerate()
+            .map(|(k, w)| {
+                let part = Part {
+                    docs,
+                    start: w[0],
+                    end: w[1],
+                };
+                keep(k, FmIndex::build_from(&part, vocab_size, options)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         Shards::new(shards)
     }

@@ -193,16 +193,20 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
     phases.done("docids");
 
     let pb = progress::spinner("collecting word forms");
-    let mut all_docs = index.docs.all()?;
-    all_docs.extend(entries(&corpus.docs, &token_lists));
+    let old_docs = index.docs.len();
     let forms = WordForms::build(
-        &all_docs,
-        |d| [d.title.as_str(), d.text.as_str()],
+        old_docs + corpus.len(),
+        |d| match d.checked_sub(old_docs) {
+            None => index.docs.get(d).map(|e| [e.title.into(), e.text.into()]),
+            Some(n) => {
+                let doc = &corpus.docs[n];
+                Ok([doc.title.as_str().into(), doc.text.as_str().into()])
+            }
+        },
         &index.tokenizer,
         &fm,
     )?;
     forms.save(&out.join(WORDS_FILE))?;
-    drop(all_docs);
     pb.finish_and_clear();
     phases.done("words");
 

@@ -9,18 +9,18 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::docs::{self, DOCS_FILE, DocEntry, DocStore, LINES_FILE, LINES_PART};
-use super::tokens::{TOKENS_FILE, TOKENS_PART, TokenStore};
+use super::tokens::{TOKENS_FILE, TOKENS_PART, TokenBuffer, TokenStore};
 use super::{
     CorpusInfo, FORMAT_VERSION, FieldsInfo, IndexDir, Manifest, PLAIN_FORMAT_VERSION, PartInfo,
     TokenizerInfo,
 };
-use crate::corpus::{Corpus, Document, fingerprint};
+use crate::corpus::{Corpus, CorpusReader, CorpusSummary, Document, Fingerprint, scan_corpus};
 use crate::docid::{DOCIDS_FILE, DocIds, DocidInput, Scheme, SemanticOptions};
 use crate::error::{Error, Result};
-use crate::fmindex::{BuildOptions, FmIndex, Shards};
+use crate::fmindex::{BuildOptions, FmIndex, Shards, TokenDocs};
 use crate::progress;
 use crate::stem::{self, WORDS_FILE, WORDS_PART, WordForms};
-use crate::storage::{DirLock, replace_dir, sibling, write_atomic};
+use crate::storage::{DirLock, Mapped, replace_dir, sibling, write_atomic};
 use crate::tokenize::{GenretTokenizer, TrainConfig};
 
 /// File names of the parts written by [`build`].
@@ -115,6 +115,52 @@ fn layout(index_titles: bool) -> FieldsInfo {
     }
 }
 
+/// Where a build reads its documents: a corpus in memory, or a corpus file (as
+/// [`crate::corpus::read_corpus`] reads it) streamed in batches, so that its documents are
+/// never all in memory. Both give the same index.
+#[derive(Debug, Clone, Copy)]
+pub enum CorpusSource<'a> {
+    Memory(&'a Corpus),
+    File(&'a Path),
+}
+
+/// Documents a streamed build reads, tokenizes and writes at a time.
+const BATCH_DOCS: usize = 16_384;
+
+impl CorpusSource<'_> {
+    /// The corpus checked whole (a file: one pass, [`scan_corpus`]) and summarised.
+    fn summary(&self) -> Result<CorpusSummary> {
+        match self {
+            CorpusSource::Memory(corpus) => Ok(CorpusSummary::of(corpus)),
+            CorpusSource::File(path) => scan_corpus(path),
+        }
+    }
+
+    /// Calls `f` with consecutive batches of documents and the number of each batch's first.
+    fn for_each_batch(&self, mut f: impl FnMut(usize, &[Document]) -> Result<()>) -> Result<()> {
+        match self {
+            CorpusSource::Memory(corpus) => {
+                for (i, batch) in corpus.docs.chunks(BATCH_DOCS).enumerate() {
+                    f(i * BATCH_DOCS, batch)?;
+                }
+            }
+            CorpusSource::File(path) => {
+                let mut reader = CorpusReader::open(path)?;
+                let (mut first, mut batch) = (0, Vec::with_capacity(BATCH_DOCS));
+                loop {
+                    reader.next_batch(BATCH_DOCS, &mut batch)?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    f(first, &batch)?;
+                    first += batch.len();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Builds a complete index of `corpus` into `out`: tokenizer, `docs.jsonl`, the FM-index
 /// and `stats.json`, then the manifest. Deterministic: the same corpus and config give the
 /// same files (`build_seconds` in the stats aside).
@@ -124,10 +170,23 @@ fn layout(index_titles: bool) -> FieldsInfo {
 /// or killed build leaves it as it was. A finished build replaces the whole directory: models
 /// trained on the old index go with it. Takes `out`'s writer lock for the duration.
 pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
-    if corpus.is_empty() {
+    build_from(CorpusSource::Memory(corpus), out, config)
+}
+
+/// [`build`] of a corpus read from `source`. From a file, the documents are streamed: the
+/// build's memory is the FM-index's (about 9 bytes per token for the largest shard) or the
+/// semantic docids' vectors (512 bytes per document), whichever is larger, never the corpus.
+pub fn build_from(source: CorpusSource<'_>, out: &Path, config: &BuildConfig) -> Result<Index> {
+    let started = Instant::now();
+    let mut phases = Phases::default();
+    let pb = progress::spinner("checking the corpus");
+    let summary = source.summary()?;
+    pb.finish_and_clear();
+    phases.done("scan");
+    if summary.docs == 0 {
         return Err(Error::InvalidInput(format!(
             "{}: the corpus has no documents; nothing to index",
-            corpus.source.display()
+            summary.source.display()
         )));
     }
     IndexDir::check_target(out)?;
@@ -138,7 +197,7 @@ pub fn build(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index>
     // What a killed `--add` left behind: the index it was growing is about to be replaced.
     let _ = std::fs::remove_dir_all(sibling(out, "add"));
     swap_in(out, "build", |building| {
-        build_into(corpus, building, config)
+        build_into(source, &summary, building, config, started, phases)
     })
 }
 
@@ -168,10 +227,15 @@ pub(super) fn swap_in(
 }
 
 /// [`build`]'s work, into the fresh directory `out`.
-fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index> {
-    let started = Instant::now();
+fn build_into(
+    source: CorpusSource<'_>,
+    summary: &CorpusSummary,
+    out: &Path,
+    config: &BuildConfig,
+    started: Instant,
+    mut phases: Phases,
+) -> Result<Index> {
     let out = out.to_path_buf();
-    let mut phases = Phases::default();
 
     let (tokenizer, kind, lowercase) = match &config.tokenizer {
         TokenizerSource::Train(train) => {
@@ -179,8 +243,8 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
                 "training {:?} tokenizer ({} tokens)",
                 train.kind, train.vocab_size
             ));
-            let texts = tokenizer_sample(corpus).map(|d| format!("{}\n{}", d.title, d.text));
-            let tok = GenretTokenizer::train(train, texts)?;
+            let texts = tokenizer_sample(source, summary)?;
+            let tok = GenretTokenizer::train(train, texts.into_iter())?;
             pb.finish_and_clear();
             let kind = format!("{:?}", train.kind).to_lowercase();
             (tok, kind, train.lowercase)
@@ -194,42 +258,78 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     tokenizer.save(out.join(TOKENIZER_FILE))?;
     phases.done("tokenizer");
 
-    let pb = progress::bar(corpus.len() as u64, "tokenizing documents");
-    let token_lists: Vec<Vec<u32>> = corpus
-        .docs
-        .par_iter()
-        .map(|doc| {
-            let tokens = document_tokens(&tokenizer, doc, config.index_titles);
-            pb.inc(1);
-            tokens
-        })
-        .collect::<Result<_>>()?;
+    // Tokenized and written batch by batch: what stays in memory is the token ids (2 bytes
+    // each), and titles only for title docids.
+    let vocab = tokenizer.vocab_size() as u32;
+    let pb = progress::bar(summary.docs as u64, "tokenizing documents");
+    let mut docs_out = docs::DocsWriter::create(&out.join(DOCS_FILE), &out.join(LINES_FILE))?;
+    let mut buffer = TokenBuffer::new(vocab);
+    let mut titles: Vec<Vec<u32>> = Vec::new();
+    let mut read = Fingerprint::default();
+    source.for_each_batch(|_, batch| {
+        batch.iter().for_each(|d| read.add(d));
+        let token_lists = batch
+            .par_iter()
+            .map(|doc| document_tokens(&tokenizer, doc, config.index_titles))
+            .collect::<Result<Vec<_>>>()?;
+        if config.docids == Scheme::Title {
+            titles.extend(
+                batch
+                    .par_iter()
+                    .map(|d| tokenizer.encode(&d.title))
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        for entry in entries(batch, &token_lists) {
+            docs_out.push(&entry)?;
+        }
+        token_lists.iter().for_each(|t| buffer.push(t));
+        pb.inc(batch.len() as u64);
+        Ok(())
+    })?;
+    // The file is read more than once: what was tokenized must be what was checked.
+    if buffer.docs() != summary.docs || read.finish() != summary.fingerprint {
+        return Err(Error::InvalidInput(format!(
+            "{}: the corpus changed while it was being indexed; index it again",
+            summary.source.display(),
+        )));
+    }
+    docs_out.finish()?;
+    buffer.write(&out.join(TOKENS_FILE))?;
+    drop(buffer);
     pb.finish_and_clear();
     phases.done("tokenize");
 
-    docs::write(&out, entries(&corpus.docs, &token_lists))?;
-    phases.done("docs");
+    // Every later phase reads the documents back from the files just written.
+    let tokens = TokenStore::open(Mapped::open(&out.join(TOKENS_FILE), None)?)?;
+    let store = DocStore::open(
+        Mapped::open(&out.join(DOCS_FILE), None)?,
+        Mapped::open(&out.join(LINES_FILE), None)?,
+    )?;
 
     let pb = progress::spinner("building FM-index");
-    let vocab = tokenizer.vocab_size() as u32;
-    let fm = Shards::build(&token_lists, vocab, config.fm)?;
-    for (k, shard) in fm.shards().iter().enumerate() {
-        shard.save(&out.join(shard_file(k)))?;
-    }
-    TokenStore::write(&out.join(TOKENS_FILE), &token_lists, vocab)?;
+    // Each shard is saved and used mapped from then on: the build holds one in memory at most.
+    let fm = Shards::build_each(&tokens, vocab, config.fm, |k, shard| {
+        let file = out.join(shard_file(k));
+        shard.save(&file)?;
+        drop(shard);
+        FmIndex::load(&file)
+    })?;
     pb.finish_and_clear();
     phases.done("fmindex");
 
     let pb = progress::spinner(&format!("assigning {} docids", config.docids.name()));
-    let docids = build_docids(corpus, &tokenizer, &token_lists, config)?;
+    let ids = store.ids()?;
+    let docids = build_docids(&ids, &titles, &tokenizer, &tokens, config)?;
+    drop((ids, titles));
     docids.save(&out.join(DOCIDS_FILE))?;
     pb.finish_and_clear();
     phases.done("docids");
 
     let pb = progress::spinner("collecting word forms");
     let forms = WordForms::build(
-        &corpus.docs,
-        |d| [d.title.as_str(), d.text.as_str()],
+        store.len(),
+        |d| store.get(d).map(|e| [e.title.into(), e.text.into()]),
         &tokenizer,
         &fm,
     )?;
@@ -237,10 +337,13 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
     pb.finish_and_clear();
     phases.done("words");
 
-    let lens = token_lists.iter().map(|t| t.len() as u64).collect();
-    let mut stats = IndexStats::of(corpus.empty_docs as u64, lens, &fm, vocab, started);
+    let lens = (0..tokens.docs())
+        .map(|d| tokens.len_of(d) as u64)
+        .collect();
+    let mut stats = IndexStats::of(summary.empty_docs as u64, lens, &fm, vocab, started);
     stats.phase_seconds = phases.seconds;
     write_stats(&out, &stats)?;
+    drop((tokens, store));
 
     let part = |file: &str, meta| PartInfo::of(&out, file, meta);
     let mut parts = BTreeMap::new();
@@ -267,10 +370,10 @@ fn build_into(corpus: &Corpus, out: &Path, config: &BuildConfig) -> Result<Index
         },
         genret_version: env!("CARGO_PKG_VERSION").to_string(),
         corpus: CorpusInfo {
-            source: corpus.source.display().to_string(),
-            fingerprint: fingerprint(corpus),
-            docs: corpus.len() as u64,
-            empty_docs: corpus.empty_docs as u64,
+            source: summary.source.display().to_string(),
+            fingerprint: summary.fingerprint.clone(),
+            docs: summary.docs as u64,
+            empty_docs: summary.empty_docs as u64,
             tokens: fm.tokens() as u64,
         },
         tokenizer: TokenizerInfo {
@@ -356,15 +459,29 @@ pub(super) fn shard_file(k: usize) -> String {
 pub const TOKENIZER_SAMPLE_BYTES: usize = 32 << 20;
 
 /// The documents a tokenizer is trained on: all of them up to [`TOKENIZER_SAMPLE_BYTES`],
-/// else every k-th, spread evenly over the corpus (deterministic).
-fn tokenizer_sample(corpus: &Corpus) -> impl Iterator<Item = &Document> {
-    let bytes: usize = corpus
-        .docs
-        .iter()
-        .map(|d| d.title.len() + d.text.len() + 1)
-        .sum();
-    let every = bytes.div_ceil(TOKENIZER_SAMPLE_BYTES).max(1);
-    corpus.docs.iter().step_by(every)
+/// else every k-th, spread evenly over the corpus (deterministic), as `title\ntext`.
+fn tokenizer_sample(source: CorpusSource<'_>, summary: &CorpusSummary) -> Result<Vec<String>> {
+    every_kth(
+        source,
+        summary.text_bytes.div_ceil(TOKENIZER_SAMPLE_BYTES).max(1),
+    )
+}
+
+/// Documents 0, k, 2k, ... of `source` as `title\ntext`, across its batches.
+fn every_kth(source: CorpusSource<'_>, every: usize) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    source.for_each_batch(|first, batch| {
+        let skip = (every - first % every) % every;
+        texts.extend(
+            batch
+                .iter()
+                .skip(skip)
+                .step_by(every)
+                .map(|d| format!("{}\n{}", d.title, d.text)),
+        );
+        Ok(())
+    })?;
+    Ok(texts)
 }
 
 /// Times a build's phases one after another, logged at info level (`-v`) as each ends.
@@ -408,27 +525,20 @@ pub(super) fn docid_meta(docids: &DocIds, vectors: &str) -> BTreeMap<String, ser
     meta
 }
 
+/// Docids of documents with these `ids`, `titles` (tokenized; only title docids read them)
+/// and `texts`.
 fn build_docids(
-    corpus: &Corpus,
+    ids: &[String],
+    titles: &[Vec<u32>],
     tokenizer: &GenretTokenizer,
-    token_lists: &[Vec<u32>],
+    texts: &dyn TokenDocs,
     config: &BuildConfig,
 ) -> Result<DocIds> {
-    let ids: Vec<String> = corpus.docs.iter().map(|d| d.id.clone()).collect();
-    let titles: Vec<Vec<u32>> = if config.docids == Scheme::Title {
-        corpus
-            .docs
-            .par_iter()
-            .map(|d| tokenizer.encode(&d.title))
-            .collect::<Result<_>>()?
-    } else {
-        vec![Vec::new(); corpus.len()]
-    };
-    let suffix = |d: usize| tokenizer.encode(&format!(" ({})", corpus.docs[d].id));
+    let suffix = |d: usize| tokenizer.encode(&format!(" ({})", ids[d]));
     let input = DocidInput {
-        ids: &ids,
-        titles: &titles,
-        texts: token_lists,
+        ids,
+        titles,
+        texts,
         id_suffix: &suffix,
         vocab: tokenizer.vocab_size() as u32,
     };
@@ -653,7 +763,7 @@ impl Index {
         let input = DocidInput {
             ids: &ids,
             titles: &[],
-            texts: &[],
+            texts: &Vec::<Vec<u32>>::new(),
             id_suffix: &no_suffix,
             vocab: self.tokenizer.vocab_size() as u32,
         };
@@ -780,6 +890,24 @@ fn open_docs(dir: &IndexDir) -> Result<DocStore> {
     Ok(DocStore::concat(stores))
 }
 
+/// The documents of the index at `path` alone: its document and token stores, verified as
+/// [`Index::open`] verifies them, with no FM-index, docids or model. What a server that scores
+/// and returns documents needs (see docs/SCALE.md); fails on an index built before token
+/// stores existed.
+pub fn open_documents(path: impl AsRef<Path>) -> Result<(DocStore, TokenStore)> {
+    let dir = IndexDir::open(path)?;
+    let (docs, tokens) = rayon::join(|| open_docs(&dir), || open_tokens(&dir));
+    let (docs, tokens) = (docs?, tokens?);
+    let tokens = tokens.ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{} has no token store (built by an earlier genret); rebuild it with `genret index \
+             CORPUS --out DIR`",
+            dir.path.display()
+        ))
+    })?;
+    Ok((docs, tokens))
+}
+
 /// The token store of `dir`, if it has one (an index built before `tokens.bin` has not), with
 /// the batches added since.
 fn open_tokens(dir: &IndexDir) -> Result<Option<TokenStore>> {
@@ -799,5 +927,30 @@ pub(super) fn batch_part(name: &str, j: usize) -> String {
     match j {
         0 => name.to_string(),
         j => format!("{name}.{j}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tokenizer_sample_takes_every_kth_document_across_batches() {
+        let docs = (0..2 * BATCH_DOCS + 5)
+            .map(|i| Document {
+                id: i.to_string(),
+                title: String::new(),
+                text: format!("t{i}"),
+            })
+            .collect();
+        let corpus = Corpus::from_docs(docs).unwrap();
+        for every in [1, 3, 7, BATCH_DOCS + 1] {
+            let want: Vec<String> = (0..corpus.len())
+                .step_by(every)
+                .map(|i| format!("\nt{i}"))
+                .collect();
+            let got = every_kth(CorpusSource::Memory(&corpus), every).unwrap();
+            assert_eq!(got, want, "every {every}");
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! `docs.lines` existed verifies `docs.jsonl` whole and finds the line starts by a scan.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped, check_len, write_atomic_with};
+use crate::storage::{Array, ArrayFile, ArrayWriter, AtomicFile, Mapped, check_len};
 
 /// Name of the document store inside an index directory.
 pub const DOCS_FILE: &str = "docs.jsonl";
@@ -65,33 +65,62 @@ struct IdOnly {
     id: String,
 }
 
-/// Writes `docs` as `dir/docs.jsonl` and `dir/docs.lines`, each atomically, streaming: the
-/// documents are never all in memory as text. Returns the number written.
-pub fn write(dir: &Path, docs: impl IntoIterator<Item = DocEntry>) -> Result<u64> {
-    write_as(&dir.join(DOCS_FILE), &dir.join(LINES_FILE), docs)
-}
-
-/// [`write`] into the files `jsonl` and `lines` (a part added to an index).
+/// Writes `docs` as the files `jsonl` and `lines` (a `docs.jsonl` and its `docs.lines`),
+/// each atomically, streaming: the documents are never all in memory as text. Returns the
+/// number written.
 pub fn write_as(
     jsonl: &Path,
     lines_file: &Path,
     docs: impl IntoIterator<Item = DocEntry>,
 ) -> Result<u64> {
-    let mut lines = Lines::default();
-    write_atomic_with(jsonl, |w| {
-        let mut line = Vec::new();
-        for doc in docs {
-            line.clear();
-            serde_json::to_writer(&mut line, &doc)?;
-            line.push(b'\n');
-            lines.push(&line);
-            w.write_all(&line)?;
-        }
-        Ok(())
-    })?;
-    let n = lines.starts.len() as u64 - 1;
-    lines.save(lines_file)?;
-    Ok(n)
+    let mut w = DocsWriter::create(jsonl, lines_file)?;
+    for doc in docs {
+        w.push(&doc)?;
+    }
+    w.finish()
+}
+
+/// Writes a `docs.jsonl` and its `docs.lines` one document at a time, each file atomically
+/// when [`DocsWriter::finish`]ed; dropped unfinished, it leaves neither.
+pub struct DocsWriter {
+    jsonl: AtomicFile,
+    jsonl_path: PathBuf,
+    lines: Lines,
+    lines_file: PathBuf,
+    line: Vec<u8>,
+}
+
+impl DocsWriter {
+    pub fn create(jsonl: &Path, lines_file: &Path) -> Result<DocsWriter> {
+        Ok(DocsWriter {
+            jsonl: AtomicFile::create(jsonl)?,
+            jsonl_path: jsonl.to_path_buf(),
+            lines: Lines::default(),
+            lines_file: lines_file.to_path_buf(),
+            line: Vec::new(),
+        })
+    }
+
+    /// Appends the next document.
+    pub fn push(&mut self, doc: &DocEntry) -> Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, doc)
+            .map_err(|e| Error::io(&self.jsonl_path, e.into()))?;
+        self.line.push(b'\n');
+        self.lines.push(&self.line);
+        self.jsonl
+            .writer()
+            .write_all(&self.line)
+            .map_err(|e| Error::io(&self.jsonl_path, e))
+    }
+
+    /// Puts both files in place; returns the number of documents.
+    pub fn finish(self) -> Result<u64> {
+        self.jsonl.commit()?;
+        let n = self.lines.starts.len() as u64 - 1;
+        self.lines.save(&self.lines_file)?;
+        Ok(n)
+    }
 }
 
 /// Line starts and block checksums of a `docs.jsonl`, accumulated as it is written.
@@ -378,6 +407,11 @@ impl DocFile {
 mod tests {
     use super::*;
     use crate::storage::FileSum;
+
+    /// `docs` as `dir/docs.jsonl` and `dir/docs.lines`.
+    fn write(dir: &Path, docs: Vec<DocEntry>) -> Result<u64> {
+        write_as(&dir.join(DOCS_FILE), &dir.join(LINES_FILE), docs)
+    }
 
     fn docs(n: usize) -> Vec<DocEntry> {
         (0..n)

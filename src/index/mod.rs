@@ -15,8 +15,8 @@ mod tokens;
 
 pub use add::{AddConfig, add};
 pub use build::{
-    BuildConfig, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE, TokenizerSource,
-    build, document_tokens,
+    BuildConfig, CorpusSource, FMINDEX_FILE, Index, IndexStats, STATS_FILE, TOKENIZER_FILE,
+    TokenizerSource, build, build_from, document_tokens, open_documents,
 };
 pub use docs::{BLOCK_BYTES, DOCS_FILE, DocEntry, DocStore, LINES_FILE, LINES_PART};
 pub use tokens::{TOKENS_FILE, TOKENS_PART, TokenStore};

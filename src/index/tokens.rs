@@ -7,12 +7,14 @@
 //! miss each) per token; here a document is one slice of the mapped file. Cost: 2 bytes per
 //! token when the vocabulary fits 16 bits (4 otherwise) plus 8 bytes per document.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::fmindex::TokenDocs;
 use crate::storage::{Array, ArrayFile, ArrayWriter, Mapped};
 
 /// Name of the token store inside an index directory.
@@ -42,7 +44,11 @@ pub struct TokenStore {
 impl TokenStore {
     /// Writes the token ids of `docs` (each `< vocab_size`) to `path` atomically.
     pub fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
-        TokenFile::write(path, docs, vocab_size)
+        let mut buffer = TokenBuffer::new(vocab_size);
+        for d in docs {
+            buffer.push(d.as_ref());
+        }
+        buffer.write(path)
     }
 
     /// Reads a mapped `tokens.bin` (its checksum not computed again if the whole file was
@@ -99,6 +105,86 @@ impl TokenStore {
     }
 }
 
+impl TokenDocs for TokenStore {
+    fn count(&self) -> usize {
+        self.docs()
+    }
+
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
+        let p = self.first.partition_point(|&f| f <= d) - 1;
+        let file = &self.parts[p];
+        let (lo, hi) = file.bounds(d - self.first[p]);
+        match &file.ids {
+            Ids::Narrow(a) => Cow::Owned(a[lo..hi].iter().map(|&t| t as u32).collect()),
+            Ids::Wide(a) => Cow::Borrowed(&a[lo..hi]),
+        }
+    }
+
+    fn len_of(&self, d: usize) -> usize {
+        let p = self.first.partition_point(|&f| f <= d) - 1;
+        let (lo, hi) = self.parts[p].bounds(d - self.first[p]);
+        hi - lo
+    }
+}
+
+/// Token ids gathered in memory as documents are tokenized, in the narrowest type the
+/// vocabulary allows (2 bytes per token when it fits 16 bits, 4 otherwise, plus 8 per
+/// document), then written as one `tokens.bin`.
+#[derive(Debug)]
+pub struct TokenBuffer {
+    starts: Vec<u64>,
+    ids: IdBuffer,
+    vocab_size: u32,
+}
+
+#[derive(Debug)]
+enum IdBuffer {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl TokenBuffer {
+    pub fn new(vocab_size: u32) -> TokenBuffer {
+        let ids = if vocab_size <= 1 << 16 {
+            IdBuffer::Narrow(Vec::new())
+        } else {
+            IdBuffer::Wide(Vec::new())
+        };
+        TokenBuffer {
+            starts: vec![0],
+            ids,
+            vocab_size,
+        }
+    }
+
+    /// Appends the next document (its ids `< vocab_size`, as the tokenizer guarantees).
+    pub fn push(&mut self, doc: &[u32]) {
+        match &mut self.ids {
+            IdBuffer::Narrow(a) => a.extend(doc.iter().map(|&t| t as u16)),
+            IdBuffer::Wide(a) => a.extend_from_slice(doc),
+        }
+        self.starts
+            .push(self.starts.last().unwrap() + doc.len() as u64);
+    }
+
+    /// Number of documents pushed.
+    pub fn docs(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    /// Writes the documents to `path` atomically.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let mut w = ArrayWriter::new();
+        w.u64s(&[self.docs() as u64, self.vocab_size as u64])
+            .u64s(&self.starts);
+        match &self.ids {
+            IdBuffer::Narrow(a) => w.array(a),
+            IdBuffer::Wide(a) => w.array(a),
+        };
+        w.write(path, MAGIC, FORMAT_VERSION)
+    }
+}
+
 /// One `tokens.bin`.
 #[derive(Debug)]
 struct TokenFile {
@@ -109,27 +195,6 @@ struct TokenFile {
 }
 
 impl TokenFile {
-    fn write<D: AsRef<[u32]>>(path: &Path, docs: &[D], vocab_size: u32) -> Result<()> {
-        let mut starts = Vec::with_capacity(docs.len() + 1);
-        let mut at = 0u64;
-        starts.push(0);
-        for d in docs {
-            at += d.as_ref().len() as u64;
-            starts.push(at);
-        }
-        let mut w = ArrayWriter::new();
-        w.u64s(&[docs.len() as u64, vocab_size as u64])
-            .u64s(&starts);
-        let total = at as usize;
-        let ids = docs.iter().flat_map(|d| d.as_ref().iter().copied());
-        if vocab_size <= 1 << 16 {
-            w.array_from(total, ids.map(|t| t as u16));
-        } else {
-            w.array_from(total, ids);
-        }
-        w.write(path, MAGIC, FORMAT_VERSION)
-    }
-
     fn open(file: Arc<Mapped>) -> Result<TokenFile> {
         let (mut r, _) = ArrayFile::read(file, MAGIC, 1..=FORMAT_VERSION)?;
         let head = r.u64s()?;
@@ -173,10 +238,14 @@ impl TokenFile {
         self.starts.len() - 1
     }
 
+    /// Where document `d` (in range) starts and ends in `ids`.
+    fn bounds(&self, d: usize) -> (usize, usize) {
+        (self.starts[d] as usize, self.starts[d + 1] as usize)
+    }
+
     /// Document `doc` (in range) into `out`, cleared first.
     fn doc_into(&self, doc: u32, out: &mut Vec<u32>) {
-        let d = doc as usize;
-        let (lo, hi) = (self.starts[d] as usize, self.starts[d + 1] as usize);
+        let (lo, hi) = self.bounds(doc as usize);
         out.clear();
         match &self.ids {
             Ids::Narrow(a) => out.extend(a[lo..hi].iter().map(|&t| t as u32)),
