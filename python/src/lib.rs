@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use genret::baseline::dense::DEFAULT_MODEL;
 use genret::device::Device;
@@ -127,8 +128,7 @@ impl PyIndex {
             config.fm.shard_symbols = size;
         }
         let index = py.detach(|| {
-            let corpus = genret::corpus::read_corpus(&corpus)?;
-            genret::index::build(&corpus, &out, &config)
+            genret::index::build_from(genret::index::CorpusSource::File(&corpus), &out, &config)
         });
         Ok(PyIndex::wrap(out, index.map_err(err)?, device))
     }
@@ -150,6 +150,90 @@ impl PyIndex {
     #[getter]
     fn shards(&self) -> usize {
         self.index.fm.shards().len()
+    }
+
+    /// The documents of each FM-index shard, as `(first, end)` document numbers.
+    fn shard_ranges(&self) -> Vec<(u32, u32)> {
+        let fm = &self.index.fm;
+        (0..fm.shards().len())
+            .map(|k| {
+                let first = fm.first_doc(k);
+                (first, first + fm.shards()[k].docs() as u32)
+            })
+            .collect()
+    }
+
+    /// SEAL's search up to the point where documents are scored: one plan per query, a dict
+    /// of plain values (`forms`, `weights`, `candidates`, `avg_len`, `k`, `params`) that
+    /// `DocumentShard.score(**plan)` scores wherever the candidates' documents are. Merging
+    /// the shards' results by score (ties by document number) and keeping `k` gives
+    /// `search`'s answer exactly (docs/SCALE.md). The options are `search`'s (with the same
+    /// `batch`, the same answers).
+    #[pyo3(signature = (
+        queries, k=10, beam=10, batch=16, ngrams_per_step=50, max_ngram_len=10,
+        exact_ngrams=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn seal_plans(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        k: usize,
+        beam: usize,
+        batch: usize,
+        ngrams_per_step: usize,
+        max_ngram_len: usize,
+        exact_ngrams: bool,
+    ) -> PyResult<Vec<Py<PyDict>>> {
+        let options = SearchOptions {
+            mode: Mode::SEAL,
+            k,
+            beam,
+            batch: batch.max(1),
+            ngrams_per_step,
+            max_ngram_len,
+            seal: SealParams::exact_ngrams(exact_ngrams),
+            ..SearchOptions::default()
+        };
+        let plans = self.with_searcher(py, Mode::SEAL, DEFAULT_MODEL, move |searcher| {
+            let seal = searcher
+                .seal()
+                .ok_or_else(|| genret::Error::InvalidInput("no SEAL model loaded".into()))?;
+            let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+            // Decoded in `search`'s batches: a batch's padding can move the last bits of a
+            // score, and the plans are to score exactly as `search` does.
+            let mut plans = Vec::with_capacity(refs.len());
+            for chunk in refs.chunks(options.batch) {
+                plans.extend(seal.plan(chunk, &options)?.0);
+            }
+            Ok(plans)
+        })?;
+        plans
+            .into_iter()
+            .map(|plan| {
+                let dict = PyDict::new(py);
+                let forms: Vec<Vec<Vec<u32>>> = plan
+                    .ngrams
+                    .iter()
+                    .map(|n| n.forms().map(|(t, _)| t.to_vec()).collect())
+                    .collect();
+                let weights: Vec<f64> = plan.ngrams.iter().map(|n| n.weight).collect();
+                let p = &plan.params;
+                let params = BTreeMap::from([
+                    ("alpha", p.alpha),
+                    ("beta", p.beta),
+                    ("k1", p.k1),
+                    ("b", p.b),
+                ]);
+                dict.set_item("forms", forms)?;
+                dict.set_item("weights", weights)?;
+                dict.set_item("candidates", plan.candidates)?;
+                dict.set_item("avg_len", plan.avg_len)?;
+                dict.set_item("k", k)?;
+                dict.set_item("params", params)?;
+                Ok(dict.unbind())
+            })
+            .collect()
     }
 
     /// Opens an index directory, verifying its parts; its models will train and run on
@@ -391,7 +475,21 @@ impl PyIndex {
         options: SearchOptions,
         dense_model: &str,
     ) -> PyResult<Vec<genret::search::SearchResult>> {
-        let mode = options.mode;
+        self.with_searcher(py, options.mode, dense_model, move |searcher| {
+            let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
+            searcher.search(&refs, &options)
+        })
+    }
+
+    /// Runs `f` with the GIL released on a searcher that has `mode`'s methods loaded (the one
+    /// kept from the last call when it has them), and keeps the searcher for the next call.
+    fn with_searcher<R: Send>(
+        &self,
+        py: Python<'_>,
+        mode: Mode,
+        dense_model: &str,
+        f: impl FnOnce(&Searcher) -> genret::Result<R> + Send,
+    ) -> PyResult<R> {
         let mut slot = self.searcher.lock().unwrap_or_else(|e| e.into_inner());
         let current = slot.take();
         let index = Arc::clone(&self.index);
@@ -410,13 +508,122 @@ impl PyIndex {
                         Searcher::open(index, &methods, &dense_model, &device)?
                     }
                 };
-                let refs: Vec<&str> = queries.iter().map(String::as_str).collect();
-                let results = searcher.search(&refs, &options);
+                let results = f(&searcher);
                 Ok((searcher, results))
             })
             .map_err(err)?;
         *slot = Some(searcher);
         results.map_err(err)
+    }
+}
+
+/// The documents `first..end` of an index, with no FM-index or model: a document server
+/// that scores SEAL's candidates among them (`score`, given a plan from
+/// `Index.seal_plans`) and returns their ids. One per process or machine; see docs/SCALE.md.
+#[pyclass(name = "DocumentShard", module = "genret", frozen)]
+struct PyDocumentShard {
+    docs: genret::index::DocStore,
+    tokens: genret::index::TokenStore,
+    first: u32,
+    end: u32,
+}
+
+#[pymethods]
+impl PyDocumentShard {
+    /// Opens the document and token stores of the index at `path` (verified), serving
+    /// documents `first..end` (`end` defaults to all).
+    #[new]
+    #[pyo3(signature = (path, first=0, end=None))]
+    fn new(py: Python<'_>, path: PathBuf, first: u32, end: Option<u32>) -> PyResult<Self> {
+        let (docs, tokens) = py
+            .detach(|| genret::index::open_documents(&path))
+            .map_err(err)?;
+        let all = docs.len() as u32;
+        let end = end.unwrap_or(all);
+        if first > end || end > all {
+            return Err(PyValueError::new_err(format!(
+                "documents {first}..{end} are not within the index's {all}"
+            )));
+        }
+        Ok(PyDocumentShard {
+            docs,
+            tokens,
+            first,
+            end,
+        })
+    }
+
+    /// This shard's best `k` of the plan's candidates (those it holds) as `(doc, score)`, best
+    /// first, ties by document number: what `Index.search` scores them.
+    #[pyo3(signature = (forms, weights, candidates, avg_len, k, params))]
+    #[allow(clippy::too_many_arguments)]
+    fn score(
+        &self,
+        py: Python<'_>,
+        forms: Vec<Vec<Vec<u32>>>,
+        weights: Vec<f64>,
+        candidates: Vec<u32>,
+        avg_len: f64,
+        k: usize,
+        params: BTreeMap<String, f64>,
+    ) -> PyResult<Vec<(u32, f64)>> {
+        if forms.len() != weights.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} n-grams but {} weights",
+                forms.len(),
+                weights.len()
+            )));
+        }
+        let param = |name: &str| {
+            params
+                .get(name)
+                .copied()
+                .ok_or_else(|| PyValueError::new_err(format!("params has no {name:?}")))
+        };
+        let params = SealParams {
+            alpha: param("alpha")?,
+            beta: param("beta")?,
+            k1: param("k1")?,
+            b: param("b")?,
+            ..SealParams::default()
+        };
+        let mine: Vec<u32> = candidates
+            .into_iter()
+            .filter(|d| (self.first..self.end).contains(d))
+            .collect();
+        py.detach(|| {
+            let forms: Vec<Vec<&[u32]>> = forms
+                .iter()
+                .map(|f| f.iter().map(Vec::as_slice).collect())
+                .collect();
+            let scorer = genret::score::Scorer::of_forms(forms, &weights, &params, avg_len);
+            genret::score::score_candidates(&scorer, &mine, k, &|d| self.tokens.doc(d))
+        })
+        .map(|scored| scored.into_iter().map(|s| (s.doc, s.score)).collect())
+        .map_err(err)
+    }
+
+    /// The corpus ids of documents `docs` (each within this shard).
+    fn ids(&self, docs: Vec<u32>) -> PyResult<Vec<String>> {
+        docs.into_iter()
+            .map(|d| {
+                if !(self.first..self.end).contains(&d) {
+                    return Err(PyValueError::new_err(format!(
+                        "document {d} is not in this shard ({}..{})",
+                        self.first, self.end
+                    )));
+                }
+                self.docs.id(d as usize).map_err(err)
+            })
+            .collect()
+    }
+
+    fn __len__(&self) -> usize {
+        (self.end - self.first) as usize
+    }
+
+    fn __repr__(&self) -> String {
+        format!("DocumentShard(documents {}..{})", self.first, self.end)
     }
 }
 
@@ -457,6 +664,7 @@ fn write_run(path: PathBuf, run: BTreeMap<String, Vec<(String, f64)>>, name: &st
 #[pymodule]
 fn _genret(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIndex>()?;
+    m.add_class::<PyDocumentShard>()?;
     m.add_class::<Hit>()?;
     m.add_class::<Term>()?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;

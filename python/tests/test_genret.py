@@ -175,6 +175,26 @@ def test_train_options(tmp_path):
         index.train(steps=4, preset="tiny", batch_size=0)
 
 
+def test_document_shards_score_plans_as_search_does(index):
+    texts = list(queries().values())[:8]
+    plans = index.seal_plans(texts, k=10)
+    shards = [genret.DocumentShard(str(index.path), a, b) for a, b in [(0, 30), (30, 31), (31, 82)]]
+    assert [len(s) for s in shards] == [30, 1, 51]
+    answers = index.search(texts, k=10)
+    for plan, hits in zip(plans, answers):
+        assert plan["candidates"], "a plan nominates candidates"
+        merged = genret.merge_scored([s.score(**plan) for s in shards], plan["k"])
+        owner = [next(s for s, (a, b) in zip(shards, [(0, 30), (30, 31), (31, 82)]) if a <= d < b)
+                 for d, _ in merged]
+        ids = [o.ids([d])[0] for o, (d, _) in zip(owner, merged)]
+        assert ids == [h.doc_id for h in hits]
+        assert [score for _, score in merged] == [h.score for h in hits]
+    with pytest.raises(ValueError, match="not in this shard"):
+        shards[1].ids([0])
+    with pytest.raises(ValueError, match="not within"):
+        genret.DocumentShard(str(index.path), 10, 83)
+
+
 def test_shards_and_added_documents(tmp_path, index):
     lines = (ADI / "corpus.jsonl").read_text().splitlines()
     (tmp_path / "base.jsonl").write_text("\n".join(lines[:60]) + "\n")

@@ -31,9 +31,22 @@ file; the message says what to do) and ``RuntimeError`` otherwise. ``build``, ``
 ``search`` release the GIL.
 """
 
-from ._genret import Hit, Index, Term, __version__, evaluate, write_run
+from ._genret import DocumentShard, Hit, Index, Term, __version__, evaluate, write_run
 
-__all__ = ["Hit", "Index", "Term", "evaluate", "write_run", "run_of", "__version__"]
+__all__ = [
+    "DocumentShard", "Hit", "Index", "Term", "evaluate", "write_run", "run_of", "merge_scored",
+    "__version__",
+]
+
+
+def merge_scored(scored, k):
+    """Merges ``DocumentShard.score`` results (lists of ``(doc, score)``, one per shard) into
+    the best ``k`` as ``Index.search`` orders them: score descending, ties by document number.
+
+    >>> merge_scored([[(4, 2.0), (9, 1.0)], [(7, 2.0)]], k=2)
+    [(4, 2.0), (7, 2.0)]
+    """
+    return sorted((hit for part in scored for hit in part), key=lambda h: (-h[1], h[0]))[:k]
 
 
 def run_of(index, queries, mode="seal", k=100, **options):
