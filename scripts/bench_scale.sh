@@ -7,7 +7,9 @@
 #
 # Env: WORK (default target/scale; corpora and indexes are kept there and reused), STEPS (SEAL
 # training steps, default 30: the model only has to write n-grams, quality is not the point),
-# QUERIES (default 200), GENRET (binary; default target/release/genret, built if absent).
+# QUERIES (default 200), GENRET (binary; default target/release/genret, built if absent),
+# REUSE=1 (keep an index and model already built under WORK, with its index timing, rather
+# than building them again: for resuming a long run).
 # Columns: index wall and CPU seconds and peak RSS (GNU time), index size on disk (model
 # excluded), search process peak RSS, startup (process wall time less the queries' own time),
 # the first query's extra time over the median, SEAL's median per-query time at batch 1, and
@@ -29,9 +31,13 @@ rows=()
 for n in "${SIZES[@]}"; do
   corpus="$WORK/p$n" index="$WORK/i$n"
   [ -f "$corpus/corpus.jsonl" ] || target/release/examples/scale_corpus "$n" "$corpus" "$QUERIES" >&2
-  echo "== $n passages: index" >&2
-  /usr/bin/time -f '%e %U %S %M' -o "$WORK/index$n.time" "$GENRET" index "$corpus" --out "$index" -q >/dev/null
-  "$GENRET" train "$index" --steps "$STEPS" -q >/dev/null
+  if [ "${REUSE:-0}" = 1 ] && [ -f "$WORK/index$n.time" ] && [ -f "$index/manifest.json" ]; then
+    echo "== $n passages: index kept ($index)" >&2
+  else
+    echo "== $n passages: index" >&2
+    /usr/bin/time -f '%e %U %S %M' -o "$WORK/index$n.time" "$GENRET" index "$corpus" --out "$index" -q >/dev/null
+  fi
+  [ "${REUSE:-0}" = 1 ] && [ -d "$index/model" ] || "$GENRET" train "$index" --steps "$STEPS" -q >/dev/null
   echo "== $n passages: search" >&2
   /usr/bin/time -f '%e %U %S %M' -o "$WORK/search$n.time" \
     "$GENRET" search "$index" --queries "$corpus/queries.jsonl" --batch 1 --json --out "$WORK/run$n.trec" -q \
