@@ -215,7 +215,10 @@ fn a_build_streamed_from_the_file_equals_one_from_memory() {
             "{name:?} differs"
         );
     }
-    assert_eq!(files, 7, "tokenizer, documents, lines, FM-index, tokens, docids, words");
+    assert_eq!(
+        files, 7,
+        "tokenizer, documents, lines, FM-index, tokens, docids, words"
+    );
     // A duplicate id in the file is found before anything is built, naming both lines.
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(

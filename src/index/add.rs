@@ -15,6 +15,7 @@
 //! to rebuild them: the BM25 and dense baselines (`genret add`), and training checkpoints
 //! (a resumed run would draw its examples from another corpus).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use super::{CorpusInfo, FORMAT_VERSION, IndexDir, PartInfo};
 use crate::corpus::{Corpus, fingerprint};
 use crate::docid::{DOCIDS_FILE, DocidInput, Scheme, SemanticOptions, tfidf_projection};
 use crate::error::{Error, Result};
-use crate::fmindex::{BuildOptions, MAX_SYMBOLS, Shards};
+use crate::fmindex::{BuildOptions, MAX_SYMBOLS, Shards, TokenDocs};
 use crate::progress;
 use crate::stem::{WORDS_FILE, WORDS_PART, WordForms};
 use crate::storage::DirLock;
@@ -85,6 +86,26 @@ pub fn add(corpus: &Corpus, path: &Path, config: &AddConfig) -> Result<Index> {
     swap_in(path, "add", |building| {
         add_into(corpus, &index, building, config)
     })
+}
+
+/// The index's documents, then the new ones, read one at a time: what the projection of every
+/// document reads, without a copy of every token list.
+struct Grown<'a> {
+    old: &'a TokenStore,
+    new: &'a [Vec<u32>],
+}
+
+impl TokenDocs for Grown<'_> {
+    fn count(&self) -> usize {
+        self.old.docs() + self.new.len()
+    }
+
+    fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
+        match d.checked_sub(self.old.docs()) {
+            None => self.old.tokens(d),
+            Some(n) => Cow::Borrowed(&self.new[n]),
+        }
+    }
 }
 
 /// [`add`]'s work: the index with `corpus` appended, into the fresh directory `out`, opened
@@ -172,17 +193,12 @@ fn add_into(corpus: &Corpus, index: &Index, out: &Path, config: &AddConfig) -> R
     let semantic = SemanticOptions::default();
     let vectors = match docids.scheme() {
         Scheme::Semantic => {
-            let all_tokens: Vec<Vec<u32>> = (0..index.docs.len() as u32)
-                .into_par_iter()
-                .map(|d| index.doc_tokens(d))
-                .chain(token_lists.par_iter().cloned().map(Ok))
-                .collect::<Result<_>>()?;
-            Some(tfidf_projection(
-                &all_tokens,
-                vocab,
-                semantic.dims,
-                semantic.seed,
-            ))
+            let old = index.tokens.as_ref().expect("checked by add");
+            let all = Grown {
+                old,
+                new: &token_lists,
+            };
+            Some(tfidf_projection(&all, vocab, semantic.dims, semantic.seed))
         }
         _ => None,
     };
