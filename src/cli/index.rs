@@ -16,6 +16,11 @@ use genret::tokenize::{TokenizerKind, TrainConfig};
 /// whole once the new one is complete (models trained on the old one go with it); until then the
 /// old index stays usable, and an interrupted or failed rebuild leaves it as it was.
 ///
+/// The corpus is streamed, never held whole: it is read three times (a check of every record
+/// and id, the tokenizer's sample, then tokenizing in batches), and the build's memory at its
+/// peak is about 9 bytes per token, or 512 bytes per document for semantic docids if that is
+/// more (10M passages of ~110 tokens: 9.1 GiB).
+///
 /// With --add, CORPUS's documents are appended to the index at --out instead, as a new batch
 /// and FM-index shard, with the index's tokenizer: the existing documents keep their numbers,
 /// token ids and docids, so trained models keep working (a SEAL model finds the new documents
