@@ -26,7 +26,6 @@ mod wavelet;
 
 pub use bits::RankBitVec;
 pub use shards::{Shards, Span};
-
 pub use wavelet::{WaveletMatrix, bits_for};
 
 use std::borrow::Cow;
@@ -163,13 +162,14 @@ impl<D: AsRef<[u32]> + Sync> TokenDocs for [D] {
     }
 }
 
+/// As its slice: a `&Vec` is what becomes a `&dyn TokenDocs`.
 impl<D: AsRef<[u32]> + Sync> TokenDocs for Vec<D> {
     fn count(&self) -> usize {
-        self.len()
+        self.as_slice().count()
     }
 
     fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
-        Cow::Borrowed(self[d].as_ref())
+        self.as_slice().tokens(d)
     }
 }
 

@@ -84,7 +84,6 @@ pub fn write_as(
 /// when [`DocsWriter::finish`]ed; dropped unfinished, it leaves neither.
 pub struct DocsWriter {
     jsonl: AtomicFile,
-    jsonl_path: PathBuf,
     lines: Lines,
     lines_file: PathBuf,
     line: Vec<u8>,
@@ -94,7 +93,6 @@ impl DocsWriter {
     pub fn create(jsonl: &Path, lines_file: &Path) -> Result<DocsWriter> {
         Ok(DocsWriter {
             jsonl: AtomicFile::create(jsonl)?,
-            jsonl_path: jsonl.to_path_buf(),
             lines: Lines::default(),
             lines_file: lines_file.to_path_buf(),
             line: Vec::new(),
@@ -105,13 +103,11 @@ impl DocsWriter {
     pub fn push(&mut self, doc: &DocEntry) -> Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, doc)
-            .map_err(|e| Error::io(&self.jsonl_path, e.into()))?;
+            .map_err(|e| Error::io(self.jsonl.path(), e.into()))?;
         self.line.push(b'\n');
         self.lines.push(&self.line);
-        self.jsonl
-            .writer()
-            .write_all(&self.line)
-            .map_err(|e| Error::io(&self.jsonl_path, e))
+        let written = self.jsonl.writer().write_all(&self.line);
+        written.map_err(|e| Error::io(self.jsonl.path(), e))
     }
 
     /// Puts both files in place; returns the number of documents.

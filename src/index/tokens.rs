@@ -92,9 +92,15 @@ impl TokenStore {
         if d >= self.docs() {
             return Err(Error::no_such_doc(doc, self.docs()));
         }
-        let p = self.first.partition_point(|&f| f <= d) - 1;
-        self.parts[p].doc_into((d - self.first[p]) as u32, out);
+        let (file, local) = self.part_of(d);
+        file.doc_into(local as u32, out);
         Ok(())
+    }
+
+    /// The file holding document `d` (in range) and its number there.
+    fn part_of(&self, d: usize) -> (&TokenFile, usize) {
+        let p = self.first.partition_point(|&f| f <= d) - 1;
+        (&self.parts[p], d - self.first[p])
     }
 
     /// The token ids of document `doc`. O(its length).
@@ -111,9 +117,8 @@ impl TokenDocs for TokenStore {
     }
 
     fn tokens(&self, d: usize) -> Cow<'_, [u32]> {
-        let p = self.first.partition_point(|&f| f <= d) - 1;
-        let file = &self.parts[p];
-        let (lo, hi) = file.bounds(d - self.first[p]);
+        let (file, local) = self.part_of(d);
+        let (lo, hi) = file.bounds(local);
         match &file.ids {
             Ids::Narrow(a) => Cow::Owned(a[lo..hi].iter().map(|&t| t as u32).collect()),
             Ids::Wide(a) => Cow::Borrowed(&a[lo..hi]),
@@ -121,8 +126,8 @@ impl TokenDocs for TokenStore {
     }
 
     fn len_of(&self, d: usize) -> usize {
-        let p = self.first.partition_point(|&f| f <= d) - 1;
-        let (lo, hi) = self.parts[p].bounds(d - self.first[p]);
+        let (file, local) = self.part_of(d);
+        let (lo, hi) = file.bounds(local);
         hi - lo
     }
 }

@@ -254,33 +254,6 @@ impl ArrayWriter {
         self
     }
 
-    /// [`ArrayWriter::array`] of `len` values taken from an iterator, written straight into
-    /// the payload (no intermediate array). Panics if the iterator does not yield `len`.
-    pub fn array_from<T: Plain>(
-        &mut self,
-        len: usize,
-        values: impl IntoIterator<Item = T>,
-    ) -> &mut Self {
-        let bytes = len * std::mem::size_of::<T>();
-        self.payload.reserve(8 + bytes + 8);
-        self.payload
-            .extend_from_slice(&(bytes as u64).to_le_bytes());
-        let start = self.payload.len();
-        for v in values {
-            self.payload
-                .extend_from_slice(bytemuck::bytes_of(&v.swap_le()));
-        }
-        assert_eq!(
-            self.payload.len() - start,
-            bytes,
-            "array_from: {len} values promised"
-        );
-        let pad = (8 - bytes % 8) % 8;
-        self.payload.extend(std::iter::repeat_n(0u8, pad));
-        self.arrays += 1;
-        self
-    }
-
     pub fn u64s(&mut self, values: &[u64]) -> &mut Self {
         self.push_le(values);
         self

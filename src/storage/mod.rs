@@ -77,6 +77,7 @@ pub fn write_atomic_with(
 /// dropped uncommitted (an error, a panic), it is removed and `path` is untouched.
 pub struct AtomicFile {
     path: PathBuf,
+    dir: PathBuf,
     tmp: PathBuf,
     /// `None` once committed.
     writer: Option<BufWriter<File>>,
@@ -96,9 +97,15 @@ impl AtomicFile {
         let file = File::create(&tmp).map_err(|e| Error::io(path, e))?;
         Ok(AtomicFile {
             path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
             tmp,
             writer: Some(BufWriter::with_capacity(1 << 20, file)),
         })
+    }
+
+    /// The file this becomes.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn writer(&mut self) -> &mut BufWriter<File> {
@@ -112,12 +119,7 @@ impl AtomicFile {
             let file = writer.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             std::fs::rename(&self.tmp, &self.path)?;
-            let dir = self
-                .path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            sync_dir(dir)
+            sync_dir(&self.dir)
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&self.tmp);
