@@ -580,15 +580,31 @@ fn the_server_survives_slow_malformed_and_excess_clients() {
     }
 
     // Connections beyond the cap are answered 503 rather than left to exhaust the server.
-    let idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(100));
-    let (_, reply) = exchange(addr, &post(br#"{"query":"flow"}"#, 16));
+    // A server of its own with a long header timeout, so that no idle connection is closed
+    // (freeing its slot) while the test runs on a loaded machine.
+    let capped_server = common::serve(
+        &idx,
+        &["--header-timeout-ms", "60000", "--max-connections", "8"],
+    );
+    let capped = capped_server.addr.as_str();
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(capped).unwrap())
+        .collect();
+    // Accepts are first in, first out: the ninth connection is counted after the eight.
+    let (_, reply) = exchange(capped, &post(br#"{"query":"flow"}"#, 16));
     assert_eq!(parse(&reply).0, 503, "{reply}");
     drop(idle);
-    std::thread::sleep(Duration::from_millis(200));
-    let (_, reply) = exchange(addr, &post(br#"{"query":"flow"}"#, 16));
-    let (status, json) = parse(&reply);
-    assert_eq!(status, 200, "{reply}");
+    // Slots come back once the server has seen the eight closes; that takes a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (status, json) = loop {
+        let (_, reply) = exchange(capped, &post(br#"{"query":"flow"}"#, 16));
+        let (status, json) = parse(&reply);
+        if status != 503 || std::time::Instant::now() > deadline {
+            break (status, json);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 200, "{json}");
     assert!(!json["results"].as_array().unwrap().is_empty());
     let (_, reply) = exchange(
         addr,
