@@ -16,7 +16,6 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::docid::{DocIds, TrieState};
@@ -217,9 +216,11 @@ pub fn beam_search_encoded<C: Constraint>(
 
     let clock = Instant::now();
     let mut cache = model.start(encoded, b)?;
-    let mut logp = model.step(&vec![model.config.decoder_start_token_id; rows], &mut cache)?;
+    let mut logp =
+        model.step_scores(&vec![model.config.decoder_start_token_id; rows], &mut cache)?;
     for &t in prefix {
-        logp = model.step(&vec![t; rows], &mut cache)?;
+        cache.recycle(logp);
+        logp = model.step_scores(&vec![t; rows], &mut cache)?;
     }
     times.steps += 1 + prefix.len();
     times.model += clock.elapsed();
@@ -273,11 +274,7 @@ pub fn beam_search_encoded<C: Constraint>(
                 }
             }
         }
-        let index = Tensor::from_vec(index, (rows, width), model.device()).map_err(cerr)?;
-        let picked: Vec<Vec<f32>> = logp
-            .gather(&index, 1)
-            .and_then(|t| t.to_vec2())
-            .map_err(cerr)?;
+        let picked = logp.pick(&index, width)?;
         // -inf is a token the model rules out; NaN or +inf would rank garbage silently.
         if picked
             .iter()
@@ -386,7 +383,8 @@ pub fn beam_search_encoded<C: Constraint>(
         }
         let clock = Instant::now();
         cache.reorder(&parents)?;
-        logp = model.step(&tokens, &mut cache)?;
+        cache.recycle(logp);
+        logp = model.step_scores(&tokens, &mut cache)?;
         times.steps += 1;
         times.model += clock.elapsed();
     }

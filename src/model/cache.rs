@@ -4,6 +4,7 @@
 use candle_core::Tensor;
 
 use super::heads::CopyRows;
+use super::host_decoder::{HostKv, HostScores};
 use crate::error::{Error, Result, cerr};
 
 /// The encoder's output for a batch of queries, with its padding mask as an additive bias.
@@ -65,6 +66,39 @@ pub struct DecoderCache {
     pub(super) queries: usize,
     /// Tokens consumed so far (the next step's position).
     pub steps: usize,
+    /// On the CPU: the self-attention cache of the host decoder step, which then replaces
+    /// `self_kv`.
+    pub(super) host: Option<HostKv>,
+}
+
+/// A decoder step's next-token scores for every row.
+#[derive(Debug, Clone)]
+pub enum StepScores {
+    /// From the host decoder step: log-probs computed on demand.
+    Host(HostScores),
+    /// Log-probs `(rows, vocab)` on the model's device.
+    Tensor(Tensor),
+}
+
+impl StepScores {
+    /// The log-probs of `index` `(rows, width)` (token ids, row by row): one `Vec` per row.
+    pub fn pick(&self, index: &[u32], width: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            StepScores::Host(scores) => Ok(index
+                .chunks(width.max(1))
+                .enumerate()
+                .map(|(r, tokens)| tokens.iter().map(|&t| scores.log_prob(r, t)).collect())
+                .collect()),
+            StepScores::Tensor(logp) => {
+                let rows = index.len() / width.max(1);
+                let index =
+                    Tensor::from_vec(index.to_vec(), (rows, width), logp.device()).map_err(cerr)?;
+                logp.gather(&index, 1)
+                    .and_then(|t| t.to_vec2())
+                    .map_err(cerr)
+            }
+        }
+    }
 }
 
 impl DecoderCache {
@@ -74,6 +108,14 @@ impl DecoderCache {
 
     pub fn beams(&self) -> usize {
         self.beams
+    }
+
+    /// Hands a step's scores back once they are no longer needed, so that the next step
+    /// writes into their buffer instead of fresh memory. Optional.
+    pub fn recycle(&mut self, scores: StepScores) {
+        if let (Some(host), StepScores::Host(scores)) = (&mut self.host, scores) {
+            host.spare_logits = scores.into_buffer();
+        }
     }
 
     /// Re-indexes the self-attention cache after beams moved: new row `i` continues old row
@@ -90,6 +132,10 @@ impl DecoderCache {
             return Err(Error::Internal(
                 "reorder: every row must come from a row of the same query".into(),
             ));
+        }
+        if let Some(host) = &mut self.host {
+            host.reorder(rows, self.steps);
+            return Ok(());
         }
         let Some(Some((k0, _))) = self.self_kv.first() else {
             return Ok(());

@@ -191,6 +191,18 @@ pub(super) enum Activation {
 }
 
 impl Activation {
+    /// The activation of one value, with candle's formulas (its `gelu` is the tanh form).
+    pub(super) fn of(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Gelu => {
+                let c = (2.0f32 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * x * (1.0 + 0.044715 * x * x)).tanh())
+            }
+            Activation::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+
     pub(super) fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),

@@ -133,8 +133,9 @@ impl CopyRows {
 pub(super) struct OutputVocab {
     /// The allowed token ids, `(rows,)` u32.
     pub(super) ids: Tensor,
-    /// `row_of[token]`: the token's row among the allowed ones, `u32::MAX` if not allowed.
-    pub(super) row_of: Vec<u32>,
+    /// `row_of[token]`: the token's row among the allowed ones, `u32::MAX` if not allowed;
+    /// shared with each decoder step's scores.
+    pub(super) row_of: std::sync::Arc<[u32]>,
     /// `(1, vocab)`: 0 for allowed tokens, -inf for the rest; the base that scores scatter into.
     base: Tensor,
     /// The head's allowed rows as of construction, for inference. Training (which updates the
@@ -164,7 +165,7 @@ impl OutputVocab {
         Ok(OutputVocab {
             base: Tensor::from_vec(base, (1, vocab), device).map_err(cerr)?,
             ids,
-            row_of,
+            row_of: row_of.into(),
             head_rows,
         })
     }

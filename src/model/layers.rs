@@ -12,10 +12,10 @@ use crate::error::{Error, Result};
 /// Attention as T5 does it: no 1/sqrt(d) scaling (the initialisation accounts for it).
 #[derive(Debug, Clone)]
 pub(super) struct T5Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) o: Linear,
     relative_attention_bias: Option<Embedding>,
     n_heads: usize,
     d_kv: usize,
@@ -248,12 +248,12 @@ pub(super) fn position_bias(
 
 #[derive(Debug, Clone)]
 pub(super) struct T5LayerFF {
-    wi: Linear,
+    pub(super) wi: Linear,
     /// Gated variants: `act(wi_0 x) * wi_1 x`.
-    wi_1: Option<Linear>,
-    wo: Linear,
-    layer_norm: Tensor,
-    act: Activation,
+    pub(super) wi_1: Option<Linear>,
+    pub(super) wo: Linear,
+    pub(super) layer_norm: Tensor,
+    pub(super) act: Activation,
     eps: f64,
 }
 

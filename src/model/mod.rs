@@ -33,15 +33,17 @@ mod cache;
 mod checkpoint;
 mod config;
 mod heads;
+mod host_decoder;
 pub(crate) mod kernels;
 mod layers;
 mod params;
 mod t5;
 
-pub use cache::{DecoderCache, Encoded};
+pub use cache::{DecoderCache, Encoded, StepScores};
 pub use checkpoint::{bert_warm_start, load, resolve_model_dir, save, save_tensors};
 pub(crate) use checkpoint::{check_finite, in_file, load_bert_weights, read_bert_config};
 pub use config::{Config, Preset};
+pub use host_decoder::HostScores;
 pub use params::{Init, ParamSpec, init_params, is_frozen, param_specs, params_from_tensors};
 pub use t5::T5ForConditionalGeneration;
 

@@ -6,9 +6,10 @@ use candle_nn::{Embedding, Linear};
 
 use super::Params;
 use super::bert::BertModel;
-use super::cache::{CopySource, DecoderCache, Encoded, mask_bias};
+use super::cache::{CopySource, DecoderCache, Encoded, StepScores, mask_bias};
 use super::config::Config;
 use super::heads::{CopyHead, CopyRows, OutputVocab, mix_copy};
+use super::host_decoder::HostKv;
 use super::kernels;
 use super::layers::{
     Getter, Mode, SMALL_ROWS, T5Block, bias_table, linear, matmul, position_bias, rms_norm, softmax,
@@ -20,15 +21,15 @@ use crate::error::{Error, Result, cerr};
 #[derive(Debug, Clone)]
 pub struct T5ForConditionalGeneration {
     pub config: Config,
-    shared: Embedding,
+    pub(super) shared: Embedding,
     encoder: Encoder,
-    decoder: Vec<T5Block>,
-    decoder_norm: Tensor,
+    pub(super) decoder: Vec<T5Block>,
+    pub(super) decoder_norm: Tensor,
     /// `shared.weight` itself when embeddings are tied (read at every call, so training
     /// updates reach it), else `lm_head.weight`.
-    lm_head: Tensor,
-    output: Option<OutputVocab>,
-    copy: Option<CopyHead>,
+    pub(super) lm_head: Tensor,
+    pub(super) output: Option<OutputVocab>,
+    pub(super) copy: Option<CopyHead>,
     device: Device,
 }
 
@@ -554,14 +555,22 @@ impl T5ForConditionalGeneration {
                         .key_values(&encoded.states, Mode::Infer)
                 })
                 .collect::<candle_core::Result<_>>()?;
+            let host = crate::device::host_kernels(&self.device).then(|| {
+                HostKv::new(
+                    self.decoder.len(),
+                    queries * beams,
+                    self.config.num_heads * self.config.d_kv,
+                )
+            });
             Ok(DecoderCache {
                 self_kv: vec![None; self.decoder.len()],
                 cross_kv,
-                cross_bias: encoded.mask_bias.clone(),
+                cross_bias: encoded.mask_bias.contiguous()?,
                 copy: encoded.copy.clone(),
                 beams,
                 queries,
                 steps: 0,
+                host,
             })
         };
         run().map_err(cerr)
@@ -572,6 +581,18 @@ impl T5ForConditionalGeneration {
     /// Cost: O(rows * (layers * d_model^2 + vocab * d_model)) plus attention over the steps so
     /// far and the source.
     pub fn step(&self, tokens: &[u32], cache: &mut DecoderCache) -> Result<Tensor> {
+        match self.step_scores(tokens, cache)? {
+            StepScores::Host(scores) => scores
+                .to_tensor(self.config.vocab_size, &self.device)
+                .map_err(cerr),
+            StepScores::Tensor(t) => Ok(t),
+        }
+    }
+
+    /// [`step`](Self::step) without spreading the scores over the whole vocabulary: on the
+    /// host, log-probs are then computed for the tokens beam search asks for only
+    /// ([`StepScores::pick`]).
+    pub fn step_scores(&self, tokens: &[u32], cache: &mut DecoderCache) -> Result<StepScores> {
         if tokens.len() != cache.rows() {
             return Err(Error::Internal(format!(
                 "step: {} tokens for {} rows",
@@ -579,7 +600,15 @@ impl T5ForConditionalGeneration {
                 cache.rows()
             )));
         }
-        self.step_inner(tokens, cache).map_err(cerr)
+        if cache.host.is_some() {
+            return self
+                .step_host(tokens, cache)
+                .map(StepScores::Host)
+                .map_err(cerr);
+        }
+        self.step_inner(tokens, cache)
+            .map(StepScores::Tensor)
+            .map_err(cerr)
     }
 
     fn step_inner(&self, tokens: &[u32], cache: &mut DecoderCache) -> candle_core::Result<Tensor> {
