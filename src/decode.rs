@@ -215,13 +215,19 @@ pub fn beam_search_encoded<C: Constraint>(
     let pad = model.config.pad_token_id;
 
     let clock = Instant::now();
-    let mut cache = model.start(encoded, b)?;
-    let mut logp =
-        model.step_scores(&vec![model.config.decoder_start_token_id; rows], &mut cache)?;
+    // A query's beams are one hypothesis until the first choice: the decoder start and the
+    // forced prefix run on one row per query, then the rows are widened to the beam.
+    let mut cache = model.start(encoded, 1)?;
+    let mut logp = model.step_scores(
+        &vec![model.config.decoder_start_token_id; queries],
+        &mut cache,
+    )?;
     for &t in prefix {
         cache.recycle(logp);
-        logp = model.step_scores(&vec![t; rows], &mut cache)?;
+        logp = model.step_scores(&vec![t; queries], &mut cache)?;
     }
+    cache.expand(b)?;
+    let mut logp = logp.expand(b)?;
     times.steps += 1 + prefix.len();
     times.model += clock.elapsed();
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use candle_core::Device;
+use rayon::prelude::*;
 
 use crate::content::content_ngrams;
 use crate::decode::{BeamOptions, FmConstraint, beam_search};
@@ -171,9 +172,11 @@ impl Seal {
         if self.index.tokens.is_none() {
             params.rerank = params.rerank.min(EXTRACTED_RERANK);
         }
+        // Queries are weighed on rayon's threads (each locates its n-grams in the FM-index);
+        // the order of the results is the queries'.
         let plans = decoded
-            .iter()
-            .zip(queries)
+            .par_iter()
+            .zip(queries.par_iter())
             .map(|(d, query)| {
                 let content;
                 let history = if options.seal.content {
@@ -203,7 +206,7 @@ impl Retriever for Seal {
         let tok = &self.index.tokenizer;
         let clock = Instant::now();
         let answers = plans
-            .iter()
+            .par_iter()
             .map(|plan| {
                 let ngrams = &plan.ngrams;
                 let ranked = score_candidates(&plan.scorer(), &plan.candidates, options.k, &|d| {

@@ -81,6 +81,21 @@ pub enum StepScores {
 }
 
 impl StepScores {
+    /// Each row repeated `times` times in place: the scores of [`DecoderCache::expand`]ed rows.
+    pub fn expand(self, times: usize) -> Result<StepScores> {
+        Ok(match self {
+            StepScores::Host(scores) => StepScores::Host(scores.expand(times)),
+            StepScores::Tensor(t) => {
+                let rows = t.dim(0).map_err(cerr)? as u32;
+                let index: Vec<u32> = (0..rows)
+                    .flat_map(|r| std::iter::repeat_n(r, times))
+                    .collect();
+                let index = Tensor::new(index.as_slice(), t.device()).map_err(cerr)?;
+                StepScores::Tensor(t.index_select(&index, 0).map_err(cerr)?)
+            }
+        })
+    }
+
     /// The log-probs of `index` `(rows, width)` (token ids, row by row): one `Vec` per row.
     pub fn pick(&self, index: &[u32], width: usize) -> Result<Vec<Vec<f32>>> {
         match self {
@@ -116,6 +131,32 @@ impl DecoderCache {
         if let (Some(host), StepScores::Host(scores)) = (&mut self.host, scores) {
             host.spare_logits = scores.into_buffer();
         }
+    }
+
+    /// Widens every query's one row to `beams` equal rows: a query's beams are the same until
+    /// the first token is chosen, so beam search runs the steps before it (the decoder start,
+    /// a forced prefix) on one row per query and copies the cache once.
+    pub fn expand(&mut self, beams: usize) -> Result<()> {
+        if self.beams != 1 {
+            return Err(Error::Internal(
+                "expand: the cache already has beams".into(),
+            ));
+        }
+        if let Some(host) = &mut self.host {
+            host.expand(beams, self.steps);
+        }
+        let rows: Vec<u32> = (0..self.queries as u32)
+            .flat_map(|q| std::iter::repeat_n(q, beams))
+            .collect();
+        if let Some(Some((k0, _))) = self.self_kv.first() {
+            let index = Tensor::new(rows.as_slice(), k0.device()).map_err(cerr)?;
+            for entry in self.self_kv.iter_mut().flatten() {
+                entry.0 = entry.0.index_select(&index, 0).map_err(cerr)?;
+                entry.1 = entry.1.index_select(&index, 0).map_err(cerr)?;
+            }
+        }
+        self.beams = beams;
+        Ok(())
     }
 
     /// Re-indexes the self-attention cache after beams moved: new row `i` continues old row

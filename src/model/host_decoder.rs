@@ -83,6 +83,22 @@ impl HostKv {
         }
     }
 
+    /// Each row repeated `times` times, with its `steps` cached positions.
+    pub(super) fn expand(&mut self, times: usize, steps: usize) {
+        let (row, used) = (self.cap * self.inner, steps * self.inner);
+        for kv in &mut self.layers {
+            for buf in kv.iter_mut() {
+                let mut wide = vec![0f32; self.rows * times * row];
+                for r in 0..self.rows * times {
+                    let src = (r / times) * row;
+                    wide[r * row..r * row + used].copy_from_slice(&buf[src..src + used]);
+                }
+                *buf = wide;
+            }
+        }
+        self.rows *= times;
+    }
+
     /// Makes room for position `pos`: doubles the capacity when full (amortised O(1) a step).
     fn reserve(&mut self, pos: usize) {
         if pos < self.cap {
@@ -130,6 +146,37 @@ struct CopyMix {
 impl HostScores {
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Each row repeated `times` times.
+    pub(super) fn expand(self, times: usize) -> HostScores {
+        let rows = self.rows * times;
+        let logits = self
+            .logits
+            .chunks(self.rows.max(1))
+            .flat_map(|out| out.iter().flat_map(|&v| std::iter::repeat_n(v, times)))
+            .collect();
+        let repeat = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .flat_map(|&x| std::iter::repeat_n(x, times))
+                .collect()
+        };
+        let copy = self.copy.map(|mix| CopyMix {
+            keep: repeat(&mix.keep),
+            copied: mix
+                .copied
+                .iter()
+                .flat_map(|c| std::iter::repeat_n(c.clone(), times))
+                .collect(),
+        });
+        HostScores {
+            logits,
+            rows,
+            log_norm: repeat(&self.log_norm),
+            copy,
+            row_of: self.row_of,
+            outputs: self.outputs,
+        }
     }
 
     /// The logits buffer, for the next step to write into.
