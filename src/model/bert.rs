@@ -12,6 +12,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
+use super::layers::{Mode, linear};
 use crate::error::{Error, Result, cerr};
 
 /// The `config.json` fields a BERT encoder needs.
@@ -260,8 +261,8 @@ impl BertModel {
             let a = layer.attention.forward(&x, &bias)?;
             x = layer
                 .attention_norm
-                .forward(&(layer.attention_output.forward(&a)? + &x)?)?;
-            let h = layer.intermediate.forward(&x)?;
+                .forward(&(linear(&layer.attention_output, &a, Mode::Infer)? + &x)?)?;
+            let h = linear(&layer.intermediate, &x, Mode::Infer)?;
             let h = match self.config.hidden_act.as_str() {
                 "relu" => h.relu()?,
                 "gelu_new" => h.gelu()?,
@@ -269,7 +270,7 @@ impl BertModel {
             };
             x = layer
                 .output_norm
-                .forward(&(layer.output.forward(&h)? + &x)?)?;
+                .forward(&(linear(&layer.output, &h, Mode::Infer)? + &x)?)?;
         }
         Ok(x)
     }
@@ -284,9 +285,9 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let q = split(linear(&self.query, x, Mode::Infer)?)?;
+        let k = split(linear(&self.key, x, Mode::Infer)?)?;
+        let v = split(linear(&self.value, x, Mode::Infer)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::cache::DecoderCache;
 use super::config::Activation;
-use super::kernels::{Product, skinny_gemm};
+use super::kernels::{Product, skinny_gemm, skinny_gemm_par};
 use super::layers::{SMALL_ROWS, relative_bucket};
 use super::t5::T5ForConditionalGeneration;
 
@@ -254,7 +254,7 @@ fn linear(dst: &mut [f32], dst_rs: usize, x: &[f32], w: &[f32], rows: usize, acc
     let k = x.len() / rows.max(1);
     let n = w.len() / k.max(1);
     if rows <= SMALL_ROWS {
-        return skinny_gemm(dst, (dst_rs, 1), w, x, (rows, n, k), accumulate);
+        return skinny_gemm_par(dst, dst_rs, w, x, (rows, n, k), accumulate);
     }
     Product {
         dims: (rows, n, k),

@@ -143,6 +143,49 @@ pub(super) fn skinny_gemm(
     }
 }
 
+/// [`skinny_gemm`] into a row-major `dst` (row stride `dst_rs`), with the weight rows split
+/// over rayon's threads when the product is large enough to pay for waking them (each thread
+/// writes its columns into a buffer of its own, copied into place after).
+pub(super) fn skinny_gemm_par(
+    dst: &mut [f32],
+    dst_rs: usize,
+    w: &[f32],
+    x: &[f32],
+    (rows, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || rows * n * k < PARALLEL_MACS || n < 2 * threads {
+        return skinny_gemm(dst, (dst_rs, 1), w, x, (rows, n, k), accumulate);
+    }
+    let chunk = n.div_ceil(threads);
+    let parts: Vec<Vec<f32>> = w
+        .par_chunks(chunk * k)
+        .map(|w| {
+            let cols = w.len() / k;
+            let mut part = vec![0f32; rows * cols];
+            skinny_gemm(&mut part, (cols, 1), w, x, (rows, cols, k), false);
+            part
+        })
+        .collect();
+    for (c, part) in parts.iter().enumerate() {
+        let cols = part.len() / rows.max(1);
+        for r in 0..rows {
+            let out = &mut dst[r * dst_rs + c * chunk..r * dst_rs + c * chunk + cols];
+            let src = &part[r * cols..(r + 1) * cols];
+            if accumulate {
+                out.iter_mut().zip(src).for_each(|(o, v)| *o += v);
+            } else {
+                out.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Multiply-adds above which a product is split over threads: about 0.1 ms of one core's work,
+/// several times what waking a second thread costs.
+const PARALLEL_MACS: usize = 1 << 22;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn skinny_avx2(
@@ -691,6 +734,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_threaded_skinny_gemm_equals_the_one_thread_one() {
+        // Large enough to be split over threads (when there are several).
+        let (rows, n, k) = (40, 301, 512);
+        assert!(rows * n * k >= PARALLEL_MACS);
+        let (w, x) = (data(n * k, 4), data(rows * k, 5));
+        let dst_rs = n + 2;
+        for accumulate in [false, true] {
+            let mut one = data(rows * dst_rs, 6);
+            let mut par = one.clone();
+            skinny_gemm(&mut one, (dst_rs, 1), &w, &x, (rows, n, k), accumulate);
+            skinny_gemm_par(&mut par, dst_rs, &w, &x, (rows, n, k), accumulate);
+            assert_eq!(one, par);
         }
     }
 

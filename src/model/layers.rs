@@ -55,7 +55,9 @@ fn single_threaded(mode: Mode, rows: usize, ts: &[&Tensor]) -> bool {
             .all(|t| crate::device::host_kernels(t.device()) && t.dtype() == DType::F32)
 }
 
-/// `x @ l.weight^T` (T5 linears have no bias); single-threaded for a decoder step.
+/// `x @ l.weight^T (+ l.bias)`; on the calling thread with the skinny kernel for a few rows
+/// (a decoder step, one short query through an encoder), whose weights it then streams once
+/// instead of packing them. Not differentiable on that path: inference only.
 pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
     let w = l.weight();
     let k = x.dim(D::Minus1)?;
@@ -68,12 +70,16 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
     let mut out = vec![0f32; rows * n];
     kernels::with_slice(&x, |xv| {
         kernels::with_slice(w, |wv| {
-            kernels::small_gemm(&mut out, (rows, n, k), xv, (k, 1), wv, (1, k))
+            kernels::skinny_gemm_par(&mut out, n, wv, xv, (rows, n, k), false)
         })
     })??;
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("x has a last dimension") = n;
-    Tensor::from_vec(out, dims, x.device())
+    let y = Tensor::from_vec(out, dims, x.device())?;
+    match l.bias() {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 /// Batched `a @ b` over equal leading dimensions (any strides); single-threaded per batch
