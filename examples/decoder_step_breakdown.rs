@@ -1,6 +1,8 @@
 //! Where a decoder step's time goes: the `small` model's step for 1 query x 10 beams (cache of
 //! 8 steps, 32-token source) timed with the output vocabulary and the number of decoder layers
 //! varied, so that differences give the vocabulary head's share and one layer's (issue 23).
+//! It times `step_scores`, what beam search calls (on the CPU, the host decoder step);
+//! `GENRET_PORTABLE_OPS=1` times the candle step instead.
 //!
 //! Run: `cargo run --release --example decoder_step_breakdown` (about 30 s).
 

@@ -92,6 +92,7 @@ class Seal:
                         self.next.setdefault(tuple(ids[i:j]), set()).add(ids[j])
         self.next = {k: sorted(v) for k, v in self.next.items()}
         self.eos = sp["eos"]
+        self.min_steps = max_len
 
     def encode(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids if text else []
@@ -139,6 +140,10 @@ def hf_generate(side, queries, batch, beam, torch, extra=None):
                 num_beams=beam,
                 num_return_sequences=1,
                 max_new_tokens=side.max_len + 1,
+                # genret's SEAL decodes every step up to --max-ngram-len, keeping the n-grams
+                # of each; transformers' beams would stop at their first finished strings
+                # (short n-grams score best), so it is held to the same number of steps.
+                min_new_tokens=side.min_steps,
                 length_penalty=0.0,
                 do_sample=False,
                 prefix_allowed_tokens_fn=side.allowed,
@@ -208,6 +213,7 @@ class Dsi:
         self.ends = {tuple(seq) for seq in docids}
         self.trie = {k: sorted(v) for k, v in self.trie.items()}
         self.max_len = max(len(s) for s in docids)
+        self.min_steps = 0
         self.eos = 1
         self.sp = {"pad": 0}
 

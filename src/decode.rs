@@ -163,8 +163,9 @@ struct Candidate<S> {
 /// model's decoder start token then the forced `prefix` (e.g. `<ngram>`), in `start` state.
 /// Returns one [`Decoded`] per query and the time split.
 ///
-/// Cost: one encoder pass, `prefix.len() + max_len` decoder steps over
-/// `queries x beam` rows at most, plus the constraint's lookups for every live hypothesis.
+/// Cost: one encoder pass, `1 + prefix.len()` decoder steps over one row per query, then
+/// `max_len` at most over `queries x beam` rows, plus the constraint's lookups for every live
+/// hypothesis.
 pub fn beam_search<C: Constraint>(
     model: &T5ForConditionalGeneration,
     sources: &[Vec<u32>],
