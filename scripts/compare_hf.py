@@ -51,6 +51,16 @@ def load_manifest(index):
     return json.loads((Path(index) / "manifest.json").read_text())
 
 
+def output_mask(config, vocab, torch):
+    """genret's restricted output vocabulary as an additive logits mask (None: all tokens)."""
+    tokens = config.get("output_tokens")
+    if tokens is None:
+        return None
+    mask = torch.full((vocab,), -math.inf)
+    mask[torch.tensor(tokens)] = 0.0
+    return mask
+
+
 class Seal:
     """The HF side of SEAL: source tokens, prefix and n-gram constraint as genret builds them."""
 
@@ -68,12 +78,7 @@ class Seal:
                 "`genret train INDEX --no-copy` (scripts/compare_hf.sh does)"
             )
         self.model = transformers.T5ForConditionalGeneration.from_pretrained(model_dir).eval()
-        self.output = config.get("output_tokens")
-        vocab = self.model.config.vocab_size
-        self.mask = None
-        if self.output is not None:
-            self.mask = torch.full((vocab,), -math.inf)
-            self.mask[torch.tensor(self.output)] = 0.0
+        self.mask = output_mask(config, self.model.config.vocab_size, torch)
         # Documents as the index lays them out: <title> title </title> text.
         banned = {sp[k] for k in ("pad", "eos", "unk", "query", "index", "ngram", "docid")}
         self.next = {}
@@ -191,12 +196,7 @@ class Dsi:
         self.model.load_state_dict(own, strict=False)
         self.model.tie_weights()
         self.d_model = config["d_model"]
-        self.output = config.get("output_tokens")
-        vocab = self.model.config.vocab_size
-        self.mask = None
-        if self.output is not None:
-            self.mask = torch.full((vocab,), -math.inf)
-            self.mask[torch.tensor(self.output)] = 0.0
+        self.mask = output_mask(config, self.model.config.vocab_size, torch)
         self.tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tok.no_padding()
         self.tok.enable_truncation(256)
