@@ -189,12 +189,19 @@ class Dsi:
         for key in ("bert_encoder", "output_tokens", "lexical_memory", "lexical_tokens"):
             t5.pop(key, None)
         t5["num_layers"] = max(1, t5.get("num_layers") or 1)
-        self.model = transformers.T5ForConditionalGeneration(
-            transformers.T5Config(**t5)
-        ).eval()
-        own = {k: v for k, v in tensors.items() if k.startswith(("decoder.", "shared.", "lm_head."))}
-        self.model.load_state_dict(own, strict=False)
-        self.model.tie_weights()
+        t5_config = transformers.T5Config(**t5)
+        # Set again after construction: transformers may reset it, and then ties the head to
+        # the input embeddings, which DSI's model keeps apart.
+        t5_config.tie_word_embeddings = t5.get("tie_word_embeddings", True)
+        self.model = transformers.T5ForConditionalGeneration(t5_config).eval()
+        with torch.no_grad():
+            for name, value in tensors.items():
+                if name.startswith("decoder."):
+                    self.model.get_parameter(name).copy_(value)
+            shared = tensors["shared.weight"]
+            self.model.shared.weight.copy_(shared)
+            self.model.decoder.embed_tokens.weight.copy_(shared)
+            self.model.lm_head.weight.copy_(tensors.get("lm_head.weight", shared))
         self.d_model = config["d_model"]
         self.mask = output_mask(config, self.model.config.vocab_size, torch)
         self.tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -290,6 +297,13 @@ def main():
         # Warm both sides once (model loading, the word table, allocator pools).
         idx.search(queries[:2], mode=mode, beam=args.beam, batch=2)
         hf_generate(sides[mode], queries[:2], 2, args.beam, torch)
+        if mode == "dsi":
+            # Both sides must compute the same thing: their best documents are compared.
+            ids = [json.loads(line)["id"] for line in open(Path(args.index) / "docs.jsonl")]
+            ours = [hits[0].doc_id for hits in idx.search(queries, mode="dsi", k=1)]
+            theirs = [ids[best[0] - 2] for best in hf_generate(sides[mode], queries, 16, args.beam, torch)]
+            same = sum(a == b for a, b in zip(ours, theirs))
+            print(f"[dsi] best document equal on {same} of {len(queries)} queries", flush=True)
 
     results = []
     for mode in args.modes:
