@@ -7,7 +7,7 @@
 # constraint on both sides, rounds interleaved, queries/s and ratios printed.
 #
 #   bash scripts/compare_hf.sh                 # Cranfield, SEAL and DSI, batch 1 and 16
-#   INDEX=path/to/index bash scripts/compare_hf.sh --modes seal --batches 16
+#   INDEX=path/to/index QUERIES=path/to/queries.jsonl bash scripts/compare_hf.sh --modes seal
 #
 # Extra arguments go to compare_hf.py (--rounds, --limit, --beam, --threads, --json).
 # About 20 minutes on 2 cores the first time (models trained: SEAL 400 steps, DSI 1 epoch),
@@ -40,4 +40,4 @@ if [ -z "${INDEX:-}" ]; then
     fi
 fi
 "$venv/bin/python" scripts/compare_hf.py --index "$index" \
-    --queries corpus/cranfield/queries.jsonl "$@"
+    --queries "${QUERIES:-corpus/cranfield/queries.jsonl}" "$@"
