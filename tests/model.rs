@@ -129,6 +129,62 @@ fn incremental_decoding_matches_with_a_copy_head() {
     check_incremental(&c);
 }
 
+/// A cache run on one row per query and then widened to the beam continues exactly as one
+/// started with every beam (what beam search does before the first choice), and the scores
+/// beam search picks from equal the whole-vocabulary step's.
+#[test]
+fn a_widened_cache_continues_as_one_started_with_every_beam() {
+    let mut config = tiny(50);
+    config.copy_attention = true;
+    config.output_tokens = Some((0..50).filter(|t| t % 4 != 3).collect());
+    let params = init_params(&config, 11, &Device::Cpu).unwrap();
+    let m = T5ForConditionalGeneration::new(&config, &params).unwrap();
+    let sources = vec![vec![5, 9, 13, 2, 8, 1], vec![7, 3, 1]];
+    let (ids, mask) = m.pad_batch(&sources).unwrap();
+    let encoded = m.encode(&ids, &mask).unwrap();
+    let beams = 3;
+    let mut wide = m.start(&encoded, beams).unwrap();
+    let mut narrow = m.start(&encoded, 1).unwrap();
+    for t in [0u32, 7] {
+        m.step(&vec![t; 2 * beams], &mut wide).unwrap();
+        m.step(&[t; 2], &mut narrow).unwrap();
+    }
+    narrow.expand(beams).unwrap();
+    assert_eq!(narrow.rows(), wide.rows());
+    assert!(
+        narrow.expand(2).is_err(),
+        "a cache with beams cannot be widened again"
+    );
+    let tokens: Vec<u32> = vec![4, 9, 12, 20, 33, 6];
+    let (a, b) = (
+        m.step(&tokens, &mut wide).unwrap(),
+        m.step(&tokens, &mut narrow).unwrap(),
+    );
+    let allowed = Tensor::new(config.output_tokens.as_deref().unwrap(), &Device::Cpu).unwrap();
+    let (a, b) = (
+        a.index_select(&allowed, 1).unwrap(),
+        b.index_select(&allowed, 1).unwrap(),
+    );
+    assert!(max_abs_diff(&a, &b) <= 1e-6, "{}", max_abs_diff(&a, &b));
+
+    // pick() gives the same numbers as the whole-vocabulary tensor, -inf outside the output.
+    let scores = m.step_scores(&tokens, &mut wide).unwrap();
+    let full: Vec<Vec<f32>> = m.step(&tokens, &mut narrow).unwrap().to_vec2().unwrap();
+    let index: Vec<u32> = (0..6u32).flat_map(|r| [r, 3, 11, 49]).collect();
+    let picked = scores.pick(&index, 4).unwrap();
+    for (r, row) in picked.iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let want = full[r][index[r * 4 + j] as usize];
+            assert!(
+                (v == want && v == f32::NEG_INFINITY) || (v - want).abs() <= 1e-6,
+                "row {r} token {}: {v} vs {want}",
+                index[r * 4 + j]
+            );
+        }
+    }
+    assert!(picked.iter().all(|row| row[1] == f32::NEG_INFINITY));
+}
+
 #[test]
 fn copy_head_mixes_source_tokens_into_the_vocabulary_distribution() {
     let device = Device::Cpu;
