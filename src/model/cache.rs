@@ -142,19 +142,10 @@ impl DecoderCache {
                 "expand: the cache already has beams".into(),
             ));
         }
-        if let Some(host) = &mut self.host {
-            host.expand(beams, self.steps);
-        }
         let rows: Vec<u32> = (0..self.queries as u32)
             .flat_map(|q| std::iter::repeat_n(q, beams))
             .collect();
-        if let Some(Some((k0, _))) = self.self_kv.first() {
-            let index = Tensor::new(rows.as_slice(), k0.device()).map_err(cerr)?;
-            for entry in self.self_kv.iter_mut().flatten() {
-                entry.0 = entry.0.index_select(&index, 0).map_err(cerr)?;
-                entry.1 = entry.1.index_select(&index, 0).map_err(cerr)?;
-            }
-        }
+        self.select_rows(&rows)?;
         self.beams = beams;
         Ok(())
     }
@@ -174,8 +165,14 @@ impl DecoderCache {
                 "reorder: every row must come from a row of the same query".into(),
             ));
         }
+        self.select_rows(rows)
+    }
+
+    /// New row `i` continues old row `rows[i]`: one copy per layer of the cached keys and
+    /// values, no recomputation.
+    fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
         if let Some(host) = &mut self.host {
-            host.reorder(rows, self.steps);
+            host.select_rows(rows, self.steps);
             return Ok(());
         }
         let Some(Some((k0, _))) = self.self_kv.first() else {

@@ -65,15 +65,16 @@ impl HostKv {
         }
     }
 
-    /// New row `i` continues old row `from[i]`: copies the `steps` cached positions of each.
-    pub(super) fn reorder(&mut self, from: &[u32], steps: usize) {
+    /// New row `i` continues old row `from[i]`, copying the `steps` cached positions of each;
+    /// `from` may be longer than the rows there are (a query's one row widened to its beams).
+    pub(super) fn select_rows(&mut self, from: &[u32], steps: usize) {
         let (row, used) = (self.cap * self.inner, steps * self.inner);
-        if from.iter().enumerate().all(|(i, &r)| r as usize == i) {
+        if from.len() == self.rows && from.iter().enumerate().all(|(i, &r)| r as usize == i) {
             return;
         }
         for kv in &mut self.layers {
             for buf in kv.iter_mut() {
-                self.spare.resize(buf.len(), 0.0);
+                self.spare.resize(from.len() * row, 0.0);
                 for (i, &r) in from.iter().enumerate() {
                     let src = r as usize * row;
                     self.spare[i * row..i * row + used].copy_from_slice(&buf[src..src + used]);
@@ -81,22 +82,7 @@ impl HostKv {
                 std::mem::swap(buf, &mut self.spare);
             }
         }
-    }
-
-    /// Each row repeated `times` times, with its `steps` cached positions.
-    pub(super) fn expand(&mut self, times: usize, steps: usize) {
-        let (row, used) = (self.cap * self.inner, steps * self.inner);
-        for kv in &mut self.layers {
-            for buf in kv.iter_mut() {
-                let mut wide = vec![0f32; self.rows * times * row];
-                for r in 0..self.rows * times {
-                    let src = (r / times) * row;
-                    wide[r * row..r * row + used].copy_from_slice(&buf[src..src + used]);
-                }
-                *buf = wide;
-            }
-        }
-        self.rows *= times;
+        self.rows = from.len();
     }
 
     /// Makes room for position `pos`: doubles the capacity when full (amortised O(1) a step).
@@ -555,12 +541,11 @@ impl T5ForConditionalGeneration {
         };
         // The head, `W @ h^T`: the weight is the left operand, streamed without packing, and
         // its output rows are split over the threads.
-        let hs: Vec<f32> = if c.scales_head() {
+        if c.scales_head() {
             let scale = (d as f32).powf(-0.5);
-            s.h.iter().map(|v| v * scale).collect()
-        } else {
-            s.h.clone()
-        };
+            s.h.iter_mut().for_each(|v| *v *= scale);
+        }
+        let hs = &s.h;
         let outputs = head.len() / d;
         // The previous step's buffer, once beam search has handed it back: no fresh pages.
         let mut logits = std::mem::take(spare_logits);
@@ -578,7 +563,7 @@ impl T5ForConditionalGeneration {
             .for_each(|(dst, w)| {
                 let n = w.len() / d;
                 if rows <= SMALL_ROWS {
-                    return skinny_gemm(dst, (1, rows), w, &hs, (rows, n, d), false);
+                    return skinny_gemm(dst, (1, rows), w, hs, (rows, n, d), false);
                 }
                 Product {
                     dims: (n, rows, d),
@@ -588,7 +573,7 @@ impl T5ForConditionalGeneration {
                     accumulate: false,
                     parallel: false,
                 }
-                .run(dst, w, &hs)
+                .run(dst, w, hs)
             });
         let log_norm = log_norms(&logits, rows);
         Ok(HostScores {
