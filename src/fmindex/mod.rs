@@ -57,6 +57,10 @@ pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// 32 halves it for one more bit per token.
 pub const DEFAULT_SAMPLE_RATE: u32 = 16;
 
+/// Rows whose locate walks are interleaved ([`FmIndex::locate_rows`]): enough independent
+/// lookups in flight to cover a cache miss's latency.
+const LANES: usize = 16;
+
 /// The rows of the index whose suffixes start with a pattern: `[lo, hi)` in BWT order, plus
 /// the pattern's length (needed to turn a row into a document offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -502,20 +506,6 @@ impl FmIndex {
         (s, self.base[s as usize].wrapping_add(leaf as u32) as usize)
     }
 
-    /// Text position of the suffix at `row`: at most `sample_rate` LF steps,
-    /// O(sample_rate log sigma).
-    fn text_position(&self, mut row: usize) -> usize {
-        let mut steps = 0;
-        loop {
-            let (is_sampled, rank) = self.sampled.get_rank1(row);
-            if is_sampled {
-                return self.samples[rank] as usize + steps;
-            }
-            row = self.lf(row).1;
-            steps += 1;
-        }
-    }
-
     /// The document holding text position `position`, and the position's offset inside the
     /// document's stored (reversed) token run; an offset equal to the document's length is its
     /// end symbol. O(log docs). `None` for the final END position or beyond.
@@ -534,9 +524,67 @@ impl FmIndex {
     /// Cost: O(min(count, limit) * sample_rate * log sigma).
     pub fn locate(&self, range: FmRange, limit: usize) -> Vec<Occurrence> {
         let hi = range.hi.min(range.lo.saturating_add(limit));
-        (range.lo..hi)
-            .filter_map(|row| self.occurrence_at(self.text_position(row), range.len))
+        let rows: Vec<usize> = (range.lo..hi).collect();
+        self.locate_rows(&rows, range.len)
+    }
+
+    /// The occurrences of a pattern of `len` tokens at suffix-array `rows` of its range, in
+    /// their order (the final END position, which is no occurrence, left out). Cost as
+    /// [`locate`](Self::locate) per row, with the rows' LF walks interleaved
+    /// ([`text_positions`](Self::text_positions)).
+    pub fn locate_rows(&self, rows: &[usize], len: usize) -> Vec<Occurrence> {
+        self.text_positions(rows)
+            .into_iter()
+            .filter_map(|position| self.occurrence_at(position, len))
             .collect()
+    }
+
+    /// The text position of the suffix at every row, each at most `sample_rate` LF steps
+    /// (O(sample_rate log sigma)) from a sampled one, walked [`LANES`] at a time: each
+    /// round checks every lane for a sampled row (retiring it and taking the next row into
+    /// its lane), then moves every lane one LF step down the wavelet matrix level by level
+    /// ([`WaveletMatrix::access_leaves`]). One walk is a chain of dependent lookups; walks of
+    /// different rows are independent, so interleaved they overlap.
+    fn text_positions(&self, rows: &[usize]) -> Vec<usize> {
+        let mut out = vec![0usize; rows.len()];
+        // Per lane: the index in `rows`, the current row, and LF steps taken.
+        let mut slot = [0usize; LANES];
+        let mut row = [0usize; LANES];
+        let mut steps = [0usize; LANES];
+        let mut symbols = [0u64; LANES];
+        let (mut active, mut next) = (0, 0);
+        loop {
+            while active < LANES && next < rows.len() {
+                (slot[active], row[active], steps[active]) = (next, rows[next], 0);
+                (active, next) = (active + 1, next + 1);
+            }
+            let mut i = 0;
+            while i < active {
+                let (is_sampled, rank) = self.sampled.get_rank1(row[i]);
+                if !is_sampled {
+                    i += 1;
+                    continue;
+                }
+                out[slot[i]] = self.samples[rank] as usize + steps[i];
+                // The lane takes the next row, or the last lane's walk; checked again.
+                if next < rows.len() {
+                    (slot[i], row[i], steps[i]) = (next, rows[next], 0);
+                    next += 1;
+                } else {
+                    active -= 1;
+                    (slot[i], row[i], steps[i]) = (slot[active], row[active], steps[active]);
+                }
+            }
+            if active == 0 {
+                return out;
+            }
+            self.bwt
+                .access_leaves(&mut row[..active], &mut symbols[..active]);
+            for ((r, &s), steps) in row[..active].iter_mut().zip(&symbols).zip(&mut steps) {
+                *r = self.base[s as usize].wrapping_add(*r as u32) as usize;
+                *steps += 1;
+            }
+        }
     }
 
     /// The occurrence of a pattern of `len` tokens whose suffix starts at text position

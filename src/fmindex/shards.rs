@@ -317,20 +317,8 @@ impl Shards {
         for (k, (s, &r)) in self.shards.iter().zip(span.parts()).enumerate() {
             let n = r.count();
             let take = (n * want).div_ceil(of.max(1)).min(n);
-            let rows = (0..take).map(|i| r.lo + i * n / take);
-            let located = rows
-                .flat_map(|row| {
-                    s.locate(
-                        FmRange {
-                            lo: row,
-                            hi: row + 1,
-                            ..r
-                        },
-                        1,
-                    )
-                })
-                .collect();
-            out.extend(self.global(k, located));
+            let rows: Vec<usize> = (0..take).map(|i| r.lo + i * n / take).collect();
+            out.extend(self.global(k, s.locate_rows(&rows, r.len)));
         }
         out
     }
