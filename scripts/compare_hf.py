@@ -274,6 +274,7 @@ def main():
     ap.add_argument("--beam", type=int, default=10)
     ap.add_argument("--max-ngram-len", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--precision", default="f32", help="genret's --precision (f32 or f16)")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
 
@@ -284,7 +285,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     queries = read_queries(args.queries, args.limit)
-    idx = genret.Index.open(args.index)
+    idx = genret.Index.open(args.index, precision=args.precision)
     sides = {}
     for mode in args.modes:
         t = time.perf_counter()

@@ -13,6 +13,7 @@
 //! so that path's results can be checked on a machine without a GPU.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use candle_core::Device;
 
@@ -77,14 +78,17 @@ fn cuda(_ordinal: usize, spec: &str) -> Result<Device> {
     })
 }
 
-/// How a GPU runs f32 matrix products: exactly (`f32`, the default: results equal the
-/// CPU's up to summation order) or on tensor cores with 10-bit mantissas and f32 sums
-/// (`tf32`, several times the rate for large products). Weights, norms, softmax and
-/// log-probabilities stay f32 either way; the CPU always computes in f32.
+/// How models run their matrix products at search. `f32` (the default): exactly, results
+/// equal between CPU and GPU up to summation order. `tf32`: a GPU's tensor cores, 10-bit
+/// mantissas and f32 sums (several times the rate for large products); no effect on the CPU.
+/// `f16`: the CPU's decoder step reads its weights rounded to f16 (half the bytes of a step
+/// on few rows, which waits on memory), with products and sums in f32; no effect on a GPU.
+/// Norms, softmax and log-probabilities stay f32 in every case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
     Tf32,
+    F16,
 }
 
 impl std::str::FromStr for Precision {
@@ -93,19 +97,32 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
+            "f16" => Ok(Precision::F16),
             other => Err(Error::UnknownName {
                 what: "precision",
                 got: other.to_string(),
-                expected: "f32 or tf32".into(),
+                expected: "f32, tf32 or f16".into(),
             }),
         }
     }
 }
 
-/// Sets how every GPU of this process runs f32 matrix products from now on.
+/// Sets how models of this process run their products from now on (see [`Precision`]).
 pub fn set_precision(precision: Precision) {
     candle_core::cuda::set_gemm_reduced_precision_f32(precision == Precision::Tf32);
+    PRECISION.store(precision as u8, Ordering::Relaxed);
 }
+
+/// What [`set_precision`] last set; `f32` before.
+pub fn precision() -> Precision {
+    match PRECISION.load(Ordering::Relaxed) {
+        1 => Precision::Tf32,
+        2 => Precision::F16,
+        _ => Precision::F32,
+    }
+}
+
+static PRECISION: AtomicU8 = AtomicU8::new(Precision::F32 as u8);
 
 /// A device's name as `--device` spells it (`cpu`, `cuda:0`).
 pub fn name(device: &Device) -> String {
@@ -154,8 +171,9 @@ mod tests {
     fn precision_names() {
         assert_eq!("tf32".parse::<Precision>().unwrap(), Precision::Tf32);
         assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!("f16".parse::<Precision>().unwrap(), Precision::F16);
         let err = "bf16".parse::<Precision>().unwrap_err().to_string();
-        assert!(err.contains("f32 or tf32"), "{err}");
+        assert!(err.contains("f32, tf32 or f16"), "{err}");
     }
 
     #[cfg(not(feature = "cuda"))]

@@ -31,13 +31,14 @@ use crate::stem::{WORDS_PART, WordForms};
 /// The index's part holding SEAL's model.
 pub const MODEL_PART: &str = "model";
 
-/// Loads the trained SEAL model of an index, verified ([`crate::index::IndexDir::model_dir`]).
+/// Loads the trained SEAL model of an index, verified ([`crate::index::IndexDir::model_dir`]),
+/// prepared for search at the process's [`crate::device::precision`].
 pub fn load_model(index: &Index, device: &Device) -> Result<T5ForConditionalGeneration> {
     let dir = index
         .dir
         .model_dir(MODEL_PART, MODEL_DIR, "genret train INDEX_DIR")?;
     let (config, params) = model::load(&dir, device)?;
-    T5ForConditionalGeneration::new(&config, &params)
+    T5ForConditionalGeneration::new(&config, &params)?.for_inference(crate::device::precision())
 }
 
 /// An index with SEAL's model: answers queries with the documents its n-grams point to.

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{D, Device, IndexOp, Tensor};
+use genret::device::Precision;
 use genret::index::Index;
 use genret::model::bert::BertModel;
 use genret::model::{
@@ -59,10 +60,39 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
+/// Every step of the model as built, and prepared for inference in f32 and in f16 (the step
+/// reading packed copies of its weights), against a full forward pass of the model as built.
 fn check_incremental(config: &Config) {
+    let as_built = incremental_steps(config, None, 1e-4);
+    let f32 = incremental_steps(config, Some(Precision::F32), 1e-4);
+    // f16 weights: each rounded by up to 2^-11 of itself.
+    let f16 = incremental_steps(config, Some(Precision::F16), 2e-2);
+    if genret::device::host_kernels(&Device::Cpu) {
+        let differ = |a: &[Tensor], b: &[Tensor]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| max_abs_diff(a, b))
+                .fold(0f32, f32::max)
+        };
+        // The packed f32 weights are the same numbers; f16 ones are not.
+        assert!(differ(&as_built, &f32) <= 1e-5);
+        assert!(differ(&as_built, &f16) > 1e-6, "f16 weights were not used");
+    }
+}
+
+/// The incremental steps' log-probs, each checked against a full forward pass to `tolerance`.
+fn incremental_steps(config: &Config, precision: Option<Precision>, tolerance: f32) -> Vec<Tensor> {
     let device = Device::Cpu;
     let params = init_params(config, 7, &device).unwrap();
     let m = T5ForConditionalGeneration::new(config, &params).unwrap();
+    let stepper = match precision {
+        Some(p) => T5ForConditionalGeneration::new(config, &params)
+            .unwrap()
+            .for_inference(p)
+            .unwrap(),
+        None => m.clone(),
+    };
+    let mut steps = Vec::new();
     // Two queries of different lengths (the shorter is padded), three beams each.
     let sources = vec![vec![5, 9, 13, 2, 8, 1], vec![7, 3, 1]];
     let beams = 3;
@@ -80,7 +110,7 @@ fn check_incremental(config: &Config) {
             prefixes = perm.iter().map(|&p| prefixes[p as usize].clone()).collect();
         }
         let last: Vec<u32> = prefixes.iter().map(|p| *p.last().unwrap()).collect();
-        let inc = m.step(&last, &mut cache).unwrap();
+        let inc = stepper.step(&last, &mut cache).unwrap();
         let full = full_logprobs(&m, &sources, &prefixes, beams);
         // A restricted vocabulary's -inf entries are compared by the restriction test.
         let (inc, full) = match &config.output_tokens {
@@ -94,7 +124,11 @@ fn check_incremental(config: &Config) {
             None => (inc, full),
         };
         let diff = max_abs_diff(&inc, &full);
-        assert!(diff <= 1e-4, "step {step}: max abs diff {diff}");
+        assert!(
+            diff <= tolerance,
+            "{precision:?} step {step}: max abs diff {diff}"
+        );
+        steps.push(inc);
         for (r, p) in prefixes.iter_mut().enumerate() {
             p.push((step * 7 + r as u32 * 3 + 2) % vocab);
         }
@@ -103,6 +137,7 @@ fn check_incremental(config: &Config) {
         cache.reorder(&[3, 0, 0, 0, 0, 0]).is_err(),
         "a row may not change query"
     );
+    steps
 }
 
 #[test]
@@ -540,8 +575,13 @@ fn warm_started_model_trains_only_its_decoder_and_searches() {
     let seqs = vec![vec![11u32, 12, 13, 14, 15], vec![20, 21]];
     let (ids, mask) = m.pad_batch(&seqs).unwrap();
     let ours = m.encode(&ids, &mask).unwrap().states;
-    let theirs = reference.forward(&ids, &mask).unwrap();
+    // The searching model is prepared for inference (its products in packed kernels): equal
+    // to the checkpoint's model prepared alike, and to float rounding to it as built.
+    let prepared = reference.clone().for_inference(Precision::F32).unwrap();
+    let theirs = prepared.forward(&ids, &mask).unwrap();
     assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
+    let as_built = reference.forward(&ids, &mask).unwrap();
+    assert!(max_abs_diff(&ours, &as_built) < 1e-5);
 
     // It searches: real documents (SEAL may find no n-gram that this briefly trained model
     // prefers over the corpus's own frequencies, so it may answer nothing).

@@ -237,10 +237,12 @@ impl PyIndex {
     }
 
     /// Opens an index directory, verifying its parts; its models will train and run on
-    /// `device` (`auto`, `cpu`, `cuda`, `cuda:N`).
+    /// `device` (`auto`, `cpu`, `cuda`, `cuda:N`), searching at `precision` (`genret
+    /// --precision`'s values: `f32`, `tf32`, `f16`; set for the whole process).
     #[staticmethod]
-    #[pyo3(signature = (path, device="auto"))]
-    fn open(py: Python<'_>, path: PathBuf, device: &str) -> PyResult<PyIndex> {
+    #[pyo3(signature = (path, device="auto", precision="f32"))]
+    fn open(py: Python<'_>, path: PathBuf, device: &str, precision: &str) -> PyResult<PyIndex> {
+        genret::device::set_precision(precision.parse().map_err(err)?);
         let device = genret::device::parse(device).map_err(err)?;
         let index = py.detach(|| Index::open(&path)).map_err(err)?;
         Ok(PyIndex::wrap(path, index, device))

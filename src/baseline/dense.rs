@@ -44,7 +44,7 @@ impl DenseEncoder {
                        - see README"
                 .into(),
         })?;
-        let model = BertModel::load(&dir, device)?;
+        let model = BertModel::load(&dir, device)?.for_inference(crate::device::precision())?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Corrupt {
             path: tok_path.clone(),

@@ -48,9 +48,11 @@ pub struct DeviceArg {
     /// present, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: String,
-    /// How a GPU runs f32 matrix products: f32 (exact; results equal the CPU's) or tf32
-    /// (tensor cores, 10-bit mantissas, f32 sums: faster). No effect on the CPU.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "tf32"])]
+    /// How models run their products: f32 (exact; CPU and GPU results agree); tf32 (a GPU's
+    /// tensor cores, 10-bit mantissas, f32 sums: faster; no effect on the CPU); f16 (the CPU's
+    /// decoder step reads its weights rounded to f16, half the memory traffic, sums in f32;
+    /// no effect on a GPU).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "tf32", "f16"])]
     pub precision: String,
 }
 

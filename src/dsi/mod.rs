@@ -374,7 +374,8 @@ impl DsiModel {
         device: &Device,
     ) -> Result<DsiModel> {
         let (config, params) = model::load(dir, device)?;
-        let model = T5ForConditionalGeneration::new(&config, &params)?;
+        let model = T5ForConditionalGeneration::new(&config, &params)?
+            .for_inference(crate::device::precision())?;
         let tokenizer = load_tokenizer(&dir.join(TOKENIZER_FILE), MAX_QUERY_TOKENS)?;
         let path = dir.join(DOCIDS_FILE);
         let docids = DocIds::load(&path)?;

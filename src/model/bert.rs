@@ -7,12 +7,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear};
 use serde::{Deserialize, Serialize};
 
-use super::layers::{Mode, linear};
+use super::kernels::gelu_erf_in_place;
+use super::layers::{Mode, linear, packed_linear};
+use super::panels::PackedWeight;
+use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
 
 /// The `config.json` fields a BERT encoder needs.
@@ -94,11 +98,14 @@ impl Weights {
             .ok_or_else(|| Error::Model(format!("BERT checkpoint lacks {name:?}")))
     }
 
-    fn linear(&self, prefix: &str) -> Result<Linear> {
-        Ok(Linear::new(
-            self.get(&format!("{prefix}.weight"))?,
-            Some(self.get(&format!("{prefix}.bias"))?),
-        ))
+    fn linear(&self, prefix: &str) -> Result<BertLinear> {
+        Ok(BertLinear {
+            linear: Linear::new(
+                self.get(&format!("{prefix}.weight"))?,
+                Some(self.get(&format!("{prefix}.bias"))?),
+            ),
+            packed: None,
+        })
     }
 
     fn layer_norm(&self, prefix: &str, eps: f64) -> Result<LayerNorm> {
@@ -120,9 +127,9 @@ struct BertEmbeddings {
 
 #[derive(Debug, Clone)]
 struct BertSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    query: BertLinear,
+    key: BertLinear,
+    value: BertLinear,
     heads: usize,
 }
 
@@ -130,11 +137,49 @@ struct BertSelfAttention {
 struct BertLayer {
     attention: BertSelfAttention,
     /// `attention.output.dense` and its LayerNorm.
-    attention_output: Linear,
+    attention_output: BertLinear,
     attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: BertLinear,
+    output: BertLinear,
     output_norm: LayerNorm,
+}
+
+/// A linear layer, with its weight packed for the host kernels once the model is prepared for
+/// inference ([`BertModel::for_inference`]).
+#[derive(Debug, Clone)]
+struct BertLinear {
+    linear: Linear,
+    packed: Option<Arc<PackedWeight>>,
+}
+
+impl BertLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.packed {
+            Some(w) => packed_linear(w, self.linear.bias(), x, None),
+            None => linear(&self.linear, x, Mode::Infer),
+        }
+    }
+
+    /// [`forward`](Self::forward) then the activation `act` (`hidden_act`'s values).
+    fn forward_act(&self, x: &Tensor, act: &str) -> candle_core::Result<Tensor> {
+        if let (Some(w), "gelu") = (&self.packed, act) {
+            return packed_linear(w, self.linear.bias(), x, Some(gelu_erf_in_place));
+        }
+        let h = self.forward(x)?;
+        match act {
+            "relu" => h.relu(),
+            "gelu_new" => h.gelu(),
+            _ => h.gelu_erf(),
+        }
+    }
+
+    fn pack(&mut self, precision: Precision) -> candle_core::Result<()> {
+        self.packed = Some(Arc::new(PackedWeight::pack(
+            self.linear.weight(),
+            precision,
+        )?));
+        Ok(())
+    }
 }
 
 /// HF `BertModel` without the pooler (sentence embeddings mean-pool the last hidden states).
@@ -232,6 +277,30 @@ impl BertModel {
         &self.device
     }
 
+    /// This model prepared for inference: on the CPU (see [`crate::device::host_kernels`]),
+    /// every linear layer's weight is copied into panels for the host kernels
+    /// (`super::panels`), rounded to f16 with [`Precision::F16`]. Costs a copy of the layers'
+    /// weights (half of it in f16); the model must not be trained afterwards.
+    pub fn for_inference(mut self, precision: Precision) -> Result<BertModel> {
+        if !crate::device::host_kernels(&self.device) {
+            return Ok(self);
+        }
+        for layer in &mut self.layers {
+            let a = &mut layer.attention;
+            for l in [&mut a.query, &mut a.key, &mut a.value] {
+                l.pack(precision).map_err(cerr)?;
+            }
+            for l in [
+                &mut layer.attention_output,
+                &mut layer.intermediate,
+                &mut layer.output,
+            ] {
+                l.pack(precision).map_err(cerr)?;
+            }
+        }
+        Ok(self)
+    }
+
     /// Last hidden states `(batch, len, hidden)` for padded `ids` with 0/1 `mask`
     /// (both `(batch, len)`, u32 and f32). Token types are all 0 (single sentences).
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -261,16 +330,13 @@ impl BertModel {
             let a = layer.attention.forward(&x, &bias)?;
             x = layer
                 .attention_norm
-                .forward(&(linear(&layer.attention_output, &a, Mode::Infer)? + &x)?)?;
-            let h = linear(&layer.intermediate, &x, Mode::Infer)?;
-            let h = match self.config.hidden_act.as_str() {
-                "relu" => h.relu()?,
-                "gelu_new" => h.gelu()?,
-                _ => h.gelu_erf()?,
-            };
+                .forward(&(layer.attention_output.forward(&a)? + &x)?)?;
+            let h = layer
+                .intermediate
+                .forward_act(&x, &self.config.hidden_act)?;
             x = layer
                 .output_norm
-                .forward(&(linear(&layer.output, &h, Mode::Infer)? + &x)?)?;
+                .forward(&(layer.output.forward(&h)? + &x)?)?;
         }
         Ok(x)
     }
@@ -285,9 +351,9 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(linear(&self.query, x, Mode::Infer)?)?;
-        let k = split(linear(&self.key, x, Mode::Infer)?)?;
-        let v = split(linear(&self.value, x, Mode::Infer)?)?;
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))

@@ -23,9 +23,12 @@ use rayon::prelude::*;
 
 use super::cache::DecoderCache;
 use super::config::Activation;
-use super::kernels::{Product, skinny_gemm, skinny_gemm_par};
+use super::kernels::{Product, exp_nonpositive};
 use super::layers::{SMALL_ROWS, relative_bucket};
+use super::panels::{PackedWeight, WIDTH};
+use super::skinny::{skinny_gemm, skinny_gemm_par};
 use super::t5::T5ForConditionalGeneration;
+use crate::device::Precision;
 
 /// Self-attention keys and values of every decoder layer, and the step's scratch space.
 #[derive(Debug, Clone)]
@@ -234,11 +237,33 @@ fn rms_norm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
-/// `y = x @ w^T` for `x` `(rows, k)` and a checkpoint weight `w` `(n, k)`, into `dst` with row
-/// stride `dst_rs` (a cache slot, the residual stream); `accumulate` adds instead.
-fn linear(dst: &mut [f32], dst_rs: usize, x: &[f32], w: &[f32], rows: usize, accumulate: bool) {
+/// A linear layer's weight as the step reads it: the checkpoint's tensor in place, or packed
+/// by [`T5ForConditionalGeneration::for_inference`].
+#[derive(Clone, Copy)]
+enum Lin<'a> {
+    InPlace(&'a [f32]),
+    Packed(&'a PackedWeight),
+}
+
+impl Lin<'_> {
+    /// Output columns, for inputs of `k` columns.
+    fn n(&self, k: usize) -> usize {
+        match self {
+            Lin::InPlace(w) => w.len() / k.max(1),
+            Lin::Packed(p) => p.n(),
+        }
+    }
+}
+
+/// `y = x @ w^T` for `x` `(rows, k)` and a weight `w` `(n, k)`, into `dst` with row stride
+/// `dst_rs` (a cache slot, the residual stream); `accumulate` adds instead.
+fn linear(dst: &mut [f32], dst_rs: usize, x: &[f32], w: Lin, rows: usize, accumulate: bool) {
     let k = x.len() / rows.max(1);
-    let n = w.len() / k.max(1);
+    let n = w.n(k);
+    let w = match w {
+        Lin::InPlace(w) => w,
+        Lin::Packed(p) => return p.apply_par(dst, dst_rs, x, rows, accumulate),
+    };
     if rows <= SMALL_ROWS {
         return skinny_gemm_par(dst, dst_rs, w, x, (rows, n, k), accumulate);
     }
@@ -289,30 +314,6 @@ fn attend(
     }
 }
 
-/// `e^x` for `x <= 0` (the normaliser's shifted logits), to a few parts in 10^8 relative: a
-/// branch-free polynomial the compiler vectorises, unlike `f32::exp`, over 160k logits a step.
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    // Round to nearest by the 1.5 * 2^23 trick (exact for |t| < 2^22).
-    const SHIFT: f32 = 12_582_912.0;
-    // ln 2 in two parts (Cody and Waite), so that x - n ln 2 loses no bits.
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // e^r on [-0.35, 0.35]: its Taylor series to the 7th power.
-    let p = 1.0 / 5040.0f32;
-    let p = p * r + 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 /// Per row `r` of logits laid out `[output row][row]`: `log(sum(exp(logits[.][r])))`.
 fn log_norms(logits: &[f32], rows: usize) -> Vec<f32> {
     let mut max = vec![f32::NEG_INFINITY; rows];
@@ -330,20 +331,88 @@ fn log_norms(logits: &[f32], rows: usize) -> Vec<f32> {
     max.iter().zip(sum).map(|(&m, s)| m + s.ln()).collect()
 }
 
-/// One layer's weights, borrowed from the model's tensors.
+/// One layer's weights, borrowed from the model's tensors or its packed copy.
 struct LayerWeights<'a> {
     self_norm: &'a [f32],
-    q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
-    o: &'a [f32],
+    q: Lin<'a>,
+    k: Lin<'a>,
+    v: Lin<'a>,
+    o: Lin<'a>,
     cross_norm: &'a [f32],
-    cross_q: &'a [f32],
-    cross_o: &'a [f32],
+    cross_q: Lin<'a>,
+    cross_o: Lin<'a>,
     ff_norm: &'a [f32],
-    wi: &'a [f32],
-    wi_1: Option<&'a [f32]>,
-    wo: &'a [f32],
+    wi: Lin<'a>,
+    wi_1: Option<Lin<'a>>,
+    wo: Lin<'a>,
+}
+
+/// The decoder's linear weights and head packed for the host step (`super::panels`): made
+/// once by [`T5ForConditionalGeneration::for_inference`], in f32 or rounded to f16.
+pub(super) struct HostWeights {
+    layers: Vec<PackedLayer>,
+    head: PackedWeight,
+}
+
+struct PackedLayer {
+    q: PackedWeight,
+    k: PackedWeight,
+    v: PackedWeight,
+    o: PackedWeight,
+    cross_q: PackedWeight,
+    cross_o: PackedWeight,
+    wi: PackedWeight,
+    wi_1: Option<PackedWeight>,
+    wo: PackedWeight,
+}
+
+impl std::fmt::Debug for HostWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostWeights({} layers)", self.layers.len())
+    }
+}
+
+impl HostWeights {
+    /// Packs the decoder of `model` (a CPU model).
+    pub(super) fn of(
+        model: &T5ForConditionalGeneration,
+        precision: Precision,
+    ) -> candle_core::Result<HostWeights> {
+        let pack = |t: &Tensor| PackedWeight::pack(t, precision);
+        let layers = model
+            .decoder
+            .iter()
+            .map(|block| {
+                let (cross, _) = block.cross_attention.as_ref().expect("decoder block");
+                let a = &block.self_attention;
+                let ff = &block.ff;
+                Ok(PackedLayer {
+                    q: pack(a.q.weight())?,
+                    k: pack(a.k.weight())?,
+                    v: pack(a.v.weight())?,
+                    o: pack(a.o.weight())?,
+                    cross_q: pack(cross.q.weight())?,
+                    cross_o: pack(cross.o.weight())?,
+                    wi: pack(ff.wi.weight())?,
+                    wi_1: ff.wi_1.as_ref().map(|w| pack(w.weight())).transpose()?,
+                    wo: pack(ff.wo.weight())?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(HostWeights {
+            layers,
+            head: pack(model.step_head())?,
+        })
+    }
+
+    /// Points the linear weights of layer `l` at its panels.
+    fn lend<'a>(&'a self, l: usize, w: &mut LayerWeights<'a>) {
+        let p = &self.layers[l];
+        let lin = Lin::Packed;
+        (w.q, w.k, w.v, w.o) = (lin(&p.q), lin(&p.k), lin(&p.v), lin(&p.o));
+        (w.cross_q, w.cross_o) = (lin(&p.cross_q), lin(&p.cross_o));
+        (w.wi, w.wi_1, w.wo) = (lin(&p.wi), p.wi_1.as_ref().map(lin), lin(&p.wo));
+    }
 }
 
 impl T5ForConditionalGeneration {
@@ -375,10 +444,7 @@ impl T5ForConditionalGeneration {
                 tensors.push(w.weight());
             }
         }
-        let head = match &self.output {
-            Some(o) => &o.head_rows,
-            None => &self.lm_head,
-        };
+        let head = self.step_head();
         let table = super::layers::bias_table(&self.decoder).embeddings();
         tensors.extend([&self.decoder_norm, head, table, self.shared.embeddings()]);
         for (k, v) in &cache.cross_kv {
@@ -399,31 +465,37 @@ impl T5ForConditionalGeneration {
             .collect::<candle_core::Result<Vec<&[f32]>>>()?;
         let mut next = slices.into_iter();
         let mut take = || next.next().expect("one slice per tensor");
-        let layers: Vec<LayerWeights> = self
+        let mut layers: Vec<LayerWeights> = self
             .decoder
             .iter()
             .map(|block| LayerWeights {
                 self_norm: take(),
-                q: take(),
-                k: take(),
-                v: take(),
-                o: take(),
+                q: Lin::InPlace(take()),
+                k: Lin::InPlace(take()),
+                v: Lin::InPlace(take()),
+                o: Lin::InPlace(take()),
                 cross_norm: take(),
-                cross_q: take(),
-                cross_o: take(),
+                cross_q: Lin::InPlace(take()),
+                cross_o: Lin::InPlace(take()),
                 ff_norm: take(),
-                wi: take(),
-                wo: take(),
-                wi_1: block.ff.wi_1.as_ref().map(|_| take()),
+                wi: Lin::InPlace(take()),
+                wo: Lin::InPlace(take()),
+                wi_1: block.ff.wi_1.as_ref().map(|_| Lin::InPlace(take())),
             })
             .collect();
+        if let Some(packed) = &self.host {
+            layers
+                .iter_mut()
+                .enumerate()
+                .for_each(|(l, w)| packed.lend(l, w));
+        }
         let (final_norm, head, table, shared) = (take(), take(), take(), take());
         let cross_kv: Vec<(&[f32], &[f32])> = (0..layers.len()).map(|_| (take(), take())).collect();
         let cross_bias = take();
         let copy_weights = copy.map(|_| (take(), take(), take(), take()));
         let src = cross_bias.len() / queries.max(1);
         let act: Activation = self.decoder[0].ff.act;
-        let d_ff = layers[0].wi.len() / d;
+        let d_ff = layers[0].wi.n(d);
 
         let kv = cache.host.as_mut().expect("a host cache");
         kv.reserve(pos);
@@ -546,35 +618,15 @@ impl T5ForConditionalGeneration {
             s.h.iter_mut().for_each(|v| *v *= scale);
         }
         let hs = &s.h;
-        let outputs = head.len() / d;
+        let head = match &self.host {
+            Some(packed) => Lin::Packed(&packed.head),
+            None => Lin::InPlace(head),
+        };
+        let outputs = head.n(d);
         // The previous step's buffer, once beam search has handed it back: no fresh pages.
         let mut logits = std::mem::take(spare_logits);
         logits.resize(outputs * rows, 0.0);
-        // Waking a second thread costs about what 8M multiply-adds do on one.
-        let threads = if outputs * rows * d >= 1 << 23 {
-            rayon::current_num_threads()
-        } else {
-            1
-        };
-        let chunk = outputs.div_ceil(threads).max(1);
-        logits
-            .par_chunks_mut(chunk * rows)
-            .zip(head.par_chunks(chunk * d))
-            .for_each(|(dst, w)| {
-                let n = w.len() / d;
-                if rows <= SMALL_ROWS {
-                    return skinny_gemm(dst, (1, rows), w, hs, (rows, n, d), false);
-                }
-                Product {
-                    dims: (n, rows, d),
-                    lhs_strides: (d, 1),
-                    rhs_strides: (1, d),
-                    dst_strides: (rows, 1),
-                    accumulate: false,
-                    parallel: false,
-                }
-                .run(dst, w, hs)
-            });
+        head_logits(&mut logits, head, hs, rows);
         let log_norm = log_norms(&logits, rows);
         Ok(HostScores {
             logits,
@@ -585,6 +637,44 @@ impl T5ForConditionalGeneration {
             outputs,
         })
     }
+}
+
+/// The head's logits `W @ h^T`, laid out `[output][row]`: the weight is the left operand,
+/// streamed without packing (or in its panels), and its outputs are split over the threads in
+/// whole panels, each writing its own slice.
+fn head_logits(logits: &mut [f32], head: Lin, hs: &[f32], rows: usize) {
+    let d = hs.len() / rows.max(1);
+    let outputs = head.n(d);
+    // Waking a second thread costs about what 8M multiply-adds do on one.
+    let threads = if outputs * rows * d >= 1 << 23 {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let chunk = outputs.div_ceil(threads).div_ceil(WIDTH).max(1) * WIDTH;
+    logits
+        .par_chunks_mut(chunk * rows)
+        .enumerate()
+        .for_each(|(c, dst)| {
+            let panels = c * chunk / WIDTH..((c + 1) * chunk).min(outputs).div_ceil(WIDTH);
+            let w = match head {
+                Lin::Packed(p) => return p.apply(panels, dst, (1, rows), hs, rows, false),
+                Lin::InPlace(w) => &w[c * chunk * d..((c + 1) * chunk).min(outputs) * d],
+            };
+            let n = w.len() / d;
+            if rows <= SMALL_ROWS {
+                return skinny_gemm(dst, (1, rows), w, hs, (rows, n, d), false);
+            }
+            Product {
+                dims: (n, rows, d),
+                lhs_strides: (d, 1),
+                rhs_strides: (1, d),
+                dst_strides: (rows, 1),
+                accumulate: false,
+                parallel: false,
+            }
+            .run(dst, w, hs)
+        });
 }
 
 /// Runs `f(row, out_row, scores)` for every row of `out` (`width` each), on rayon's threads
@@ -615,7 +705,7 @@ fn copy_mix(
     (d, beams, rows): (usize, usize, usize),
 ) -> CopyMix {
     let mut q = vec![0f32; rows * d];
-    linear(&mut q, d, h, wq, rows, false);
+    linear(&mut q, d, h, Lin::InPlace(wq), rows, false);
     let scale = (d as f32).powf(-0.5);
     q.iter_mut().for_each(|v| *v *= scale);
     let src = source_rows.first().map_or(0, Vec::len);
@@ -663,21 +753,6 @@ fn copy_mix(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_normaliser_exp_is_within_a_few_ulps_of_the_library_exp() {
-        let mut worst = 0f32;
-        // Below -87 the result is held at e^-87: beside the maximum's 1 it adds nothing.
-        for i in 0..=200_000 {
-            let x = -(i as f32) * 87.0 / 200_000.0;
-            let (got, want) = (exp_nonpositive(x), x.exp());
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 5e-7, "relative error {worst}");
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
-        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
-    }
 
     #[test]
     fn log_norms_equal_the_direct_log_sum_exp_per_row() {

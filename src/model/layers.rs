@@ -3,10 +3,12 @@
 
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Embedding, Linear};
+use rayon::prelude::*;
 
 use super::Params;
 use super::config::{Activation, Config};
 use super::kernels;
+use super::panels::PackedWeight;
 use crate::error::{Error, Result};
 
 /// Attention as T5 does it: no 1/sqrt(d) scaling (the initialisation accounts for it).
@@ -70,7 +72,7 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
     let mut out = vec![0f32; rows * n];
     kernels::with_slice(&x, |xv| {
         kernels::with_slice(w, |wv| {
-            kernels::skinny_gemm_par(&mut out, n, wv, xv, (rows, n, k), false)
+            super::skinny::skinny_gemm_par(&mut out, n, wv, xv, (rows, n, k), false)
         })
     })??;
     let mut dims = x.dims().to_vec();
@@ -80,6 +82,45 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
+}
+
+/// `act(x @ w^T (+ bias))` with the weight packed for the host kernels (`super::panels`), on
+/// any number of rows (split over threads when large), the bias and the activation applied
+/// to the product's buffer in place. Inference only.
+pub(super) fn packed_linear(
+    w: &PackedWeight,
+    bias: Option<&Tensor>,
+    x: &Tensor,
+    act: Option<fn(&mut [f32])>,
+) -> candle_core::Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    let rows = x.elem_count() / k.max(1);
+    let n = w.n();
+    if k != w.k() {
+        candle_core::bail!(
+            "packed linear: inputs of {k} columns for a weight of {}",
+            w.k()
+        );
+    }
+    let x = x.contiguous()?;
+    let mut out = vec![0f32; rows * n];
+    kernels::with_slice(&x, |xv| {
+        w.apply_par(&mut out, n, &xv[..rows * k], rows, false)
+    })?;
+    if let Some(b) = bias {
+        let b = b.contiguous()?;
+        kernels::with_slice(&b, |b| {
+            for row in out.chunks_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+        })?;
+    }
+    if let Some(act) = act {
+        out.par_chunks_mut(n.max(1) * 16).for_each(act);
+    }
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("x has a last dimension") = n;
+    Tensor::from_vec(out, dims, x.device())
 }
 
 /// Batched `a @ b` over equal leading dimensions (any strides); single-threaded per batch

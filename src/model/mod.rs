@@ -36,7 +36,9 @@ mod heads;
 mod host_decoder;
 pub(crate) mod kernels;
 mod layers;
+mod panels;
 mod params;
+mod skinny;
 mod t5;
 
 pub use cache::{DecoderCache, Encoded, StepScores};

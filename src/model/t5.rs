@@ -1,6 +1,8 @@
 //! The encoder-decoder itself (HF `T5ForConditionalGeneration`): building it from named parameters,
 //! encoding, the decoder step under beam search, and full-sequence logits for training.
 
+use std::sync::Arc;
+
 use candle_core::{D, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear};
 
@@ -9,12 +11,13 @@ use super::bert::BertModel;
 use super::cache::{CopySource, DecoderCache, Encoded, StepScores, mask_bias};
 use super::config::Config;
 use super::heads::{CopyHead, CopyRows, OutputVocab, mix_copy};
-use super::host_decoder::HostKv;
+use super::host_decoder::{HostKv, HostWeights};
 use super::kernels;
 use super::layers::{
     Getter, Mode, SMALL_ROWS, T5Block, bias_table, linear, matmul, position_bias, rms_norm, softmax,
 };
 use super::params::is_frozen;
+use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
 
 /// T5 encoder-decoder with a language-modelling head (HF `T5ForConditionalGeneration`).
@@ -30,6 +33,9 @@ pub struct T5ForConditionalGeneration {
     pub(super) lm_head: Tensor,
     pub(super) output: Option<OutputVocab>,
     pub(super) copy: Option<CopyHead>,
+    /// The decoder's weights packed for the host step, once the model is prepared for
+    /// inference ([`T5ForConditionalGeneration::for_inference`]).
+    pub(super) host: Option<Arc<HostWeights>>,
     device: Device,
 }
 
@@ -153,8 +159,37 @@ impl T5ForConditionalGeneration {
             lm_head,
             output,
             copy,
+            host: None,
             device,
         })
+    }
+
+    /// This model prepared for search: on the CPU (see [`crate::device::host_kernels`]), its
+    /// decoder's linear weights and head (and a BERT encoder's linear weights,
+    /// [`BertModel::for_inference`]) are copied into panels for the host kernels
+    /// (`super::panels`), rounded to f16 with [`Precision::F16`] (half the bytes a step
+    /// reads; products and sums stay f32). Costs a copy of those weights (half of it in f16).
+    /// Elsewhere the model is returned as it is.
+    ///
+    /// The copy is taken now, so the model must not be trained afterwards: later updates of
+    /// its parameters would not reach the step.
+    pub fn for_inference(mut self, precision: Precision) -> Result<Self> {
+        if !crate::device::host_kernels(&self.device) {
+            return Ok(self);
+        }
+        self.host = Some(Arc::new(HostWeights::of(&self, precision).map_err(cerr)?));
+        if let Encoder::Bert { bert, .. } = &mut self.encoder {
+            *bert = bert.clone().for_inference(precision)?;
+        }
+        Ok(self)
+    }
+
+    /// The decoder step's head weight: the output vocabulary's rows when restricted.
+    pub(super) fn step_head(&self) -> &Tensor {
+        match &self.output {
+            Some(o) => &o.head_rows,
+            None => &self.lm_head,
+        }
     }
 
     pub fn device(&self) -> &Device {
