@@ -153,19 +153,25 @@ struct BertLinear {
 }
 
 impl BertLinear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `x @ W^T + b`; when packed, on the `kept` rows of `x` only (the others 0).
+    fn forward(&self, x: &Tensor, kept: Option<&[usize]>) -> candle_core::Result<Tensor> {
         match &self.packed {
-            Some(w) => packed_linear(w, self.linear.bias(), x, None),
+            Some(w) => packed_linear(w, self.linear.bias(), x, None, kept),
             None => linear(&self.linear, x, Mode::Infer),
         }
     }
 
     /// [`forward`](Self::forward) then the activation `act` (`hidden_act`'s values).
-    fn forward_act(&self, x: &Tensor, act: &str) -> candle_core::Result<Tensor> {
+    fn forward_act(
+        &self,
+        x: &Tensor,
+        act: &str,
+        kept: Option<&[usize]>,
+    ) -> candle_core::Result<Tensor> {
         if let (Some(w), "gelu") = (&self.packed, act) {
-            return packed_linear(w, self.linear.bias(), x, Some(gelu_erf_in_place));
+            return packed_linear(w, self.linear.bias(), x, Some(gelu_erf_in_place), kept);
         }
-        let h = self.forward(x)?;
+        let h = self.forward(x, kept)?;
         match act {
             "relu" => h.relu(),
             "gelu_new" => h.gelu(),
@@ -326,24 +332,40 @@ impl BertModel {
         let mut x = e.layer_norm.forward(&x)?;
         // 0 where attended, a large negative number where padded.
         let bias = ((mask.reshape((b, 1, 1, t))? - 1.0)? * 1e9)?;
+        // Packed linear layers compute the real tokens' rows only: a padded row's output is
+        // read by nothing (attention gives it weight 0 as a key; pooling, cross-attention and
+        // copying mask it), so a batch padded to its longest query costs what its tokens do.
+        let packed = self.layers.iter().all(|l| l.intermediate.packed.is_some());
+        let flags: Vec<f32> = if packed {
+            mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?
+        } else {
+            Vec::new()
+        };
+        let kept: Vec<usize> = (0..flags.len()).filter(|&i| flags[i] != 0.0).collect();
+        let kept = (kept.len() < flags.len()).then_some(kept.as_slice());
         for layer in &self.layers {
-            let a = layer.attention.forward(&x, &bias)?;
+            let a = layer.attention.forward(&x, &bias, kept)?;
             x = layer
                 .attention_norm
-                .forward(&(layer.attention_output.forward(&a)? + &x)?)?;
+                .forward(&(layer.attention_output.forward(&a, kept)? + &x)?)?;
             let h = layer
                 .intermediate
-                .forward_act(&x, &self.config.hidden_act)?;
+                .forward_act(&x, &self.config.hidden_act, kept)?;
             x = layer
                 .output_norm
-                .forward(&(layer.output.forward(&h)? + &x)?)?;
+                .forward(&(layer.output.forward(&h, kept)? + &x)?)?;
         }
         Ok(x)
     }
 }
 
 impl BertSelfAttention {
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        kept: Option<&[usize]>,
+    ) -> candle_core::Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let hd = h / self.heads;
         let split = |y: Tensor| -> candle_core::Result<Tensor> {
@@ -351,9 +373,9 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
+        let q = split(self.query.forward(x, kept)?)?;
+        let k = split(self.key.forward(x, kept)?)?;
+        let v = split(self.value.forward(x, kept)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))

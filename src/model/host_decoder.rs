@@ -317,17 +317,22 @@ fn attend(
 /// Per row `r` of logits laid out `[output row][row]`: `log(sum(exp(logits[.][r])))`.
 fn log_norms(logits: &[f32], rows: usize) -> Vec<f32> {
     let mut max = vec![f32::NEG_INFINITY; rows];
-    for out in logits.chunks(rows) {
-        for (m, &v) in max.iter_mut().zip(out) {
-            *m = m.max(v);
-        }
-    }
     let mut sum = vec![0f32; rows];
-    for out in logits.chunks(rows) {
-        for ((s, &v), &m) in sum.iter_mut().zip(out).zip(&max) {
-            *s += exp_nonpositive(v - m);
-        }
-    }
+    super::skinny::vectorised(
+        #[inline(always)]
+        || {
+            for out in logits.chunks(rows) {
+                for (m, &v) in max.iter_mut().zip(out) {
+                    *m = m.max(v);
+                }
+            }
+            for out in logits.chunks(rows) {
+                for ((s, &v), &m) in sum.iter_mut().zip(out).zip(&max) {
+                    *s += exp_nonpositive(v - m);
+                }
+            }
+        },
+    );
     max.iter().zip(sum).map(|(&m, s)| m + s.ln()).collect()
 }
 

@@ -86,12 +86,14 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
 
 /// `act(x @ w^T (+ bias))` with the weight packed for the host kernels (`super::panels`), on
 /// any number of rows (split over threads when large), the bias and the activation applied
-/// to the product's buffer in place. Inference only.
+/// to the product's buffer in place. With `kept`, only those rows of `x` (flattened to rows)
+/// are computed, and the others are 0: a padded batch's real tokens. Inference only.
 pub(super) fn packed_linear(
     w: &PackedWeight,
     bias: Option<&Tensor>,
     x: &Tensor,
     act: Option<fn(&mut [f32])>,
+    kept: Option<&[usize]>,
 ) -> candle_core::Result<Tensor> {
     let k = x.dim(D::Minus1)?;
     let rows = x.elem_count() / k.max(1);
@@ -103,9 +105,17 @@ pub(super) fn packed_linear(
         );
     }
     let x = x.contiguous()?;
-    let mut out = vec![0f32; rows * n];
-    kernels::with_slice(&x, |xv| {
-        w.apply_par(&mut out, n, &xv[..rows * k], rows, false)
+    let computed = kept.map_or(rows, <[usize]>::len);
+    let mut out = vec![0f32; computed * n];
+    kernels::with_slice(&x, |xv| match kept {
+        Some(kept) => {
+            let mut gathered = Vec::with_capacity(kept.len() * k);
+            for &r in kept {
+                gathered.extend_from_slice(&xv[r * k..(r + 1) * k]);
+            }
+            w.apply_par(&mut out, n, &gathered, computed, false)
+        }
+        None => w.apply_par(&mut out, n, &xv[..rows * k], rows, false),
     })?;
     if let Some(b) = bias {
         let b = b.contiguous()?;
@@ -117,6 +127,13 @@ pub(super) fn packed_linear(
     }
     if let Some(act) = act {
         out.par_chunks_mut(n.max(1) * 16).for_each(act);
+    }
+    if let Some(kept) = kept {
+        let mut all = vec![0f32; rows * n];
+        for (i, &r) in kept.iter().enumerate() {
+            all[r * n..(r + 1) * n].copy_from_slice(&out[i * n..(i + 1) * n]);
+        }
+        out = all;
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("x has a last dimension") = n;
