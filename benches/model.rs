@@ -1,5 +1,6 @@
 //! Model benchmarks with the `small` preset over a 16k vocabulary: one decoder step for
-//! 1 query x 10 beams and 32 queries x 10 beams (cache of 8 steps, source of 32 tokens),
+//! 1 query x 10 beams and 32 queries x 10 beams (cache of 8 steps, source of 32 tokens), for
+//! the model as built and prepared for search (`/packed`: f32 panels, `/packed-f16`),
 //! the encoder for 32 queries, and one training step (batch 32, 32 -> 16 tokens), reported as
 //! training examples/s; each for plain T5 and with the copy head (`+copy`).
 //!
@@ -8,13 +9,14 @@
 //! the rate of one large matrix product on this machine, beside the step's measured median,
 //! so that "how far from the hardware is the step" is one number (issue 23 asks for 2x).
 //!
-//! Run: `cargo bench --bench model` (about 4 minutes on 2 cores).
+//! Run: `cargo bench --bench model` (about 6 minutes on 2 cores).
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use genret::device::Precision;
 use genret::model::{Config, Preset, T5ForConditionalGeneration, init_params};
 
 fn sequences(n: usize, len: usize, vocab: u32, salt: u32) -> Vec<Vec<u32>> {
@@ -76,6 +78,19 @@ fn benches(c: &mut Criterion) {
         let model = T5ForConditionalGeneration::new(&config, &params).unwrap();
         let tag = if copy { "+copy" } else { "" };
         println!("[small{tag}] {} parameters", config.num_params());
+        // The model as built (the step reading the checkpoint's tensors), and prepared for
+        // search as `genret search` loads it: packed f32 panels, and f16 ones.
+        let prepared = [
+            ("", model.clone()),
+            (
+                "/packed",
+                model.clone().for_inference(Precision::F32).unwrap(),
+            ),
+            (
+                "/packed-f16",
+                model.clone().for_inference(Precision::F16).unwrap(),
+            ),
+        ];
         for queries in [1usize, 32] {
             let beams = 10;
             let sources = sequences(queries, 32, vocab as u32, 1);
@@ -93,40 +108,42 @@ fn benches(c: &mut Criterion) {
                 cache.recycle(spare.clone());
                 cache
             };
-            // The step against its floor, timed here as a median of 31 steps.
-            let mut times: Vec<f64> = (0..31)
-                .map(|_| {
-                    let mut cache = fresh();
-                    let t = Instant::now();
-                    black_box(model.step_scores(&vec![7u32; rows], &mut cache).unwrap());
-                    t.elapsed().as_secs_f64()
-                })
-                .collect();
-            times.sort_by(f64::total_cmp);
             let flops = step_flops(&config, rows, 8, 32, vocab);
             let rate = gemm_rate();
-            println!(
-                "[small{tag}] decoder step {queries}x{beams}: {:.1} MFLOP, floor {:.3} ms at \
-                 {:.1} GFLOP/s; measured median {:.3} ms = {:.1}x the floor",
-                flops / 1e6,
-                flops / rate * 1e3,
-                rate / 1e9,
-                times[15] * 1e3,
-                times[15] * rate / flops
-            );
-            group.sample_size(100);
-            group.throughput(Throughput::Elements(rows as u64));
-            group.bench_function(format!("decoder-step/{queries}x{beams}{tag}"), |b| {
-                b.iter_batched(
-                    fresh,
-                    |mut cache| {
-                        model
-                            .step_scores(black_box(&vec![7u32; rows]), &mut cache)
-                            .unwrap()
-                    },
-                    criterion::BatchSize::SmallInput,
-                )
-            });
+            for (kind, model) in &prepared {
+                // The step against its floor, timed here as a median of 31 steps.
+                let mut times: Vec<f64> = (0..31)
+                    .map(|_| {
+                        let mut cache = fresh();
+                        let t = Instant::now();
+                        black_box(model.step_scores(&vec![7u32; rows], &mut cache).unwrap());
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                println!(
+                    "[small{tag}{kind}] decoder step {queries}x{beams}: {:.1} MFLOP, floor {:.3} \
+                     ms at {:.1} GFLOP/s; measured median {:.3} ms = {:.1}x the floor",
+                    flops / 1e6,
+                    flops / rate * 1e3,
+                    rate / 1e9,
+                    times[15] * 1e3,
+                    times[15] * rate / flops
+                );
+                group.sample_size(100);
+                group.throughput(Throughput::Elements(rows as u64));
+                group.bench_function(format!("decoder-step/{queries}x{beams}{tag}{kind}"), |b| {
+                    b.iter_batched(
+                        fresh,
+                        |mut cache| {
+                            model
+                                .step_scores(black_box(&vec![7u32; rows]), &mut cache)
+                                .unwrap()
+                        },
+                        criterion::BatchSize::SmallInput,
+                    )
+                });
+            }
         }
         let sources = sequences(32, 32, vocab as u32, 3);
         if !copy {

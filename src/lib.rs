@@ -123,6 +123,7 @@ pub mod score;
 pub mod seal;
 pub mod search;
 pub mod serve;
+mod simd;
 pub mod stem;
 pub mod storage;
 pub mod tokenize;

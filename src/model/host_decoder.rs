@@ -318,7 +318,7 @@ fn attend(
 fn log_norms(logits: &[f32], rows: usize) -> Vec<f32> {
     let mut max = vec![f32::NEG_INFINITY; rows];
     let mut sum = vec![0f32; rows];
-    super::skinny::vectorised(
+    crate::simd::widest(
         #[inline(always)]
         || {
             for out in logits.chunks(rows) {

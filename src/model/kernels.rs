@@ -139,7 +139,7 @@ pub(super) fn gelu_erf_in_place(xs: &mut [f32]) {
         -1.453_152,
         1.061_405_4,
     ];
-    super::skinny::vectorised(
+    crate::simd::widest(
         #[inline(always)]
         || {
             for v in xs {

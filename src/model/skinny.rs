@@ -139,26 +139,6 @@ impl Isa {
     }
 }
 
-/// Runs `f` inside a function compiled for AVX-512 where the CPU has it, so that the loops
-/// inlined into it (an elementwise pass, a normaliser) are vectorised 16 wide rather than the
-/// baseline target's 4; else runs it as compiled. Same results either way: Rust does not fuse
-/// a multiply and an add unless told to.
-#[inline(always)]
-pub(super) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if Isa::Avx512.available() {
-        // SAFETY: the CPU has the features (checked just above).
-        return unsafe { avx512(f) };
-    }
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
 /// `dst[r * rs + j * cs] (+)= w[j] . x[r]` for `n` weight rows `w` `(n, k)` and `rows` inputs
 /// `x` `(rows, k)`, both row-major: `x @ w^T`, on the calling thread. Panics if `dst`, `w` or
 /// `x` is too short for the shapes.
