@@ -97,9 +97,11 @@ fn incremental_steps(config: &Config, precision: Option<Precision>, tolerance: f
     let sources = vec![vec![5, 9, 13, 2, 8, 1], vec![7, 3, 1]];
     let beams = 3;
     let rows = sources.len() * beams;
-    let (ids, mask) = m.pad_batch(&sources).unwrap();
-    let encoded = m.encode(&ids, &mask).unwrap();
-    let mut cache = m.start(&encoded, beams).unwrap();
+    // The prepared model encodes and starts too (its encoder's and cross-attention's products
+    // packed).
+    let (ids, mask) = stepper.pad_batch(&sources).unwrap();
+    let encoded = stepper.encode(&ids, &mask).unwrap();
+    let mut cache = stepper.start(&encoded, beams).unwrap();
     let mut prefixes: Vec<Vec<u32>> = vec![vec![0]; rows];
     let vocab = config.vocab_size as u32;
     for step in 0..6u32 {

@@ -7,15 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear};
+use candle_nn::{Embedding, LayerNorm};
 use serde::{Deserialize, Serialize};
 
 use super::kernels::gelu_erf_in_place;
-use super::layers::{Mode, linear, packed_linear};
-use super::panels::PackedWeight;
+use super::layers::{Dense, Mode};
+
+const INFER: Mode = Mode::Infer;
 use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
 
@@ -98,14 +98,11 @@ impl Weights {
             .ok_or_else(|| Error::Model(format!("BERT checkpoint lacks {name:?}")))
     }
 
-    fn linear(&self, prefix: &str) -> Result<BertLinear> {
-        Ok(BertLinear {
-            linear: Linear::new(
-                self.get(&format!("{prefix}.weight"))?,
-                Some(self.get(&format!("{prefix}.bias"))?),
-            ),
-            packed: None,
-        })
+    fn linear(&self, prefix: &str) -> Result<Dense> {
+        Ok(Dense::new(
+            self.get(&format!("{prefix}.weight"))?,
+            Some(self.get(&format!("{prefix}.bias"))?),
+        ))
     }
 
     fn layer_norm(&self, prefix: &str, eps: f64) -> Result<LayerNorm> {
@@ -127,9 +124,9 @@ struct BertEmbeddings {
 
 #[derive(Debug, Clone)]
 struct BertSelfAttention {
-    query: BertLinear,
-    key: BertLinear,
-    value: BertLinear,
+    query: Dense,
+    key: Dense,
+    value: Dense,
     heads: usize,
 }
 
@@ -137,55 +134,11 @@ struct BertSelfAttention {
 struct BertLayer {
     attention: BertSelfAttention,
     /// `attention.output.dense` and its LayerNorm.
-    attention_output: BertLinear,
+    attention_output: Dense,
     attention_norm: LayerNorm,
-    intermediate: BertLinear,
-    output: BertLinear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: LayerNorm,
-}
-
-/// A linear layer, with its weight packed for the host kernels once the model is prepared for
-/// inference ([`BertModel::for_inference`]).
-#[derive(Debug, Clone)]
-struct BertLinear {
-    linear: Linear,
-    packed: Option<Arc<PackedWeight>>,
-}
-
-impl BertLinear {
-    /// `x @ W^T + b`; when packed, on the `kept` rows of `x` only (the others 0).
-    fn forward(&self, x: &Tensor, kept: Option<&[usize]>) -> candle_core::Result<Tensor> {
-        match &self.packed {
-            Some(w) => packed_linear(w, self.linear.bias(), x, None, kept),
-            None => linear(&self.linear, x, Mode::Infer),
-        }
-    }
-
-    /// [`forward`](Self::forward) then the activation `act` (`hidden_act`'s values).
-    fn forward_act(
-        &self,
-        x: &Tensor,
-        act: &str,
-        kept: Option<&[usize]>,
-    ) -> candle_core::Result<Tensor> {
-        if let (Some(w), "gelu") = (&self.packed, act) {
-            return packed_linear(w, self.linear.bias(), x, Some(gelu_erf_in_place), kept);
-        }
-        let h = self.forward(x, kept)?;
-        match act {
-            "relu" => h.relu(),
-            "gelu_new" => h.gelu(),
-            _ => h.gelu_erf(),
-        }
-    }
-
-    fn pack(&mut self, precision: Precision) -> candle_core::Result<()> {
-        self.packed = Some(Arc::new(PackedWeight::pack(
-            self.linear.weight(),
-            precision,
-        )?));
-        Ok(())
-    }
 }
 
 /// HF `BertModel` without the pooler (sentence embeddings mean-pool the last hidden states).
@@ -335,7 +288,10 @@ impl BertModel {
         // Packed linear layers compute the real tokens' rows only: a padded row's output is
         // read by nothing (attention gives it weight 0 as a key; pooling, cross-attention and
         // copying mask it), so a batch padded to its longest query costs what its tokens do.
-        let packed = self.layers.iter().all(|l| l.intermediate.packed.is_some());
+        let packed = self
+            .layers
+            .iter()
+            .all(|l| l.intermediate.packed().is_some());
         let flags: Vec<f32> = if packed {
             mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?
         } else {
@@ -347,13 +303,25 @@ impl BertModel {
             let a = layer.attention.forward(&x, &bias, kept)?;
             x = layer
                 .attention_norm
-                .forward(&(layer.attention_output.forward(&a, kept)? + &x)?)?;
-            let h = layer
-                .intermediate
-                .forward_act(&x, &self.config.hidden_act, kept)?;
+                .forward(&(layer.attention_output.forward_rows(&a, INFER, None, kept)? + &x)?)?;
+            let h = match self.config.hidden_act.as_str() {
+                // Fused into the packed product's buffer.
+                "gelu" if layer.intermediate.packed().is_some() => {
+                    let gelu = Some(gelu_erf_in_place as fn(&mut [f32]));
+                    layer.intermediate.forward_rows(&x, INFER, gelu, kept)?
+                }
+                act => {
+                    let h = layer.intermediate.forward_rows(&x, INFER, None, kept)?;
+                    match act {
+                        "relu" => h.relu()?,
+                        "gelu_new" => h.gelu()?,
+                        _ => h.gelu_erf()?,
+                    }
+                }
+            };
             x = layer
                 .output_norm
-                .forward(&(layer.output.forward(&h, kept)? + &x)?)?;
+                .forward(&(layer.output.forward_rows(&h, INFER, None, kept)? + &x)?)?;
         }
         Ok(x)
     }
@@ -373,9 +341,9 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward(x, kept)?)?;
-        let k = split(self.key.forward(x, kept)?)?;
-        let v = split(self.value.forward(x, kept)?)?;
+        let q = split(self.query.forward_rows(x, INFER, None, kept)?)?;
+        let k = split(self.key.forward_rows(x, INFER, None, kept)?)?;
+        let v = split(self.value.forward_rows(x, INFER, None, kept)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))

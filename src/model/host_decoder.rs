@@ -24,11 +24,10 @@ use rayon::prelude::*;
 use super::cache::DecoderCache;
 use super::config::Activation;
 use super::kernels::{Product, exp_nonpositive};
-use super::layers::{SMALL_ROWS, relative_bucket};
+use super::layers::{Dense, SMALL_ROWS, relative_bucket};
 use super::panels::{PackedWeight, WIDTH};
 use super::skinny::{skinny_gemm, skinny_gemm_par};
 use super::t5::T5ForConditionalGeneration;
-use crate::device::Precision;
 
 /// Self-attention keys and values of every decoder layer, and the step's scratch space.
 #[derive(Debug, Clone)]
@@ -352,74 +351,6 @@ struct LayerWeights<'a> {
     wo: Lin<'a>,
 }
 
-/// The decoder's linear weights and head packed for the host step (`super::panels`): made
-/// once by [`T5ForConditionalGeneration::for_inference`], in f32 or rounded to f16.
-pub(super) struct HostWeights {
-    layers: Vec<PackedLayer>,
-    head: PackedWeight,
-}
-
-struct PackedLayer {
-    q: PackedWeight,
-    k: PackedWeight,
-    v: PackedWeight,
-    o: PackedWeight,
-    cross_q: PackedWeight,
-    cross_o: PackedWeight,
-    wi: PackedWeight,
-    wi_1: Option<PackedWeight>,
-    wo: PackedWeight,
-}
-
-impl std::fmt::Debug for HostWeights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HostWeights({} layers)", self.layers.len())
-    }
-}
-
-impl HostWeights {
-    /// Packs the decoder of `model` (a CPU model).
-    pub(super) fn of(
-        model: &T5ForConditionalGeneration,
-        precision: Precision,
-    ) -> candle_core::Result<HostWeights> {
-        let pack = |t: &Tensor| PackedWeight::pack(t, precision);
-        let layers = model
-            .decoder
-            .iter()
-            .map(|block| {
-                let (cross, _) = block.cross_attention.as_ref().expect("decoder block");
-                let a = &block.self_attention;
-                let ff = &block.ff;
-                Ok(PackedLayer {
-                    q: pack(a.q.weight())?,
-                    k: pack(a.k.weight())?,
-                    v: pack(a.v.weight())?,
-                    o: pack(a.o.weight())?,
-                    cross_q: pack(cross.q.weight())?,
-                    cross_o: pack(cross.o.weight())?,
-                    wi: pack(ff.wi.weight())?,
-                    wi_1: ff.wi_1.as_ref().map(|w| pack(w.weight())).transpose()?,
-                    wo: pack(ff.wo.weight())?,
-                })
-            })
-            .collect::<candle_core::Result<_>>()?;
-        Ok(HostWeights {
-            layers,
-            head: pack(model.step_head())?,
-        })
-    }
-
-    /// Points the linear weights of layer `l` at its panels.
-    fn lend<'a>(&'a self, l: usize, w: &mut LayerWeights<'a>) {
-        let p = &self.layers[l];
-        let lin = Lin::Packed;
-        (w.q, w.k, w.v, w.o) = (lin(&p.q), lin(&p.k), lin(&p.v), lin(&p.o));
-        (w.cross_q, w.cross_o) = (lin(&p.cross_q), lin(&p.cross_o));
-        (w.wi, w.wi_1, w.wo) = (lin(&p.wi), p.wi_1.as_ref().map(lin), lin(&p.wo));
-    }
-}
-
 impl T5ForConditionalGeneration {
     /// The step of [`step`](Self::step) on the host (see the module doc): next-token scores
     /// for every row, growing the cache.
@@ -488,11 +419,26 @@ impl T5ForConditionalGeneration {
                 wi_1: block.ff.wi_1.as_ref().map(|_| Lin::InPlace(take())),
             })
             .collect();
-        if let Some(packed) = &self.host {
-            layers
-                .iter_mut()
-                .enumerate()
-                .for_each(|(l, w)| packed.lend(l, w));
+        // A prepared model's packed weights instead (`Dense::pack`).
+        for (w, block) in layers.iter_mut().zip(&self.decoder) {
+            let (cross, _) = block.cross_attention.as_ref().expect("decoder block");
+            let (a, ff) = (&block.self_attention, &block.ff);
+            fn packed<'a>(lin: &mut Lin<'a>, dense: &'a Dense) {
+                if let Some(p) = dense.packed() {
+                    *lin = Lin::Packed(p);
+                }
+            }
+            packed(&mut w.q, &a.q);
+            packed(&mut w.k, &a.k);
+            packed(&mut w.v, &a.v);
+            packed(&mut w.o, &a.o);
+            packed(&mut w.cross_q, &cross.q);
+            packed(&mut w.cross_o, &cross.o);
+            packed(&mut w.wi, &ff.wi);
+            packed(&mut w.wo, &ff.wo);
+            if let (Some(lin), Some(dense)) = (w.wi_1.as_mut(), ff.wi_1.as_ref()) {
+                packed(lin, dense);
+            }
         }
         let (final_norm, head, table, shared) = (take(), take(), take(), take());
         let cross_kv: Vec<(&[f32], &[f32])> = (0..layers.len()).map(|_| (take(), take())).collect();
@@ -623,8 +569,8 @@ impl T5ForConditionalGeneration {
             s.h.iter_mut().for_each(|v| *v *= scale);
         }
         let hs = &s.h;
-        let head = match &self.host {
-            Some(packed) => Lin::Packed(&packed.head),
+        let head = match &self.packed_head {
+            Some(packed) => Lin::Packed(packed),
             None => Lin::InPlace(head),
         };
         let outputs = head.n(d);

@@ -1,6 +1,8 @@
 //! T5's layers: attention with relative position bias, the feed-forward block, RMS norm, and the
 //! inference/training switch between candle's fused ops and differentiable ones.
 
+use std::sync::Arc;
+
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Embedding, Linear};
 use rayon::prelude::*;
@@ -9,15 +11,78 @@ use super::Params;
 use super::config::{Activation, Config};
 use super::kernels;
 use super::panels::PackedWeight;
+use crate::device::Precision;
 use crate::error::{Error, Result};
+
+/// A linear layer, `x @ W^T (+ b)`, holding once its model is prepared for inference
+/// (`for_inference`) a copy of its weight packed for the host kernels (`super::panels`),
+/// which inference then multiplies with.
+#[derive(Debug, Clone)]
+pub(super) struct Dense {
+    linear: Linear,
+    packed: Option<Arc<PackedWeight>>,
+}
+
+impl Dense {
+    pub(super) fn new(weight: Tensor, bias: Option<Tensor>) -> Dense {
+        Dense {
+            linear: Linear::new(weight, bias),
+            packed: None,
+        }
+    }
+
+    pub(super) fn weight(&self) -> &Tensor {
+        self.linear.weight()
+    }
+
+    /// The packed weight, once prepared.
+    pub(super) fn packed(&self) -> Option<&PackedWeight> {
+        self.packed.as_deref()
+    }
+
+    /// Packs the weight (f16 with [`Precision::F16`]); inference multiplies with the copy
+    /// from now on, so the weight must not change afterwards.
+    pub(super) fn pack(&mut self, precision: Precision) -> candle_core::Result<()> {
+        self.packed = Some(Arc::new(PackedWeight::pack(self.weight(), precision)?));
+        Ok(())
+    }
+
+    /// `x @ W^T (+ b)`: with the packed weight when inferring and prepared, else [`linear`].
+    pub(super) fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
+        self.forward_rows(x, mode, None, None)
+    }
+
+    /// [`forward`](Self::forward), then `act` on the product in place; prepared, only the
+    /// `kept` rows of `x` are computed and the others are 0 ([`packed_linear`]).
+    pub(super) fn forward_rows(
+        &self,
+        x: &Tensor,
+        mode: Mode,
+        act: Option<fn(&mut [f32])>,
+        kept: Option<&[usize]>,
+    ) -> candle_core::Result<Tensor> {
+        match (&self.packed, mode) {
+            (Some(w), Mode::Infer) => packed_linear(w, self.linear.bias(), x, act, kept),
+            _ => {
+                let mut y = linear(&self.linear, x, mode)?;
+                if let Some(act) = act {
+                    let mut v: Vec<f32> = y.flatten_all()?.to_vec1()?;
+                    act(&mut v);
+                    y = Tensor::from_vec(v, y.shape(), y.device())?;
+                }
+                Ok(y)
+            }
+        }
+    }
+}
 
 /// Attention as T5 does it: no 1/sqrt(d) scaling (the initialisation accounts for it).
 #[derive(Debug, Clone)]
 pub(super) struct T5Attention {
-    pub(super) q: Linear,
-    pub(super) k: Linear,
-    pub(super) v: Linear,
-    pub(super) o: Linear,
+    pub(super) q: Dense,
+    pub(super) k: Dense,
+    pub(super) v: Dense,
+    pub(super) o: Dense,
     relative_attention_bias: Option<Embedding>,
     n_heads: usize,
     d_kv: usize,
@@ -88,7 +153,7 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
 /// any number of rows (split over threads when large), the bias and the activation applied
 /// to the product's buffer in place. With `kept`, only those rows of `x` (flattened to rows)
 /// are computed, and the others are 0: a padded batch's real tokens. Inference only.
-pub(super) fn packed_linear(
+fn packed_linear(
     w: &PackedWeight,
     bias: Option<&Tensor>,
     x: &Tensor,
@@ -192,8 +257,8 @@ pub(super) fn softmax(x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
 
 impl T5Attention {
     fn new(p: &Getter, prefix: &str, bias: bool, c: &Config) -> Result<Self> {
-        let linear = |n: &str| -> Result<Linear> {
-            Ok(Linear::new(p.get(&format!("{prefix}.{n}.weight"))?, None))
+        let linear = |n: &str| -> Result<Dense> {
+            Ok(Dense::new(p.get(&format!("{prefix}.{n}.weight"))?, None))
         };
         Ok(T5Attention {
             q: linear("q")?,
@@ -228,8 +293,8 @@ impl T5Attention {
         mode: Mode,
     ) -> candle_core::Result<(Tensor, Tensor)> {
         Ok((
-            self.split_heads(&linear(&self.k, source, mode)?)?,
-            self.split_heads(&linear(&self.v, source, mode)?)?,
+            self.split_heads(&self.k.forward(source, mode)?)?,
+            self.split_heads(&self.v.forward(source, mode)?)?,
         ))
     }
 
@@ -244,14 +309,14 @@ impl T5Attention {
         mode: Mode,
     ) -> candle_core::Result<Tensor> {
         let (b, tq, _) = x.dims3()?;
-        let q = self.split_heads(&linear(&self.q, x, mode)?)?;
+        let q = self.split_heads(&self.q.forward(x, mode)?)?;
         let scores = matmul(&q, &k.t()?, mode)?.broadcast_add(bias)?;
         let weights = softmax(&scores, mode)?;
         let out = matmul(&weights, v, mode)?;
         let out = out
             .transpose(1, 2)?
             .reshape((b, tq, self.n_heads * self.d_kv))?;
-        linear(&self.o, &out, mode)
+        self.o.forward(&out, mode)
     }
 }
 
@@ -312,10 +377,10 @@ pub(super) fn position_bias(
 
 #[derive(Debug, Clone)]
 pub(super) struct T5LayerFF {
-    pub(super) wi: Linear,
+    pub(super) wi: Dense,
     /// Gated variants: `act(wi_0 x) * wi_1 x`.
-    pub(super) wi_1: Option<Linear>,
-    pub(super) wo: Linear,
+    pub(super) wi_1: Option<Dense>,
+    pub(super) wo: Dense,
     pub(super) layer_norm: Tensor,
     pub(super) act: Activation,
     eps: f64,
@@ -323,8 +388,8 @@ pub(super) struct T5LayerFF {
 
 impl T5LayerFF {
     fn new(p: &Getter, prefix: &str, c: &Config) -> Result<Self> {
-        let w = |n: &str| -> Result<Linear> {
-            Ok(Linear::new(
+        let w = |n: &str| -> Result<Dense> {
+            Ok(Dense::new(
                 p.get(&format!("{prefix}.DenseReluDense.{n}.weight"))?,
                 None,
             ))
@@ -346,11 +411,11 @@ impl T5LayerFF {
 
     pub(super) fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         let h = rms_norm(x, &self.layer_norm, self.eps, mode)?;
-        let mut a = self.act.apply(&linear(&self.wi, &h, mode)?)?;
+        let mut a = self.act.apply(&self.wi.forward(&h, mode)?)?;
         if let Some(wi_1) = &self.wi_1 {
-            a = (a * linear(wi_1, &h, mode)?)?;
+            a = (a * wi_1.forward(&h, mode)?)?;
         }
-        x + linear(&self.wo, &a, mode)?
+        x + self.wo.forward(&a, mode)?
     }
 }
 
@@ -384,6 +449,20 @@ impl T5Block {
             ff: T5LayerFF::new(p, &format!("{prefix}.{ff_index}"), c)?,
             eps: c.layer_norm_epsilon,
         })
+    }
+}
+
+impl T5Block {
+    /// Packs every linear layer of the block ([`Dense::pack`]).
+    pub(super) fn pack(&mut self, precision: Precision) -> candle_core::Result<()> {
+        let a = &mut self.self_attention;
+        let mut dense = vec![&mut a.q, &mut a.k, &mut a.v, &mut a.o];
+        if let Some((c, _)) = &mut self.cross_attention {
+            dense.extend([&mut c.q, &mut c.k, &mut c.v, &mut c.o]);
+        }
+        dense.extend([&mut self.ff.wi, &mut self.ff.wo]);
+        dense.extend(self.ff.wi_1.as_mut());
+        dense.into_iter().try_for_each(|d| d.pack(precision))
     }
 }
 

@@ -11,11 +11,12 @@ use super::bert::BertModel;
 use super::cache::{CopySource, DecoderCache, Encoded, StepScores, mask_bias};
 use super::config::Config;
 use super::heads::{CopyHead, CopyRows, OutputVocab, mix_copy};
-use super::host_decoder::{HostKv, HostWeights};
+use super::host_decoder::HostKv;
 use super::kernels;
 use super::layers::{
     Getter, Mode, SMALL_ROWS, T5Block, bias_table, linear, matmul, position_bias, rms_norm, softmax,
 };
+use super::panels::PackedWeight;
 use super::params::is_frozen;
 use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
@@ -33,9 +34,9 @@ pub struct T5ForConditionalGeneration {
     pub(super) lm_head: Tensor,
     pub(super) output: Option<OutputVocab>,
     pub(super) copy: Option<CopyHead>,
-    /// The decoder's weights packed for the host step, once the model is prepared for
+    /// The decoder step's head packed for the host kernels, once the model is prepared for
     /// inference ([`T5ForConditionalGeneration::for_inference`]).
-    pub(super) host: Option<Arc<HostWeights>>,
+    pub(super) packed_head: Option<Arc<PackedWeight>>,
     device: Device,
 }
 
@@ -159,13 +160,13 @@ impl T5ForConditionalGeneration {
             lm_head,
             output,
             copy,
-            host: None,
+            packed_head: None,
             device,
         })
     }
 
-    /// This model prepared for search: on the CPU (see [`crate::device::host_kernels`]), its
-    /// decoder's linear weights and head (and a BERT encoder's linear weights,
+    /// This model prepared for search: on the CPU (see [`crate::device::host_kernels`]), every
+    /// linear layer's weight and the decoder step's head (a BERT encoder's too,
     /// [`BertModel::for_inference`]) are copied into panels for the host kernels
     /// (`super::panels`), rounded to f16 with [`Precision::F16`] (half the bytes a step
     /// reads; products and sums stay f32). Costs a copy of those weights (half of it in f16).
@@ -177,10 +178,18 @@ impl T5ForConditionalGeneration {
         if !crate::device::host_kernels(&self.device) {
             return Ok(self);
         }
-        self.host = Some(Arc::new(HostWeights::of(&self, precision).map_err(cerr)?));
-        if let Encoder::Bert { bert, .. } = &mut self.encoder {
-            *bert = bert.clone().for_inference(precision)?;
+        let blocks = match &mut self.encoder {
+            Encoder::T5 { blocks, .. } => blocks.iter_mut().chain(&mut self.decoder),
+            Encoder::Bert { bert, .. } => {
+                *bert = bert.clone().for_inference(precision)?;
+                [].iter_mut().chain(&mut self.decoder)
+            }
+        };
+        for block in blocks {
+            block.pack(precision).map_err(cerr)?;
         }
+        let head = PackedWeight::pack(self.step_head(), precision).map_err(cerr)?;
+        self.packed_head = Some(Arc::new(head));
         Ok(self)
     }
 
