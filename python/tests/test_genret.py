@@ -208,3 +208,22 @@ def test_shards_and_added_documents(tmp_path, index):
     assert grown.search(["information retrieval"])[0]
     with pytest.raises(ValueError, match="already in the index"):
         grown.add_documents(str(tmp_path / "more.jsonl"))
+
+
+def test_f16_precision_equals_the_command_line(index):
+    # Precision is set for the whole process when an index opens; this test runs last and
+    # sets it back.
+    query = "information retrieval systems"
+    f32 = index.search([query], k=5)[0]
+    try:
+        f16 = genret.Index.open(str(index.path), precision="f16").search([query], k=5)[0]
+        cli = cli_json(index, query, "-k", "5", "--precision", "f16")["results"]
+        assert [h.doc_id for h in f16] == [c["doc_id"] for c in cli]
+        assert [h.score for h in f16] == pytest.approx([c["score"] for c in cli], rel=1e-12)
+        # The f16 weights were used: the scores moved, by little.
+        assert [h.score for h in f16] != [h.score for h in f32]
+        assert [h.score for h in f16] == pytest.approx([h.score for h in f32], rel=1e-2)
+        with pytest.raises(ValueError, match="f32, tf32 or f16"):
+            genret.Index.open(str(index.path), precision="bf16")
+    finally:
+        genret.Index.open(str(index.path), precision="f32")
