@@ -4,11 +4,12 @@
 //! A decoder step for a few rows (one query x 10 beams) is dozens of tiny products and
 //! elementwise passes; as candle ops each allocates its output, checks layouts and hands off to
 //! threads, which cost several times the arithmetic (docs/BENCHMARKS.md, issue 23). Here every
-//! product is one `gemm` call reading the checkpoint's weights in place (no copy, no packing of
-//! our own), written straight where it is used next: new keys and values into the cache, the
-//! output projections added onto the residual stream. Norms, attention, the activation and the
-//! head's normaliser are plain loops over rows in scratch buffers kept in the cache, so a step
-//! allocates only its result.
+//! product is one kernel call, on the weights packed when the model was prepared for search
+//! (`super::panels`) or else on the checkpoint's tensors in place (`super::skinny` for few
+//! rows, the gemm crate for many), written straight where it is used next: new keys and values
+//! into the cache, the output projections added onto the residual stream. Norms, attention,
+//! the activation and the head's normaliser are plain loops over rows in scratch buffers kept
+//! in the cache, so a step allocates only its result.
 //!
 //! The head: the logits of every output row are computed (the normaliser needs them all) but
 //! never normalised or copied into the whole vocabulary: [`HostScores`] keeps them with each

@@ -1,5 +1,6 @@
-//! Hand-written CPU kernels: a single-threaded gemm for the decoder step's small products, and
-//! fused training ops with their backward passes (label log-probabilities, RMS norm, softmax).
+//! Hand-written CPU kernels: a strided gemm call for the decoder step's products, the exp and
+//! GELU loops of inference, and fused training ops with their backward passes (label
+//! log-probabilities, RMS norm, softmax).
 //! On other devices (and with `GENRET_PORTABLE_OPS`, see [`crate::device`]) the training ops
 //! are candle's composed ops, which compute the same function on any backend.
 //!
@@ -446,7 +447,7 @@ impl CustomOp1 for Softmax {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{D, Device, Var};
 
@@ -501,7 +502,8 @@ mod tests {
         worst
     }
 
-    fn data(n: usize, salt: usize) -> Vec<f32> {
+    /// `n` deterministic values in [-2, 2), varied by `salt`: test inputs for the kernels.
+    pub(in crate::model) fn data(n: usize, salt: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i + salt) * 7919 % 113) as f32 / 29.0) - 2.0)
             .collect()

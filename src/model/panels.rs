@@ -423,13 +423,8 @@ unsafe fn panel_avx2<W: Weight, const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::tests::data;
     use half::f16;
-
-    fn data(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i + salt) * 7919 % 113) as f32 / 29.0) - 2.0)
-            .collect()
-    }
 
     /// Every instruction set this CPU has, for f32 and f16 panels, equals the plain product of
     /// the (rounded) weights: row counts over and under a block, n with a partial last panel,

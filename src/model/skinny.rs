@@ -1,14 +1,16 @@
-//! Linear layers on a few rows: `x @ w^T` for the decoder step's 10-odd rows, or one short
-//! query's tokens through an encoder, with the weight `w` `(n, k)` as the checkpoint stores it.
+//! Linear layers on a few rows with the weight `w` `(n, k)` as the checkpoint stores it:
+//! `x @ w^T` for a model not prepared for search (`super::panels` serves one that is), on the
+//! decoder step's 10-odd rows or one short query's tokens through an encoder.
 //!
 //! Written by hand because a general gemm packs the weight (a copy of it per call) and fills
 //! its register tiles a third empty at these shapes. Here each weight row is streamed from
 //! memory once and dotted with every input row from L1: 4 weight rows x up to 6 input rows at
 //! a time in AVX-512 registers, 4 x 3 in AVX2 ones, or a scalar loop on a CPU with neither.
 //!
-//! Weights are f32, or f16 ([`Weight`]): a step on a few rows does two flops per weight it
-//! reads, so it waits on memory, and f16 halves the bytes. Each weight is widened to f32 in a
-//! register; products and sums are f32 whatever the weight type.
+//! [`Weight`] is the element type the host kernels read, f32 or f16 (half the bytes of a step
+//! on few rows, which waits on memory), widened to f32 in a register: products and sums are
+//! f32 whatever the weight type. The panels hold f16 weights (`--precision f16`); a model as
+//! built has only f32 ones, so the f16 kernels here serve the tests and a caller to come.
 
 use half::f16;
 use rayon::prelude::*;
@@ -431,12 +433,7 @@ unsafe fn tile_avx2<W: Weight, const J: usize, const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i + salt) * 7919 % 113) as f32 / 29.0) - 2.0)
-            .collect()
-    }
+    use crate::model::kernels::tests::data;
 
     /// Every instruction set this CPU has, for f32 and f16 weights, equals the plain product
     /// of the (widened) weights, on 1..=13 rows and weight counts that cover every tile and
