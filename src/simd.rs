@@ -22,7 +22,7 @@ pub(crate) fn widest<R>(f: impl FnOnce() -> R) -> R {
 /// `is_x86_feature_detected` caches what it finds, so this is a few loads.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn has_avx512() -> bool {
+pub(crate) fn has_avx512() -> bool {
     use std::arch::is_x86_feature_detected as has;
     has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx2") && has!("fma")
 }

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use super::kernels::gelu_erf_in_place;
 use super::layers::{Dense, Mode};
-
-const INFER: Mode = Mode::Infer;
 use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
+
+const INFER: Mode = Mode::Infer;
 
 /// The `config.json` fields a BERT encoder needs.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -246,10 +246,10 @@ impl BertModel {
         }
         for layer in &mut self.layers {
             let a = &mut layer.attention;
-            for l in [&mut a.query, &mut a.key, &mut a.value] {
-                l.pack(precision).map_err(cerr)?;
-            }
             for l in [
+                &mut a.query,
+                &mut a.key,
+                &mut a.value,
                 &mut layer.attention_output,
                 &mut layer.intermediate,
                 &mut layer.output,

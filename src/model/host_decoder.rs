@@ -402,45 +402,32 @@ impl T5ForConditionalGeneration {
             .collect::<candle_core::Result<Vec<&[f32]>>>()?;
         let mut next = slices.into_iter();
         let mut take = || next.next().expect("one slice per tensor");
-        let mut layers: Vec<LayerWeights> = self
+        // A prepared model's packed weight where it has one (`Dense::pack`), else the tensor.
+        fn lin<'a>(dense: &'a Dense, tensor: &'a [f32]) -> Lin<'a> {
+            dense.packed().map_or(Lin::InPlace(tensor), Lin::Packed)
+        }
+        let layers: Vec<LayerWeights> = self
             .decoder
             .iter()
-            .map(|block| LayerWeights {
-                self_norm: take(),
-                q: Lin::InPlace(take()),
-                k: Lin::InPlace(take()),
-                v: Lin::InPlace(take()),
-                o: Lin::InPlace(take()),
-                cross_norm: take(),
-                cross_q: Lin::InPlace(take()),
-                cross_o: Lin::InPlace(take()),
-                ff_norm: take(),
-                wi: Lin::InPlace(take()),
-                wo: Lin::InPlace(take()),
-                wi_1: block.ff.wi_1.as_ref().map(|_| Lin::InPlace(take())),
+            .map(|block| {
+                let (cross, _) = block.cross_attention.as_ref().expect("decoder block");
+                let (a, ff) = (&block.self_attention, &block.ff);
+                LayerWeights {
+                    self_norm: take(),
+                    q: lin(&a.q, take()),
+                    k: lin(&a.k, take()),
+                    v: lin(&a.v, take()),
+                    o: lin(&a.o, take()),
+                    cross_norm: take(),
+                    cross_q: lin(&cross.q, take()),
+                    cross_o: lin(&cross.o, take()),
+                    ff_norm: take(),
+                    wi: lin(&ff.wi, take()),
+                    wo: lin(&ff.wo, take()),
+                    wi_1: ff.wi_1.as_ref().map(|w| lin(w, take())),
+                }
             })
             .collect();
-        // A prepared model's packed weights instead (`Dense::pack`).
-        for (w, block) in layers.iter_mut().zip(&self.decoder) {
-            let (cross, _) = block.cross_attention.as_ref().expect("decoder block");
-            let (a, ff) = (&block.self_attention, &block.ff);
-            fn packed<'a>(lin: &mut Lin<'a>, dense: &'a Dense) {
-                if let Some(p) = dense.packed() {
-                    *lin = Lin::Packed(p);
-                }
-            }
-            packed(&mut w.q, &a.q);
-            packed(&mut w.k, &a.k);
-            packed(&mut w.v, &a.v);
-            packed(&mut w.o, &a.o);
-            packed(&mut w.cross_q, &cross.q);
-            packed(&mut w.cross_o, &cross.o);
-            packed(&mut w.wi, &ff.wi);
-            packed(&mut w.wo, &ff.wo);
-            if let (Some(lin), Some(dense)) = (w.wi_1.as_mut(), ff.wi_1.as_ref()) {
-                packed(lin, dense);
-            }
-        }
         let (final_norm, head, table, shared) = (take(), take(), take(), take());
         let cross_kv: Vec<(&[f32], &[f32])> = (0..layers.len()).map(|_| (take(), take())).collect();
         let cross_bias = take();

@@ -16,9 +16,8 @@ use std::ops::Range;
 
 use candle_core::Tensor;
 use half::f16;
-use rayon::prelude::*;
 
-use super::skinny::{Isa, PARALLEL_MACS, Weight};
+use super::skinny::{Isa, PARALLEL_MACS, Weight, split_columns};
 use crate::device::Precision;
 
 /// Output columns per panel: two AVX-512 registers.
@@ -198,8 +197,8 @@ impl PackedWeight {
     }
 
     /// `dst[r * dst_rs + j] (+)= x[r] . w[j]` for every column, split over rayon's threads
-    /// by panels when the product is large enough to pay for waking them (each thread writes
-    /// its columns into a buffer of its own, copied into place after).
+    /// by whole panels when the product is large enough to pay for waking them
+    /// ([`split_columns`]).
     pub(super) fn apply_par(
         &self,
         dst: &mut [f32],
@@ -215,29 +214,18 @@ impl PackedWeight {
         if threads < 2 || rows * n * k < PARALLEL_MACS || panels < 2 * threads {
             return self.apply(0..panels, dst, (dst_rs, 1), x, rows, accumulate);
         }
-        let chunk = panels.div_ceil(threads);
-        let parts: Vec<(usize, Vec<f32>)> = (0..panels.div_ceil(chunk))
-            .into_par_iter()
-            .map(|c| {
-                let range = c * chunk..((c + 1) * chunk).min(panels);
-                let cols = (range.end * WIDTH).min(n) - range.start * WIDTH;
-                let mut part = vec![0f32; rows * cols];
-                self.apply(range, &mut part, (cols, 1), x, rows, false);
-                (c * chunk * WIDTH, part)
-            })
-            .collect();
-        for (first, part) in parts {
-            let cols = part.len() / rows.max(1);
-            for r in 0..rows {
-                let out = &mut dst[r * dst_rs + first..r * dst_rs + first + cols];
-                let src = &part[r * cols..(r + 1) * cols];
-                if accumulate {
-                    out.iter_mut().zip(src).for_each(|(o, v)| *o += v);
-                } else {
-                    out.copy_from_slice(src);
-                }
-            }
-        }
+        let chunk = panels.div_ceil(threads) * WIDTH;
+        split_columns(
+            dst,
+            dst_rs,
+            (rows, n),
+            chunk,
+            accumulate,
+            |first, cols, part| {
+                let range = first / WIDTH..(first + cols).div_ceil(WIDTH);
+                self.apply(range, part, (cols, 1), x, rows, false)
+            },
+        );
     }
 }
 
@@ -425,6 +413,35 @@ mod tests {
     use super::*;
     use crate::model::kernels::tests::data;
     use half::f16;
+
+    #[test]
+    fn the_threaded_product_equals_the_one_thread_one() {
+        // Large enough to be split over threads (when there are several), n not a multiple of
+        // a panel.
+        let (rows, n, k) = (40, 301, 512);
+        assert!(rows * n * k >= PARALLEL_MACS);
+        let (w, x) = (data(n * k, 4), data(rows * k, 5));
+        for packed in [
+            PackedWeight::F32(Panels::pack(&w, n, k)),
+            PackedWeight::F16(Panels::pack(&w, n, k)),
+        ] {
+            let dst_rs = n + 2;
+            for accumulate in [false, true] {
+                let mut one = data(rows * dst_rs, 6);
+                let mut par = one.clone();
+                packed.apply(
+                    0..n.div_ceil(WIDTH),
+                    &mut one,
+                    (dst_rs, 1),
+                    &x,
+                    rows,
+                    accumulate,
+                );
+                packed.apply_par(&mut par, dst_rs, &x, rows, accumulate);
+                assert_eq!(one, par);
+            }
+        }
+    }
 
     /// Every instruction set this CPU has, for f32 and f16 panels, equals the plain product of
     /// the (rounded) weights: row counts over and under a block, n with a partial last panel,

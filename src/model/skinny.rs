@@ -129,7 +129,7 @@ impl Isa {
         {
             use std::arch::is_x86_feature_detected as has;
             match self {
-                Isa::Avx512 => has!("avx512f") && has!("avx512bw") && has!("avx512vl"),
+                Isa::Avx512 => crate::simd::has_avx512(),
                 Isa::Avx2 => has!("avx2") && has!("fma") && has!("f16c"),
                 Isa::Scalar => true,
             }
@@ -200,9 +200,8 @@ pub(super) fn skinny_gemm_isa<W: Weight>(
     }
 }
 
-/// [`skinny_gemm`] into a row-major `dst` (row stride `dst_rs`), with the weight rows split
-/// over rayon's threads when the product is large enough to pay for waking them (each thread
-/// writes its columns into a buffer of its own, copied into place after).
+/// [`skinny_gemm`] into a row-major `dst` (row stride `dst_rs`), its weight rows split over
+/// rayon's threads when the product is large ([`split_columns`]).
 pub(super) fn skinny_gemm_par<W: Weight>(
     dst: &mut [f32],
     dst_rs: usize,
@@ -216,19 +215,44 @@ pub(super) fn skinny_gemm_par<W: Weight>(
         return skinny_gemm(dst, (dst_rs, 1), w, x, (rows, n, k), accumulate);
     }
     let chunk = n.div_ceil(threads);
-    let parts: Vec<Vec<f32>> = w
-        .par_chunks(chunk * k)
-        .map(|w| {
-            let cols = w.len() / k;
+    split_columns(
+        dst,
+        dst_rs,
+        (rows, n),
+        chunk,
+        accumulate,
+        |first, cols, part| {
+            let w = &w[first * k..(first + cols) * k];
+            skinny_gemm(part, (cols, 1), w, x, (rows, cols, k), false)
+        },
+    );
+}
+
+/// Computes the `n` columns of a row-major `dst` (`rows` rows, row stride `dst_rs`) in chunks
+/// of `chunk` columns on rayon's threads: `f(first, cols, part)` writes columns
+/// `first..first + cols` into a `(rows, cols)` buffer of its own, copied (or with `accumulate`
+/// added) into place after, as the threads' columns of one row are not disjoint slices.
+pub(super) fn split_columns(
+    dst: &mut [f32],
+    dst_rs: usize,
+    (rows, n): (usize, usize),
+    chunk: usize,
+    accumulate: bool,
+    f: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    let parts: Vec<(usize, Vec<f32>)> = (0..n.div_ceil(chunk.max(1)))
+        .into_par_iter()
+        .map(|c| {
+            let (first, cols) = (c * chunk, chunk.min(n - c * chunk));
             let mut part = vec![0f32; rows * cols];
-            skinny_gemm(&mut part, (cols, 1), w, x, (rows, cols, k), false);
-            part
+            f(first, cols, &mut part);
+            (first, part)
         })
         .collect();
-    for (c, part) in parts.iter().enumerate() {
+    for (first, part) in parts {
         let cols = part.len() / rows.max(1);
         for r in 0..rows {
-            let out = &mut dst[r * dst_rs + c * chunk..r * dst_rs + c * chunk + cols];
+            let out = &mut dst[r * dst_rs + first..r * dst_rs + first + cols];
             let src = &part[r * cols..(r + 1) * cols];
             if accumulate {
                 out.iter_mut().zip(src).for_each(|(o, v)| *o += v);
