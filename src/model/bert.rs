@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm};
 use serde::{Deserialize, Serialize};
 
-use super::kernels::gelu_erf_in_place;
+use super::host_bert::{Act, HostBert, Lin, Norm};
 use super::layers::{Dense, Mode};
 use crate::device::Precision;
 use crate::error::{Error, Result, cerr};
@@ -148,6 +149,8 @@ pub struct BertModel {
     embeddings: BertEmbeddings,
     layers: Vec<BertLayer>,
     device: Device,
+    /// The encoder prepared for the host kernels ([`BertModel::for_inference`]).
+    host: Option<Arc<HostBert>>,
 }
 
 impl BertModel {
@@ -229,6 +232,7 @@ impl BertModel {
             embeddings,
             layers,
             device: device.clone(),
+            host: None,
         })
     }
 
@@ -237,26 +241,65 @@ impl BertModel {
     }
 
     /// This model prepared for inference: on the CPU (see [`crate::device::host_kernels`]),
-    /// every linear layer's weight is copied into panels for the host kernels
-    /// (`super::panels`), rounded to f16 with [`Precision::F16`]. Costs a copy of the layers'
-    /// weights (half of it in f16); the model must not be trained afterwards.
+    /// its forward runs written out on the host kernels (`super::host_bert`), with every
+    /// linear layer's weight copied into panels (`super::panels`; query, key and value as
+    /// one), rounded to f16 with [`Precision::F16`]. Costs a copy of the layers' weights
+    /// (half of it in f16); the model must not be trained afterwards.
     pub fn for_inference(mut self, precision: Precision) -> Result<BertModel> {
         if !crate::device::host_kernels(&self.device) {
             return Ok(self);
         }
-        for layer in &mut self.layers {
-            let a = &mut layer.attention;
-            for l in [
-                &mut a.query,
-                &mut a.key,
-                &mut a.value,
-                &mut layer.attention_output,
-                &mut layer.intermediate,
-                &mut layer.output,
-            ] {
-                l.pack(precision).map_err(cerr)?;
-            }
-        }
+        let run = || -> candle_core::Result<HostBert> {
+            let lin = |l: &[&Dense]| -> candle_core::Result<Lin> {
+                let weights: Vec<&Tensor> = l.iter().map(|d| d.weight()).collect();
+                let biases = l
+                    .iter()
+                    .map(|d| {
+                        d.bias().ok_or_else(|| {
+                            candle_core::Error::Msg("BERT layer without bias".into())
+                        })
+                    })
+                    .collect::<candle_core::Result<Vec<&Tensor>>>()?;
+                Lin::pack(&weights, &biases, precision)
+            };
+            let layers = self
+                .layers
+                .iter()
+                .map(|l| {
+                    let a = &l.attention;
+                    Ok(super::host_bert::Layer {
+                        qkv: lin(&[&a.query, &a.key, &a.value])?,
+                        attention_output: lin(&[&l.attention_output])?,
+                        attention_norm: Norm::new(&l.attention_norm)?,
+                        intermediate: lin(&[&l.intermediate])?,
+                        output: lin(&[&l.output])?,
+                        output_norm: Norm::new(&l.output_norm)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?;
+            let e = &self.embeddings;
+            let types = e.token_type_embeddings.embeddings().get(0)?;
+            let position_type = e
+                .position_embeddings
+                .embeddings()
+                .broadcast_add(&types)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let act = match self.config.hidden_act.as_str() {
+                "relu" => Act::Relu,
+                "gelu_new" => Act::GeluTanh,
+                _ => Act::GeluErf,
+            };
+            Ok(HostBert {
+                layers,
+                position_type,
+                embedding_norm: Norm::new(&e.layer_norm)?,
+                heads: self.config.num_attention_heads,
+                act,
+            })
+        };
+        self.host = Some(Arc::new(run().map_err(cerr)?));
         Ok(self)
     }
 
@@ -274,6 +317,13 @@ impl BertModel {
                 self.config.max_position_embeddings
             );
         }
+        if let Some(host) = &self.host {
+            let flags: Vec<f32> = mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+            let ids: Vec<u32> = ids.flatten_all()?.to_vec1()?;
+            let words = self.embeddings.word_embeddings.embeddings();
+            let states = host.forward(words, &ids, &flags, t)?;
+            return Tensor::from_vec(states, (b, t, self.config.hidden_size), &self.device);
+        }
         let positions = Tensor::arange(0u32, t as u32, &self.device)?;
         let types = Tensor::zeros((b, t), DType::U32, &self.device)?;
         let e = &self.embeddings;
@@ -285,55 +335,27 @@ impl BertModel {
         let mut x = e.layer_norm.forward(&x)?;
         // 0 where attended, a large negative number where padded.
         let bias = ((mask.reshape((b, 1, 1, t))? - 1.0)? * 1e9)?;
-        // Packed linear layers compute the real tokens' rows only: a padded row's output is
-        // read by nothing (attention gives it weight 0 as a key; pooling, cross-attention and
-        // copying mask it), so a batch padded to its longest query costs what its tokens do.
-        let packed = self
-            .layers
-            .iter()
-            .all(|l| l.intermediate.packed().is_some());
-        let flags: Vec<f32> = if packed {
-            mask.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?
-        } else {
-            Vec::new()
-        };
-        let kept: Vec<usize> = (0..flags.len()).filter(|&i| flags[i] != 0.0).collect();
-        let kept = (kept.len() < flags.len()).then_some(kept.as_slice());
         for layer in &self.layers {
-            let a = layer.attention.forward(&x, &bias, kept)?;
+            let a = layer.attention.forward(&x, &bias)?;
             x = layer
                 .attention_norm
-                .forward(&(layer.attention_output.forward_rows(&a, INFER, None, kept)? + &x)?)?;
+                .forward(&(layer.attention_output.forward(&a, INFER)? + &x)?)?;
+            let h = layer.intermediate.forward(&x, INFER)?;
             let h = match self.config.hidden_act.as_str() {
-                // Fused into the packed product's buffer.
-                "gelu" if layer.intermediate.packed().is_some() => {
-                    let gelu = Some(gelu_erf_in_place as fn(&mut [f32]));
-                    layer.intermediate.forward_rows(&x, INFER, gelu, kept)?
-                }
-                act => {
-                    let h = layer.intermediate.forward_rows(&x, INFER, None, kept)?;
-                    match act {
-                        "relu" => h.relu()?,
-                        "gelu_new" => h.gelu()?,
-                        _ => h.gelu_erf()?,
-                    }
-                }
+                "relu" => h.relu()?,
+                "gelu_new" => h.gelu()?,
+                _ => h.gelu_erf()?,
             };
             x = layer
                 .output_norm
-                .forward(&(layer.output.forward_rows(&h, INFER, None, kept)? + &x)?)?;
+                .forward(&(layer.output.forward(&h, INFER)? + &x)?)?;
         }
         Ok(x)
     }
 }
 
 impl BertSelfAttention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        bias: &Tensor,
-        kept: Option<&[usize]>,
-    ) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor) -> candle_core::Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let hd = h / self.heads;
         let split = |y: Tensor| -> candle_core::Result<Tensor> {
@@ -341,9 +363,9 @@ impl BertSelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(self.query.forward_rows(x, INFER, None, kept)?)?;
-        let k = split(self.key.forward_rows(x, INFER, None, kept)?)?;
-        let v = split(self.value.forward_rows(x, INFER, None, kept)?)?;
+        let q = split(self.query.forward(x, INFER)?)?;
+        let k = split(self.key.forward(x, INFER)?)?;
+        let v = split(self.value.forward(x, INFER)?)?;
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))

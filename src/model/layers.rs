@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{Embedding, Linear};
-use rayon::prelude::*;
 
 use super::Params;
 use super::config::{Activation, Config};
@@ -47,31 +46,15 @@ impl Dense {
         Ok(())
     }
 
-    /// `x @ W^T (+ b)`: with the packed weight when inferring and prepared, else [`linear`].
-    pub(super) fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
-        self.forward_rows(x, mode, None, None)
+    pub(super) fn bias(&self) -> Option<&Tensor> {
+        self.linear.bias()
     }
 
-    /// [`forward`](Self::forward), then `act` on the product in place; prepared, only the
-    /// `kept` rows of `x` are computed and the others are 0 ([`packed_linear`]).
-    pub(super) fn forward_rows(
-        &self,
-        x: &Tensor,
-        mode: Mode,
-        act: Option<fn(&mut [f32])>,
-        kept: Option<&[usize]>,
-    ) -> candle_core::Result<Tensor> {
+    /// `x @ W^T (+ b)`: with the packed weight when inferring and prepared, else [`linear`].
+    pub(super) fn forward(&self, x: &Tensor, mode: Mode) -> candle_core::Result<Tensor> {
         match (&self.packed, mode) {
-            (Some(w), Mode::Infer) => packed_linear(w, self.linear.bias(), x, act, kept),
-            _ => {
-                let mut y = linear(&self.linear, x, mode)?;
-                if let Some(act) = act {
-                    let mut v: Vec<f32> = y.flatten_all()?.to_vec1()?;
-                    act(&mut v);
-                    y = Tensor::from_vec(v, y.shape(), y.device())?;
-                }
-                Ok(y)
-            }
+            (Some(w), Mode::Infer) => packed_linear(w, self.linear.bias(), x),
+            _ => linear(&self.linear, x, mode),
         }
     }
 }
@@ -149,16 +132,13 @@ pub(super) fn linear(l: &Linear, x: &Tensor, mode: Mode) -> candle_core::Result<
     }
 }
 
-/// `act(x @ w^T (+ bias))` with the weight packed for the host kernels (`super::panels`), on
-/// any number of rows (split over threads when large), the bias and the activation applied
-/// to the product's buffer in place. With `kept`, only those rows of `x` (flattened to rows)
-/// are computed, and the others are 0: a padded batch's real tokens. Inference only.
+/// `x @ w^T (+ bias)` with the weight packed for the host kernels (`super::panels`), on any
+/// number of rows (split over threads when large), the bias added to the product's buffer in
+/// place. Inference only.
 fn packed_linear(
     w: &PackedWeight,
     bias: Option<&Tensor>,
     x: &Tensor,
-    act: Option<fn(&mut [f32])>,
-    kept: Option<&[usize]>,
 ) -> candle_core::Result<Tensor> {
     let k = x.dim(D::Minus1)?;
     let rows = x.elem_count() / k.max(1);
@@ -170,17 +150,9 @@ fn packed_linear(
         );
     }
     let x = x.contiguous()?;
-    let computed = kept.map_or(rows, <[usize]>::len);
-    let mut out = vec![0f32; computed * n];
-    kernels::with_slice(&x, |xv| match kept {
-        Some(kept) => {
-            let mut gathered = Vec::with_capacity(kept.len() * k);
-            for &r in kept {
-                gathered.extend_from_slice(&xv[r * k..(r + 1) * k]);
-            }
-            w.apply_par(&mut out, n, &gathered, computed, false)
-        }
-        None => w.apply_par(&mut out, n, &xv[..rows * k], rows, false),
+    let mut out = vec![0f32; rows * n];
+    kernels::with_slice(&x, |xv| {
+        w.apply_par(&mut out, n, &xv[..rows * k], rows, false)
     })?;
     if let Some(b) = bias {
         let b = b.contiguous()?;
@@ -189,16 +161,6 @@ fn packed_linear(
                 row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
             }
         })?;
-    }
-    if let Some(act) = act {
-        out.par_chunks_mut(n.max(1) * 16).for_each(act);
-    }
-    if let Some(kept) = kept {
-        let mut all = vec![0f32; rows * n];
-        for (i, &r) in kept.iter().enumerate() {
-            all[r * n..(r + 1) * n].copy_from_slice(&out[i * n..(i + 1) * n]);
-        }
-        out = all;
     }
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("x has a last dimension") = n;

@@ -33,6 +33,7 @@ mod cache;
 mod checkpoint;
 mod config;
 mod heads;
+mod host_bert;
 mod host_decoder;
 pub(crate) mod kernels;
 mod layers;

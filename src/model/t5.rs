@@ -48,7 +48,7 @@ enum Encoder {
         norm: Tensor,
     },
     Bert {
-        bert: BertModel,
+        bert: Box<BertModel>,
         /// [`Config::lexical_memory`].
         lexical: Option<LexicalMemory>,
     },
@@ -119,7 +119,7 @@ impl T5ForConditionalGeneration {
                     None
                 };
                 Encoder::Bert {
-                    bert: BertModel::from_tensors(b.clone(), tensors, &device)?,
+                    bert: Box::new(BertModel::from_tensors(b.clone(), tensors, &device)?),
                     lexical,
                 }
             }
@@ -181,7 +181,7 @@ impl T5ForConditionalGeneration {
         let blocks = match &mut self.encoder {
             Encoder::T5 { blocks, .. } => blocks.iter_mut().chain(&mut self.decoder),
             Encoder::Bert { bert, .. } => {
-                *bert = bert.clone().for_inference(precision)?;
+                **bert = bert.as_ref().clone().for_inference(precision)?;
                 [].iter_mut().chain(&mut self.decoder)
             }
         };
