@@ -51,8 +51,9 @@ pub struct DeviceArg {
     /// How models run their products: f32 (exact; CPU and GPU results agree); tf32 (a GPU's
     /// tensor cores, 10-bit mantissas, f32 sums: faster; no effect on the CPU); f16 (the CPU's
     /// decoder step reads its weights rounded to f16, half the memory traffic, sums in f32;
-    /// no effect on a GPU).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "tf32", "f16"])]
+    /// no effect on a GPU); int8 (the CPU's products on weights and inputs quantized to 8
+    /// bits, sums in i32: fastest, answers move slightly; no effect on a GPU).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "tf32", "f16", "int8"])]
     pub precision: String,
 }
 

@@ -35,6 +35,7 @@ mod config;
 mod heads;
 mod host_bert;
 mod host_decoder;
+mod int8;
 pub(crate) mod kernels;
 mod layers;
 mod panels;

@@ -17,6 +17,7 @@ use std::ops::Range;
 use candle_core::Tensor;
 use half::f16;
 
+use super::int8::{Int8Panels, Int8Rows};
 use super::skinny::{Isa, PARALLEL_MACS, Weight, split_columns};
 use crate::device::Precision;
 
@@ -134,10 +135,11 @@ impl<W: Weight> Panels<W> {
     }
 }
 
-/// A weight in panels of f32 or of f16: what [`Precision`] asks of the host kernels.
+/// A weight in panels of f32, f16 or int8: what [`Precision`] asks of the host kernels.
 pub(super) enum PackedWeight {
     F32(Panels<f32>),
     F16(Panels<f16>),
+    I8(Int8Panels),
 }
 
 impl std::fmt::Debug for PackedWeight {
@@ -145,13 +147,15 @@ impl std::fmt::Debug for PackedWeight {
         let (kind, n, k) = match self {
             PackedWeight::F32(p) => ("f32", p.n, p.k),
             PackedWeight::F16(p) => ("f16", p.n, p.k),
+            PackedWeight::I8(p) => ("int8", p.n(), p.k()),
         };
         write!(f, "PackedWeight({kind}, {n} x {k})")
     }
 }
 
 impl PackedWeight {
-    /// Packs a weight tensor `(n, k)`: in f16 for [`Precision::F16`], else in f32.
+    /// Packs a weight tensor `(n, k)`: in f16 for [`Precision::F16`], quantized for
+    /// [`Precision::Int8`], else in f32.
     pub(super) fn pack(t: &Tensor, precision: Precision) -> candle_core::Result<PackedWeight> {
         let (n, k) = t.dims2()?;
         let t = t.contiguous()?;
@@ -159,6 +163,7 @@ impl PackedWeight {
             let w = &w[..n * k];
             match precision {
                 Precision::F16 => PackedWeight::F16(Panels::pack(w, n, k)),
+                Precision::Int8 => PackedWeight::I8(Int8Panels::pack(w, n, k)),
                 Precision::F32 | Precision::Tf32 => PackedWeight::F32(Panels::pack(w, n, k)),
             }
         })
@@ -169,6 +174,7 @@ impl PackedWeight {
         match self {
             PackedWeight::F32(p) => p.n,
             PackedWeight::F16(p) => p.n,
+            PackedWeight::I8(p) => p.n(),
         }
     }
 
@@ -177,6 +183,7 @@ impl PackedWeight {
         match self {
             PackedWeight::F32(p) => p.k,
             PackedWeight::F16(p) => p.k,
+            PackedWeight::I8(p) => p.k(),
         }
     }
 
@@ -193,6 +200,10 @@ impl PackedWeight {
         match self {
             PackedWeight::F32(p) => p.apply(panels, dst, strides, x, rows, accumulate),
             PackedWeight::F16(p) => p.apply(panels, dst, strides, x, rows, accumulate),
+            PackedWeight::I8(p) => {
+                let x = Int8Rows::new(x, rows, p.k());
+                p.apply(panels, dst, strides, &x, accumulate)
+            }
         }
     }
 
@@ -215,6 +226,11 @@ impl PackedWeight {
             return self.apply(0..panels, dst, (dst_rs, 1), x, rows, accumulate);
         }
         let chunk = panels.div_ceil(threads) * WIDTH;
+        // int8 inputs are quantized once, for every thread.
+        let quantized = match self {
+            PackedWeight::I8(p) => Some((p, Int8Rows::new(x, rows, p.k()))),
+            _ => None,
+        };
         split_columns(
             dst,
             dst_rs,
@@ -223,7 +239,10 @@ impl PackedWeight {
             accumulate,
             |first, cols, part| {
                 let range = first / WIDTH..(first + cols).div_ceil(WIDTH);
-                self.apply(range, part, (cols, 1), x, rows, false)
+                match &quantized {
+                    Some((p, q)) => p.apply(range, part, (cols, 1), q, false),
+                    None => self.apply(range, part, (cols, 1), x, rows, false),
+                }
             },
         );
     }
