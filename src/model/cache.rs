@@ -99,11 +99,7 @@ impl StepScores {
     /// The log-probs of `index` `(rows, width)` (token ids, row by row): one `Vec` per row.
     pub fn pick(&self, index: &[u32], width: usize) -> Result<Vec<Vec<f32>>> {
         match self {
-            StepScores::Host(scores) => Ok(index
-                .chunks(width.max(1))
-                .enumerate()
-                .map(|(r, tokens)| tokens.iter().map(|&t| scores.log_prob(r, t)).collect())
-                .collect()),
+            StepScores::Host(scores) => Ok(scores.pick(index, width)),
             StepScores::Tensor(logp) => {
                 let rows = index.len() / width.max(1);
                 let index =

@@ -123,6 +123,9 @@ pub struct HostScores {
     outputs: usize,
 }
 
+/// A copy mass no token has (masses are at least 0): the token is not copied at that row.
+const NOT_COPIED: f32 = -1.0;
+
 /// The copy head's part of a step: `P(w) = (1 - g) P_vocab(w) + g * copied(w)`.
 #[derive(Debug, Clone)]
 struct CopyMix {
@@ -189,8 +192,60 @@ impl HostScores {
         Tensor::from_vec(out, (self.rows, vocab), device)
     }
 
+    /// The log-probs of `index` `(rows, width)` (token ids, row by row), one `Vec` per row:
+    /// [`log_prob`](Self::log_prob) of each, with each row's copied tokens looked up in a
+    /// table rather than searched for per token (a first step asks for most of the
+    /// vocabulary), rows on rayon's threads when there are many tokens.
+    pub fn pick(&self, index: &[u32], width: usize) -> Vec<Vec<f32>> {
+        let width = width.max(1);
+        let copies = if self.copy.is_some() { self.outputs } else { 0 };
+        let row = |mass: &mut Vec<f32>, (r, tokens): (usize, &[u32])| -> Vec<f32> {
+            let Some(mix) = &self.copy else {
+                return tokens.iter().map(|&t| self.log_prob(r, t)).collect();
+            };
+            for &(out, m) in &mix.copied[r] {
+                mass[out as usize] = m;
+            }
+            let picked = tokens
+                .iter()
+                .map(|&t| self.mixed(r, t, |out| mass[out as usize]))
+                .collect();
+            for &(out, _) in &mix.copied[r] {
+                mass[out as usize] = NOT_COPIED;
+            }
+            picked
+        };
+        if index.len() >= 1 << 16 {
+            index
+                .par_chunks(width)
+                .enumerate()
+                .map_init(|| vec![NOT_COPIED; copies], row)
+                .collect()
+        } else {
+            let mut mass = vec![NOT_COPIED; copies];
+            index
+                .chunks(width)
+                .enumerate()
+                .map(|rt| row(&mut mass, rt))
+                .collect()
+        }
+    }
+
     /// The log-prob of `token` at `row`; `-inf` for a token the model cannot write.
     pub fn log_prob(&self, row: usize, token: u32) -> f32 {
+        self.mixed(row, token, |out| {
+            let copied = &self.copy.as_ref().expect("a copy head").copied[row];
+            copied
+                .iter()
+                .find(|(r, _)| *r == out)
+                .map_or(NOT_COPIED, |&(_, mass)| mass)
+        })
+    }
+
+    /// [`log_prob`](Self::log_prob) with the copy head's mass of an output row from `mass`
+    /// ([`NOT_COPIED`] at this row: none).
+    #[inline]
+    fn mixed(&self, row: usize, token: u32, mass: impl Fn(u32) -> f32) -> f32 {
         let out = match &self.row_of {
             Some(map) => map.get(token as usize).copied().unwrap_or(u32::MAX),
             None if (token as usize) < self.outputs => token,
@@ -205,9 +260,9 @@ impl HostScores {
         };
         // The same formula as the candle step's `mix_copy`.
         let kept = lp + mix.keep[row];
-        match mix.copied[row].iter().find(|(r, _)| *r == out) {
-            Some(&(_, mass)) => (kept.exp() + mass).ln(),
-            None => kept,
+        match mass(out) {
+            NOT_COPIED => kept,
+            m => (kept.exp() + m).ln(),
         }
     }
 }
