@@ -238,7 +238,7 @@ impl PyIndex {
 
     /// Opens an index directory, verifying its parts; its models will train and run on
     /// `device` (`auto`, `cpu`, `cuda`, `cuda:N`), searching at `precision` (`genret
-    /// --precision`'s values: `f32`, `tf32`, `f16`; set for the whole process).
+    /// --precision`'s values: `f32`, `tf32`, `f16`, `int8`; set for the whole process).
     #[staticmethod]
     #[pyo3(signature = (path, device="auto", precision="f32"))]
     fn open(py: Python<'_>, path: PathBuf, device: &str, precision: &str) -> PyResult<PyIndex> {

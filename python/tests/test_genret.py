@@ -210,20 +210,21 @@ def test_shards_and_added_documents(tmp_path, index):
         grown.add_documents(str(tmp_path / "more.jsonl"))
 
 
-def test_f16_precision_equals_the_command_line(index):
-    # Precision is set for the whole process when an index opens; this test runs last and
-    # sets it back.
+@pytest.mark.parametrize("precision,rel", [("f16", 1e-2), ("int8", 1e-1)])
+def test_reduced_precision_equals_the_command_line(index, precision, rel):
+    # Precision is set for the whole process when an index opens; these tests run last and
+    # set it back.
     query = "information retrieval systems"
     f32 = index.search([query], k=5)[0]
     try:
-        f16 = genret.Index.open(str(index.path), precision="f16").search([query], k=5)[0]
-        cli = cli_json(index, query, "-k", "5", "--precision", "f16")["results"]
-        assert [h.doc_id for h in f16] == [c["doc_id"] for c in cli]
-        assert [h.score for h in f16] == pytest.approx([c["score"] for c in cli], rel=1e-12)
-        # The f16 weights were used: the scores moved, by little.
-        assert [h.score for h in f16] != [h.score for h in f32]
-        assert [h.score for h in f16] == pytest.approx([h.score for h in f32], rel=1e-2)
-        with pytest.raises(ValueError, match="f32, tf32 or f16"):
+        low = genret.Index.open(str(index.path), precision=precision).search([query], k=5)[0]
+        cli = cli_json(index, query, "-k", "5", "--precision", precision)["results"]
+        assert [h.doc_id for h in low] == [c["doc_id"] for c in cli]
+        assert [h.score for h in low] == pytest.approx([c["score"] for c in cli], rel=1e-12)
+        # The reduced weights were used: the scores moved, by little.
+        assert [h.score for h in low] != [h.score for h in f32]
+        assert [h.score for h in low] == pytest.approx([h.score for h in f32], rel=rel)
+        with pytest.raises(ValueError, match="f32, tf32, f16 or int8"):
             genret.Index.open(str(index.path), precision="bf16")
     finally:
         genret.Index.open(str(index.path), precision="f32")

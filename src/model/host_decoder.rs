@@ -371,20 +371,44 @@ fn attend(
 
 /// Per row `r` of logits laid out `[output row][row]`: `log(sum(exp(logits[.][r])))`.
 fn log_norms(logits: &[f32], rows: usize) -> Vec<f32> {
+    if rows == 0 {
+        return Vec::new();
+    }
+    // The logits in spans of 16 output rows (`rows * 16` values, a whole number of vectors),
+    // each reduced elementwise into one span-sized accumulator whose value `j` belongs to row
+    // `j % rows`: full vectors however few rows there are (a query's 10 beams).
+    let span = rows * 16;
     let mut max = vec![f32::NEG_INFINITY; rows];
     let mut sum = vec![0f32; rows];
     crate::simd::widest(
         #[inline(always)]
         || {
-            for out in logits.chunks(rows) {
-                for (m, &v) in max.iter_mut().zip(out) {
-                    *m = m.max(v);
+            let mut acc = vec![f32::NEG_INFINITY; span];
+            let mut spans = logits.chunks_exact(span);
+            for chunk in &mut spans {
+                for (a, &v) in acc.iter_mut().zip(chunk) {
+                    *a = a.max(v);
                 }
             }
-            for out in logits.chunks(rows) {
-                for ((s, &v), &m) in sum.iter_mut().zip(out).zip(&max) {
-                    *s += exp_nonpositive(v - m);
+            for (a, &v) in acc.iter_mut().zip(spans.remainder()) {
+                *a = a.max(v);
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                max[j % rows] = max[j % rows].max(a);
+            }
+            let pattern: Vec<f32> = (0..span).map(|j| max[j % rows]).collect();
+            acc.fill(0.0);
+            let mut spans = logits.chunks_exact(span);
+            for chunk in &mut spans {
+                for ((a, &v), &m) in acc.iter_mut().zip(chunk).zip(&pattern) {
+                    *a += exp_nonpositive(v - m);
                 }
+            }
+            for ((a, &v), &m) in acc.iter_mut().zip(spans.remainder()).zip(&pattern) {
+                *a += exp_nonpositive(v - m);
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                sum[j % rows] += a;
             }
         },
     );
@@ -750,20 +774,24 @@ mod tests {
 
     #[test]
     fn log_norms_equal_the_direct_log_sum_exp_per_row() {
-        let (outputs, rows) = (37, 3);
-        let logits: Vec<f32> = (0..outputs * rows)
-            .map(|i| ((i * 7919 % 113) as f32 / 9.0) - 6.0)
-            .collect();
-        let got = log_norms(&logits, rows);
-        for (r, got) in got.iter().enumerate() {
-            let want = (0..outputs)
-                .map(|o| (logits[o * rows + r] as f64).exp())
-                .sum::<f64>()
-                .ln();
-            assert!(
-                (*got as f64 - want).abs() < 1e-5,
-                "row {r}: {got} vs {want}"
-            );
+        // Spans of 16 output rows with and without a remainder, fewer and more rows than a
+        // vector's lanes.
+        for (outputs, rows) in [(37, 3), (100, 10), (16, 17), (3, 1), (1000, 160)] {
+            let logits: Vec<f32> = (0..outputs * rows)
+                .map(|i| ((i * 7919 % 113) as f32 / 9.0) - 6.0)
+                .collect();
+            let got = log_norms(&logits, rows);
+            assert_eq!(got.len(), rows);
+            for (r, got) in got.iter().enumerate() {
+                let want = (0..outputs)
+                    .map(|o| (logits[o * rows + r] as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+                assert!(
+                    (*got as f64 - want).abs() < 1e-5,
+                    "{outputs} x {rows}, row {r}: {got} vs {want}"
+                );
+            }
         }
     }
 }
