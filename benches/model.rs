@@ -1,6 +1,7 @@
 //! Model benchmarks with the `small` preset over a 16k vocabulary: one decoder step for
 //! 1 query x 10 beams and 32 queries x 10 beams (cache of 8 steps, source of 32 tokens), for
-//! the model as built and prepared for search (`/packed`: f32 panels, `/packed-f16`),
+//! the model as built and prepared for search (`/packed`: f32 panels, `/packed-f16`,
+//! `/packed-int8`),
 //! the encoder for 32 queries, and one training step (batch 32, 32 -> 16 tokens), reported as
 //! training examples/s; each for plain T5 and with the copy head (`+copy`).
 //!
@@ -89,6 +90,10 @@ fn benches(c: &mut Criterion) {
             (
                 "/packed-f16",
                 model.clone().for_inference(Precision::F16).unwrap(),
+            ),
+            (
+                "/packed-int8",
+                model.clone().for_inference(Precision::Int8).unwrap(),
             ),
         ];
         for queries in [1usize, 32] {

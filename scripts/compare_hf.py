@@ -274,7 +274,7 @@ def main():
     ap.add_argument("--beam", type=int, default=10)
     ap.add_argument("--max-ngram-len", type=int, default=10)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--precision", default="f32", help="genret's --precision (f32 or f16)")
+    ap.add_argument("--precision", default="f32", help="genret's --precision (f32, f16 or int8)")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
 

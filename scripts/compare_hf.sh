@@ -9,7 +9,7 @@
 #   bash scripts/compare_hf.sh                 # Cranfield, SEAL and DSI, batch 1 and 16
 #   INDEX=path/to/index QUERIES=path/to/queries.jsonl bash scripts/compare_hf.sh --modes seal
 #
-# Extra arguments go to compare_hf.py (--rounds, --limit, --beam, --threads, --precision f16,
+# Extra arguments go to compare_hf.py (--rounds, --limit, --beam, --threads, --precision f16|int8,
 # --json).
 # About 20 minutes on 2 cores the first time (models trained: SEAL 400 steps, DSI 1 epoch),
 # then 5-10 minutes a run.

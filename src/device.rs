@@ -114,6 +114,12 @@ impl std::str::FromStr for Precision {
 
 /// Sets how models of this process run their products from now on (see [`Precision`]).
 pub fn set_precision(precision: Precision) {
+    if precision == Precision::Int8 && !int8_is_fast() {
+        tracing::warn!(
+            "--precision int8 is fast with AVX-512 VNNI, which this CPU lacks: its products \
+             run a plain loop, slower than f32's"
+        );
+    }
     candle_core::cuda::set_gemm_reduced_precision_f32(precision == Precision::Tf32);
     PRECISION.store(precision as u8, Ordering::Relaxed);
 }
@@ -126,6 +132,14 @@ pub fn precision() -> Precision {
         3 => Precision::Int8,
         _ => Precision::F32,
     }
+}
+
+/// Whether this CPU runs int8 products with AVX-512 VNNI (else a plain loop).
+fn int8_is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::simd::has_avx512_vnni();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 static PRECISION: AtomicU8 = AtomicU8::new(Precision::F32 as u8);

@@ -27,6 +27,13 @@ pub(crate) fn has_avx512() -> bool {
     has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx2") && has!("fma")
 }
 
+/// Whether the CPU also runs AVX-512 VNNI (`vpdpbusd`, the int8 products).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn has_avx512_vnni() -> bool {
+    has_avx512() && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {

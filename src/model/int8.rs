@@ -19,6 +19,8 @@
 use std::ops::Range;
 
 use super::panels::WIDTH;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::has_avx512_vnni as has_vnni;
 
 /// Inputs per 32-bit lane of `vpdpbusd`.
 const GROUP: usize = 4;
@@ -265,12 +267,6 @@ impl Int8Panels {
     fn finish(&self, acc: i32, j: usize, x_scale: f32) -> f32 {
         (acc - 128 * self.sums[j]) as f32 * (self.scales[j] * x_scale)
     }
-}
-
-/// Whether the CPU has AVX-512 with VNNI.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn has_vnni() -> bool {
-    crate::simd::has_avx512() && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
 /// One panel's place: its first column in the output and in the weight, how many of its
