@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use super::panels::WIDTH;
+use super::panels::{Out, WIDTH};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::has_avx512_vnni as has_vnni;
 
@@ -132,23 +132,6 @@ unsafe fn quantize_avx512(row: &[f32], inv: f32, out: &mut [u8]) {
             );
         }
         t += lanes;
-    }
-}
-
-/// Where a kernel writes: element `(r, j)` of the output at `r * rs + j * cs`, added to what is
-/// there when `accumulate`.
-#[derive(Clone, Copy)]
-struct Out {
-    rs: usize,
-    cs: usize,
-    accumulate: bool,
-}
-
-impl Out {
-    #[inline]
-    fn store(&self, dst: &mut [f32], (r, j): (usize, usize), v: f32) {
-        let o = &mut dst[r * self.rs + j * self.cs];
-        *o = if self.accumulate { *o + v } else { v };
     }
 }
 

@@ -34,15 +34,15 @@ pub(super) struct Panels<W> {
 /// Where a kernel writes: element `(r, j)` of the output at `r * rs + j * cs`, added to what is
 /// there when `accumulate`.
 #[derive(Clone, Copy)]
-struct Out {
-    rs: usize,
-    cs: usize,
-    accumulate: bool,
+pub(super) struct Out {
+    pub(super) rs: usize,
+    pub(super) cs: usize,
+    pub(super) accumulate: bool,
 }
 
 impl Out {
     #[inline]
-    fn store(&self, dst: &mut [f32], (r, j): (usize, usize), v: f32) {
+    pub(super) fn store(&self, dst: &mut [f32], (r, j): (usize, usize), v: f32) {
         let o = &mut dst[r * self.rs + j * self.cs];
         *o = if self.accumulate { *o + v } else { v };
     }
