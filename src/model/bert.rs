@@ -243,8 +243,9 @@ impl BertModel {
     /// This model prepared for inference: on the CPU (see [`crate::device::host_kernels`]),
     /// its forward runs written out on the host kernels (`super::host_bert`), with every
     /// linear layer's weight copied into panels (`super::panels`; query, key and value as
-    /// one), rounded to f16 with [`Precision::F16`]. Costs a copy of the layers' weights
-    /// (half of it in f16); the model must not be trained afterwards.
+    /// one), rounded to f16 or quantized to int8 as `precision` says. Costs a copy of the
+    /// layers' weights (half of it in f16, a quarter in int8); the model must not be trained
+    /// afterwards.
     pub fn for_inference(mut self, precision: Precision) -> Result<BertModel> {
         if !crate::device::host_kernels(&self.device) {
             return Ok(self);

@@ -39,7 +39,7 @@ impl Dense {
         self.packed.as_deref()
     }
 
-    /// Packs the weight (f16 with [`Precision::F16`]); inference multiplies with the copy
+    /// Packs the weight (f16 or int8 as `precision` says); inference multiplies with the copy
     /// from now on, so the weight must not change afterwards.
     pub(super) fn pack(&mut self, precision: Precision) -> candle_core::Result<()> {
         self.packed = Some(Arc::new(PackedWeight::pack(self.weight(), precision)?));

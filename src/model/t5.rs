@@ -169,7 +169,8 @@ impl T5ForConditionalGeneration {
     /// linear layer's weight and the decoder step's head (a BERT encoder's too,
     /// [`BertModel::for_inference`]) are copied into panels for the host kernels
     /// (`super::panels`), rounded to f16 with [`Precision::F16`] (half the bytes a step
-    /// reads; products and sums stay f32). Costs a copy of those weights (half of it in f16).
+    /// reads; products and sums stay f32) or quantized with [`Precision::Int8`]
+    /// (`super::int8`). Costs a copy of those weights (half of it in f16, a quarter in int8).
     /// Elsewhere the model is returned as it is.
     ///
     /// The copy is taken now, so the model must not be trained afterwards: later updates of
