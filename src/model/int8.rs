@@ -18,7 +18,7 @@
 
 use std::ops::Range;
 
-use super::panels::{Out, WIDTH};
+use super::panels::{Out, WIDTH, blocks};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::has_avx512_vnni as has_vnni;
 
@@ -273,9 +273,7 @@ unsafe fn rows_vnni(
     out: Out,
     at: Tile,
 ) {
-    let mut r = 0;
-    while r < rows {
-        let rn = (rows - r).min(ROWS);
+    blocks(rows, ROWS, |r, rn| {
         // SAFETY: VNNI is enabled here; rows r..r+rn of x exist.
         unsafe {
             match rn {
@@ -293,8 +291,7 @@ unsafe fn rows_vnni(
                 _ => panel_vnni::<1>(w, panel, x, r, dst, out, at),
             }
         }
-        r += rn;
-    }
+    });
 }
 
 /// `R` input rows from `r` against one panel: `R x 32` i32 sums in 2R registers, each step

@@ -259,7 +259,7 @@ struct Tile {
 
 /// Calls `f(r, rn)` for the rows in blocks of at most `max`.
 #[inline]
-fn blocks(rows: usize, max: usize, mut f: impl FnMut(usize, usize)) {
+pub(super) fn blocks(rows: usize, max: usize, mut f: impl FnMut(usize, usize)) {
     let mut r = 0;
     while r < rows {
         let rn = (rows - r).min(max);
