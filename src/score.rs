@@ -55,6 +55,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -209,17 +210,25 @@ impl WeightedNgram {
     /// documents repeat, the very words the document frequency is for (both measured in
     /// docs/BENCHMARKS.md).
     pub fn locate_docs(&mut self, fm: &Shards, limit: usize, sample: usize) -> f64 {
+        self.locate_docs_with(fm, limit, sample, &Located::default())
+    }
+
+    /// [`WeightedNgram::locate_docs`], with the forms' occurrences read from `located` where
+    /// another n-gram of the batch located them, and kept there.
+    pub fn locate_docs_with(
+        &mut self,
+        fm: &Shards,
+        limit: usize,
+        sample: usize,
+        located: &Located,
+    ) -> f64 {
         let count = self.count();
+        // Every occurrence, or each form's (and each shard's) share of the sample.
+        let share = (count > limit).then_some((sample.max(1), count));
         let mut seen: HashMap<u32, usize> = HashMap::new();
         for (_, span) in self.forms() {
-            let occurrences = if count <= limit {
-                fm.locate(span, usize::MAX)
-            } else {
-                // Each form's, and each shard's, share of the sample.
-                fm.locate_evenly(span, sample.max(1), count)
-            };
-            for o in occurrences {
-                *seen.entry(o.doc).or_default() += 1;
+            for &doc in located.docs(fm, span, share).iter() {
+                *seen.entry(doc).or_default() += 1;
             }
         }
         let d = seen.len() as f64;
@@ -231,6 +240,58 @@ impl WeightedNgram {
         self.docs = seen.into_keys().collect();
         self.docs.sort_unstable();
         estimate.unwrap_or(d)
+    }
+}
+
+/// The documents of the occurrences located for a batch of queries, by pattern and sample:
+/// queries decoded together write many of the same n-grams, and locate (up to the FM-index's
+/// sample rate in LF steps per occurrence) is the dearest part of weighing them. Answers are
+/// those of locating anew; the batch's threads share one. Holds at most
+/// [`Located::CAPACITY`] document numbers; past that, occurrences are located and not kept.
+#[derive(Default)]
+pub struct Located {
+    found: Mutex<Found>,
+}
+
+/// Which of a pattern's occurrences are located: all (`None`), or `Some((want, of))` as
+/// [`Shards::locate_evenly`] picks them.
+type Share = Option<(usize, usize)>;
+
+/// What a [`Located`] holds: documents by pattern span and share of its occurrences.
+#[derive(Default)]
+struct Found {
+    docs: HashMap<(Span, Share), Arc<[u32]>>,
+    /// Document numbers in `docs`.
+    held: usize,
+}
+
+impl Located {
+    /// Most document numbers kept (64 MiB).
+    pub const CAPACITY: usize = 1 << 24;
+
+    /// The document of each occurrence of the pattern of `span` that `share` picks, in
+    /// [`Shards::locate`]'s order.
+    pub fn docs(&self, fm: &Shards, span: &Span, share: Share) -> Arc<[u32]> {
+        let key = (span.clone(), share);
+        if let Some(docs) = self.found.lock().expect("not poisoned").docs.get(&key) {
+            return docs.clone();
+        }
+        let occurrences = match share {
+            None => fm.locate(span, usize::MAX),
+            Some((want, of)) => fm.locate_evenly(span, want, of),
+        };
+        let docs: Arc<[u32]> = occurrences.iter().map(|o| o.doc).collect();
+        let mut found = self.found.lock().expect("not poisoned");
+        if found.held + docs.len() <= Self::CAPACITY {
+            found.held += docs.len();
+            found.docs.insert(key, docs.clone());
+        }
+        docs
+    }
+
+    /// Patterns (with their share) whose documents are kept.
+    pub fn patterns(&self) -> usize {
+        self.found.lock().expect("not poisoned").docs.len()
     }
 }
 
@@ -278,6 +339,7 @@ pub fn weigh_ngrams(
     hyps: &[Hypothesis<Span>],
     params: &SealParams,
     forms: Option<&WordForms>,
+    located: &Located,
 ) -> Vec<WeightedNgram> {
     /// What an n-gram counts as: its words' stems where the corpus has other forms of it,
     /// else its tokens.
@@ -321,19 +383,20 @@ pub fn weigh_ngrams(
         ngram_weight(n.log_prob as f64, freq, fm.tokens(), params.smoothing)
     };
     let limit = params.max_ngram_freq;
-    for n in &mut out {
+    // N-grams are located on rayon's threads: a query decoded alone (batch 1) uses them all.
+    out.par_iter_mut().for_each(|n| {
         // A corpus word's documents were counted with the word table. No weight with that
         // count (or with one document, the least another n-gram can have): no locate.
         let word_docs = forms.and_then(|f| f.doc_freq(&n.tokens));
         if weight(n, word_docs.unwrap_or(1) as f64) <= 0.0 {
-            continue;
+            return;
         }
         // The documents are located where that is cheap (and `seal_rank` needs them), so
         // the count is exactly the documents the score finds a form in; a frequent word's
         // count is the table's, another frequent n-gram's is estimated from a sample.
         n.doc_freq = match word_docs {
             Some(docs) if n.count() > limit => docs as f64,
-            _ => n.locate_docs(fm, limit, params.df_sample),
+            _ => n.locate_docs_with(fm, limit, params.df_sample, located),
         };
         let freq = if params.doc_freq {
             n.doc_freq
@@ -341,17 +404,16 @@ pub fn weigh_ngrams(
             n.count() as f64
         };
         n.weight = weight(n, freq);
-    }
+    });
     out.retain(|n| n.weight > 0.0);
     // The documents `seal_rank` nominates candidates from: the rare n-grams' all, or where
     // every n-gram is frequent, a sample of each one's.
     let all_frequent = out.iter().all(|n| n.count() > limit);
-    for n in out
-        .iter_mut()
+    out.par_iter_mut()
         .filter(|n| n.docs.is_empty() && (all_frequent || n.count() <= limit))
-    {
-        n.locate_docs(fm, limit, limit);
-    }
+        .for_each(|n| {
+            n.locate_docs_with(fm, limit, limit, located);
+        });
     // A frequent n-gram nominates too, from the occurrences the FM-index has located already
     // (its sampled positions): in a large corpus the words that tell a query's documents
     // apart are all frequent, and a document holding several of them is likely sampled in one.
@@ -577,11 +639,11 @@ mod tests {
         let hyp = |w: &str, p: f32| written(&tok, &fm, w, p.ln());
         let hyps = [hyp("flow", 0.6), hyp("wing", 0.8), hyp("flows", 0.3)];
         let params = SealParams::default();
-        let exact = weigh_ngrams(&fm, &hyps, &params, None);
+        let exact = weigh_ngrams(&fm, &hyps, &params, None, &Located::default());
         assert_eq!(exact.len(), 3);
         assert!(exact.iter().all(|n| n.variants.is_empty()));
 
-        let grouped = weigh_ngrams(&fm, &hyps, &params, Some(&forms));
+        let grouped = weigh_ngrams(&fm, &hyps, &params, Some(&forms), &Located::default());
         assert_eq!(grouped.len(), 2, "flow and flows are one word");
         let flow = grouped.iter().find(|n| n.tokens == hyps[0].tokens).unwrap();
         assert!((flow.log_prob - 0.9f32.ln()).abs() < 1e-6);
@@ -611,7 +673,7 @@ mod tests {
             doc_freq: false,
             ..params
         };
-        let by_occurrences = weigh_ngrams(&fm, &hyps, &seal, Some(&forms));
+        let by_occurrences = weigh_ngrams(&fm, &hyps, &seal, Some(&forms), &Located::default());
         let by_occurrences = by_occurrences
             .iter()
             .find(|n| n.tokens == flow.tokens)
@@ -624,5 +686,38 @@ mod tests {
         );
         assert!((by_occurrences.weight - want).abs() < 1e-6);
         assert!(by_occurrences.weight < flow.weight);
+    }
+
+    #[test]
+    fn a_batch_locates_each_pattern_once_with_the_same_answers() {
+        let (docs, tok, fm) = corpus();
+        let forms = forms_of(&docs, &tok, &fm);
+        let hyp = |w: &str, p: f32| written(&tok, &fm, w, p.ln());
+        let hyps = [hyp("flow", 0.6), hyp("wing", 0.8), hyp("flows", 0.3)];
+        // A low limit and sample, so that both whole and sampled locates are kept.
+        let params = SealParams {
+            max_ngram_freq: 2,
+            df_sample: 1,
+            ..SealParams::default()
+        };
+        assert!(hyps.iter().any(|h| h.state.count() > 2));
+        assert!(hyps.iter().any(|h| h.state.count() <= 2));
+        let located = Located::default();
+        let first = weigh_ngrams(&fm, &hyps, &params, Some(&forms), &located);
+        let kept = located.patterns();
+        assert!(kept > 0);
+        let again = weigh_ngrams(&fm, &hyps, &params, Some(&forms), &located);
+        assert_eq!(located.patterns(), kept, "nothing located anew");
+        let fresh = weigh_ngrams(&fm, &hyps, &params, Some(&forms), &Located::default());
+        for n in [&first, &again] {
+            assert_eq!(n.len(), fresh.len());
+            for (a, b) in n.iter().zip(&fresh) {
+                assert_eq!(
+                    (&a.tokens, &a.docs, a.doc_freq),
+                    (&b.tokens, &b.docs, b.doc_freq)
+                );
+                assert_eq!(a.weight, b.weight);
+            }
+        }
     }
 }

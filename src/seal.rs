@@ -23,8 +23,8 @@ use crate::index::{Index, MODEL_DIR};
 use crate::model::{self, T5ForConditionalGeneration};
 use crate::retrieve::{Answer, Retrieval, Retrieved, Retriever, SearchOptions, SearchTimes};
 use crate::score::{
-    EXTRACTED_RERANK, Scorer, SealParams, Term, WeightedNgram, average_len, score_candidates,
-    seal_candidates, weigh_ngrams,
+    EXTRACTED_RERANK, Located, Scorer, SealParams, Term, WeightedNgram, average_len,
+    score_candidates, seal_candidates, weigh_ngrams,
 };
 use crate::stem::{WORDS_PART, WordForms};
 
@@ -173,8 +173,9 @@ impl Seal {
         if self.index.tokens.is_none() {
             params.rerank = params.rerank.min(EXTRACTED_RERANK);
         }
-        // Queries are weighed on rayon's threads (each locates its n-grams in the FM-index);
-        // the order of the results is the queries'.
+        // Queries are weighed on rayon's threads (each locates its n-grams in the FM-index,
+        // once for the batch); the order of the results is the queries'.
+        let located = Located::default();
         let plans = decoded
             .par_iter()
             .zip(queries.par_iter())
@@ -186,7 +187,7 @@ impl Seal {
                 } else {
                     &d.history
                 };
-                let ngrams = weigh_ngrams(fm, history, &options.seal, forms);
+                let ngrams = weigh_ngrams(fm, history, &options.seal, forms, &located);
                 let candidates = seal_candidates(&ngrams, &params, options.k);
                 Ok(SealPlan {
                     ngrams,
