@@ -16,7 +16,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{gelu_erf_in_place, with_slice};
+use super::kernels::{gelu_erf_in_place, softmax_in_place, with_slice};
 use super::panels::PackedWeight;
 use crate::device::Precision;
 
@@ -247,12 +247,15 @@ impl HostBert {
         let scale = (hd as f32).sqrt().recip();
         let one = |ctx: &mut [f32], span: &std::ops::Range<usize>| {
             let n = span.len();
+            // Keys padded to whole vectors (scores of -inf, weighing 0), so that no loop over
+            // them has a remainder.
+            let padded = n.next_multiple_of(16);
             let base = span.start * 3 * h;
             let row = |r: usize| &qkv[base + r * 3 * h..base + (r + 1) * 3 * h];
-            // Per head, the keys transposed `[d][key]`, so that a query's scores and its
-            // weighted sum of values are both elementwise passes over contiguous rows.
-            let mut keys_t = vec![0f32; hd * n];
-            let mut scores = vec![0f32; n];
+            // Per head, the keys transposed `[d][key]`, so that a query's scores are
+            // elementwise passes over contiguous rows.
+            let mut keys_t = vec![0f32; hd * padded];
+            let mut scores = vec![0f32; padded];
             crate::simd::widest(
                 #[inline(always)]
                 || {
@@ -260,28 +263,40 @@ impl HostBert {
                         let at = head * hd;
                         for j in 0..n {
                             for (d, &v) in row(j)[h + at..h + at + hd].iter().enumerate() {
-                                keys_t[d * n + j] = v;
+                                keys_t[d * padded + j] = v;
                             }
                         }
                         for i in 0..n {
                             let q = &row(i)[at..at + hd];
-                            scores.fill(0.0);
-                            for (d, &qd) in q.iter().enumerate() {
-                                let kd = &keys_t[d * n..(d + 1) * n];
-                                scores.iter_mut().zip(kd).for_each(|(s, &k)| *s += qd * k);
+                            // Scores 16 keys at a time, summed over d in registers.
+                            for (c, s) in scores.chunks_exact_mut(16).enumerate() {
+                                let mut acc = [0f32; 16];
+                                for (d, &qd) in q.iter().enumerate() {
+                                    let kd = &keys_t[d * padded + c * 16..][..16];
+                                    acc.iter_mut().zip(kd).for_each(|(a, &k)| *a += qd * k);
+                                }
+                                s.copy_from_slice(&acc);
                             }
-                            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                            let mut sum = 0.0;
-                            for s in scores.iter_mut() {
-                                *s = ((*s - max) * scale).exp();
-                                sum += *s;
-                            }
+                            scores[n..].fill(f32::NEG_INFINITY);
+                            softmax_in_place(&mut scores, scale);
+                            // The weighted sum of values 16 dimensions at a time, in registers
+                            // (a head size not a multiple of 16 ends with a shorter chunk).
                             let out = &mut ctx[i * h + at..i * h + at + hd];
-                            out.fill(0.0);
-                            for (j, &p) in scores.iter().enumerate() {
-                                let w = p / sum;
-                                let v = &row(j)[2 * h + at..2 * h + at + hd];
-                                out.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+                            for (c, out) in out.chunks_mut(16).enumerate() {
+                                let at = 2 * h + at + c * 16;
+                                let mut acc = [0f32; 16];
+                                if out.len() == 16 {
+                                    for (j, &w) in scores[..n].iter().enumerate() {
+                                        let v = &row(j)[at..at + 16];
+                                        acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+                                    }
+                                } else {
+                                    for (j, &w) in scores[..n].iter().enumerate() {
+                                        let v = &row(j)[at..at + out.len()];
+                                        acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+                                    }
+                                }
+                                out.copy_from_slice(&acc[..out.len()]);
                             }
                         }
                     }

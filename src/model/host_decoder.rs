@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::cache::DecoderCache;
 use super::config::Activation;
-use super::kernels::{Product, exp_nonpositive};
+use super::kernels::{Product, dot, exp_nonpositive, softmax_in_place};
 use super::layers::{Dense, SMALL_ROWS, relative_bucket};
 use super::panels::{PackedWeight, WIDTH};
 use super::skinny::{skinny_gemm, skinny_gemm_par};
@@ -334,8 +334,11 @@ fn linear(dst: &mut [f32], dst_rs: usize, x: &[f32], w: Lin, rows: usize, accumu
 }
 
 /// `out = softmax(q . keys_t + bias_t) @ values` over `n` positions, keys and values `stride`
-/// apart, `scores` at least `n` long. T5 does not scale the scores.
+/// apart, `scores` at least `n` rounded up to 16 long. T5 does not scale the scores. Inline it
+/// into a [`crate::simd::widest`] loop: dot products, the softmax and the weighted sum are then
+/// whole vectors.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn attend(
     out: &mut [f32],
     q: &[f32],
@@ -347,25 +350,22 @@ fn attend(
     scores: &mut [f32],
 ) {
     let dk = q.len();
-    let mut max = f32::NEG_INFINITY;
-    for t in 0..n {
-        let k = &keys[t * stride..t * stride + dk];
-        let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() + bias[t];
-        scores[t] = s;
-        max = max.max(s);
+    for (t, s) in scores[..n].iter_mut().enumerate() {
+        *s = dot(q, &keys[t * stride..t * stride + dk]) + bias[t];
     }
-    let mut sum = 0.0;
-    for s in &mut scores[..n] {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    out.fill(0.0);
-    for t in 0..n {
-        let w = scores[t] / sum;
-        let v = &values[t * stride..t * stride + dk];
-        for (o, &v) in out.iter_mut().zip(v) {
-            *o += w * v;
+    // Padded to whole vectors with scores of -inf, which weigh 0.
+    let padded = n.next_multiple_of(16);
+    scores[n..padded].fill(f32::NEG_INFINITY);
+    softmax_in_place(&mut scores[..padded], 1.0);
+    // The weighted sum 16 dimensions at a time, in registers.
+    for (c, out) in out.chunks_mut(16).enumerate() {
+        let mut acc = [0f32; 16];
+        let len = out.len();
+        for (t, &w) in scores[..n].iter().enumerate() {
+            let v = &values[t * stride + c * 16..][..len];
+            acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
         }
+        out.copy_from_slice(&acc[..len]);
     }
 }
 
@@ -565,20 +565,25 @@ impl T5ForConditionalGeneration {
             linear(&mut values[pos * inner..], row_kv, &s.h, w.v, rows, false);
             let (keys, values) = (&keys[..], &values[..]);
             let self_row = |r: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-                scores.resize(n, 0.0);
-                for h in 0..heads {
-                    let at = r * row_kv + h * dk;
-                    attend(
-                        &mut out[h * dk..(h + 1) * dk],
-                        &s.q[r * inner + h * dk..r * inner + (h + 1) * dk],
-                        &keys[at..],
-                        &values[at..],
-                        inner,
-                        n,
-                        &self_bias[h * n..],
-                        scores,
-                    );
-                }
+                scores.resize(n.next_multiple_of(16), 0.0);
+                crate::simd::widest(
+                    #[inline(always)]
+                    || {
+                        for h in 0..heads {
+                            let at = r * row_kv + h * dk;
+                            attend(
+                                &mut out[h * dk..(h + 1) * dk],
+                                &s.q[r * inner + h * dk..r * inner + (h + 1) * dk],
+                                &keys[at..],
+                                &values[at..],
+                                inner,
+                                n,
+                                &self_bias[h * n..],
+                                scores,
+                            );
+                        }
+                    },
+                )
             };
             for_rows(&mut s.att, inner, parallel, self_row);
             linear(&mut s.x, d, &s.att, w.o, rows, true);
@@ -588,21 +593,26 @@ impl T5ForConditionalGeneration {
             linear(&mut s.q, inner, &s.h, w.cross_q, rows, false);
             let (ck, cv) = cross_kv[l];
             let cross_row = |r: usize, out: &mut [f32], scores: &mut Vec<f32>| {
-                scores.resize(src, 0.0);
+                scores.resize(src.next_multiple_of(16), 0.0);
                 let qi = r / beams;
-                for h in 0..heads {
-                    let at = (qi * heads + h) * src * dk;
-                    attend(
-                        &mut out[h * dk..(h + 1) * dk],
-                        &s.q[r * inner + h * dk..r * inner + (h + 1) * dk],
-                        &ck[at..],
-                        &cv[at..],
-                        dk,
-                        src,
-                        &cross_bias[qi * src..],
-                        scores,
-                    );
-                }
+                crate::simd::widest(
+                    #[inline(always)]
+                    || {
+                        for h in 0..heads {
+                            let at = (qi * heads + h) * src * dk;
+                            attend(
+                                &mut out[h * dk..(h + 1) * dk],
+                                &s.q[r * inner + h * dk..r * inner + (h + 1) * dk],
+                                &ck[at..],
+                                &cv[at..],
+                                dk,
+                                src,
+                                &cross_bias[qi * src..],
+                                scores,
+                            );
+                        }
+                    },
+                )
             };
             for_rows(&mut s.att, inner, parallel, cross_row);
             linear(&mut s.x, d, &s.att, w.cross_o, rows, true);
@@ -734,21 +744,22 @@ fn copy_mix(
         let qi = r / beams.max(1);
         let qr = &q[r * d..(r + 1) * d];
         let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            let k = &keys[(qi * src + j) * d..(qi * src + j + 1) * d];
-            *s = qr.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() + bias[qi * src + j];
-            max = max.max(*s);
-        }
+        let z = crate::simd::widest(
+            #[inline(always)]
+            || {
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let k = &keys[(qi * src + j) * d..(qi * src + j + 1) * d];
+                    *s = dot(qr, k) + bias[qi * src + j];
+                    max = max.max(*s);
+                }
+                dot(&h[r * d..(r + 1) * d], gate)
+            },
+        );
         let mut sum = 0.0;
         for s in scores.iter_mut() {
             *s = (*s - max).exp();
             sum += *s;
         }
-        let z: f32 = h[r * d..(r + 1) * d]
-            .iter()
-            .zip(gate)
-            .map(|(a, b)| a * b)
-            .sum();
         let g = 1.0 / ((-z).exp() + 1.0);
         keep.push((1.0 - g).ln());
         // A token at several source positions copies their summed attention.

@@ -113,7 +113,10 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + SHIFT) - SHIFT;
+    // `shifted` is SHIFT + n exactly, so its low bits hold the integer n (in [-126, 0]):
+    // read there rather than by `n as i32`, whose saturating conversion does not vectorise.
+    let shifted = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // e^r on [-0.35, 0.35]: its Taylor series to the 7th power.
     let p = 1.0 / 5040.0f32;
@@ -124,7 +127,63 @@ pub(super) fn exp_nonpositive(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let n = shifted.to_bits().wrapping_sub(SHIFT.to_bits());
+    p * f32::from_bits(n.wrapping_add(127) << 23)
+}
+
+/// `a . b` in 16 interleaved partial sums added pairwise, so that it vectorises (a float sum
+/// in order cannot be). Inline it into a [`crate::simd::widest`] loop.
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (mut xs, mut ys) = (a.chunks_exact(16), b.chunks_exact(16));
+    for (x, y) in (&mut xs).zip(&mut ys) {
+        acc.iter_mut()
+            .zip(x.iter().zip(y))
+            .for_each(|(s, (x, y))| *s += x * y);
+    }
+    let rest = xs.remainder().iter().zip(ys.remainder());
+    acc.iter_mut().zip(rest).for_each(|(s, (x, y))| *s += x * y);
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// A softmax of scaled scores in place: `xs[j] = e^((xs[j] - max) * scale) / sum`, by
+/// [`exp_nonpositive`] (0 below `e^-87`, as `f32::exp` all but rounds it; so a score of
+/// `-inf`, padding, weighs 0). Whole vectors where `xs` is a multiple of 16 long; inline it
+/// into a [`crate::simd::widest`] loop.
+#[inline(always)]
+pub(super) fn softmax_in_place(xs: &mut [f32], scale: f32) {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = m.max(v));
+    }
+    lanes
+        .iter_mut()
+        .zip(chunks.remainder())
+        .for_each(|(m, &v)| *m = m.max(v));
+    let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let exp = |v: &mut f32, sum: &mut f32| {
+        let x = (*v - max) * scale;
+        *v = if x < -87.0 { 0.0 } else { exp_nonpositive(x) };
+        *sum += *v;
+    };
+    let mut sums = [0f32; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        c.iter_mut().zip(&mut sums).for_each(|(v, s)| exp(v, s));
+    }
+    let rest = chunks.into_remainder();
+    rest.iter_mut().zip(&mut sums).for_each(|(v, s)| exp(v, s));
+    let sum: f32 = sums.iter().sum();
+    xs.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// GELU in its erf form, `x * (1 + erf(x / sqrt 2)) / 2`, on every element in place, with
