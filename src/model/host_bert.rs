@@ -16,7 +16,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{gelu_erf_in_place, softmax_in_place, with_slice};
+use super::kernels::{gelu_erf_in_place, softmax_in_place, weighted_sum, with_slice};
 use super::panels::PackedWeight;
 use crate::device::Precision;
 
@@ -279,25 +279,9 @@ impl HostBert {
                             }
                             scores[n..].fill(f32::NEG_INFINITY);
                             softmax_in_place(&mut scores, scale);
-                            // The weighted sum of values 16 dimensions at a time, in registers
-                            // (a head size not a multiple of 16 ends with a shorter chunk).
                             let out = &mut ctx[i * h + at..i * h + at + hd];
-                            for (c, out) in out.chunks_mut(16).enumerate() {
-                                let at = 2 * h + at + c * 16;
-                                let mut acc = [0f32; 16];
-                                if out.len() == 16 {
-                                    for (j, &w) in scores[..n].iter().enumerate() {
-                                        let v = &row(j)[at..at + 16];
-                                        acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
-                                    }
-                                } else {
-                                    for (j, &w) in scores[..n].iter().enumerate() {
-                                        let v = &row(j)[at..at + out.len()];
-                                        acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
-                                    }
-                                }
-                                out.copy_from_slice(&acc[..out.len()]);
-                            }
+                            let at = 2 * h + at;
+                            weighted_sum(out, &scores[..n], |j| &row(j)[at..at + hd]);
                         }
                     }
                 },

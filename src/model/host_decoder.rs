@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::cache::DecoderCache;
 use super::config::Activation;
-use super::kernels::{Product, dot, exp_nonpositive, softmax_in_place};
+use super::kernels::{Product, dot, exp_nonpositive, softmax_in_place, weighted_sum};
 use super::layers::{Dense, SMALL_ROWS, relative_bucket};
 use super::panels::{PackedWeight, WIDTH};
 use super::skinny::{skinny_gemm, skinny_gemm_par};
@@ -357,16 +357,7 @@ fn attend(
     let padded = n.next_multiple_of(16);
     scores[n..padded].fill(f32::NEG_INFINITY);
     softmax_in_place(&mut scores[..padded], 1.0);
-    // The weighted sum 16 dimensions at a time, in registers.
-    for (c, out) in out.chunks_mut(16).enumerate() {
-        let mut acc = [0f32; 16];
-        let len = out.len();
-        for (t, &w) in scores[..n].iter().enumerate() {
-            let v = &values[t * stride + c * 16..][..len];
-            acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
-        }
-        out.copy_from_slice(&acc[..len]);
-    }
+    weighted_sum(out, &scores[..n], |t| &values[t * stride..t * stride + dk]);
 }
 
 /// Per row `r` of logits laid out `[output row][row]`: `log(sum(exp(logits[.][r])))`.

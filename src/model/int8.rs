@@ -18,6 +18,7 @@
 
 use std::ops::Range;
 
+use super::kernels::lane_max;
 use super::panels::{Out, WIDTH, blocks};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::has_avx512_vnni as has_vnni;
@@ -50,20 +51,9 @@ pub(super) struct Int8Rows {
 
 /// `max |v| / 127`, or 1 for an all-zero (or empty) slice so that everything rounds to 0.
 fn step(v: &[f32]) -> f32 {
-    // The largest magnitude in 16 lanes, so that it vectorises (in order, each max waits for
-    // the one before); a max is the same in any order.
     let m = crate::simd::widest(
         #[inline(always)]
-        || {
-            let mut lanes = [0f32; 16];
-            let mut chunks = v.chunks_exact(16);
-            for c in &mut chunks {
-                lanes.iter_mut().zip(c).for_each(|(m, x)| *m = m.max(x.abs()));
-            }
-            let rest = chunks.remainder();
-            lanes.iter_mut().zip(rest).for_each(|(m, x)| *m = m.max(x.abs()));
-            lanes.iter().fold(0f32, |m, &x| m.max(x))
-        },
+        || lane_max(v, 0.0, f32::abs),
     );
     if m > 0.0 && m.is_finite() {
         m / 127.0

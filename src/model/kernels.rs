@@ -154,22 +154,51 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc[0]
 }
 
+/// `max(init, f(x) for x in xs)` in 16 lanes, so that it vectorises (in order, each max waits
+/// for the one before); a max is the same in any order. Inline it into a
+/// [`crate::simd::widest`] loop.
+#[inline(always)]
+pub(super) fn lane_max(xs: &[f32], init: f32, f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [init; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = m.max(f(v)));
+    }
+    let rest = chunks.remainder();
+    lanes
+        .iter_mut()
+        .zip(rest)
+        .for_each(|(m, &v)| *m = m.max(f(v)));
+    lanes.iter().fold(init, |m, &v| m.max(v))
+}
+
+/// `out = sum over t of weights[t] * value(t)` (each value at least `out` long), 16
+/// dimensions at a time summed in registers: attention's weighted sum of values. Inline it
+/// into a [`crate::simd::widest`] loop.
+#[inline(always)]
+pub(super) fn weighted_sum<'a>(
+    out: &mut [f32],
+    weights: &[f32],
+    value: impl Fn(usize) -> &'a [f32],
+) {
+    for (c, out) in out.chunks_mut(16).enumerate() {
+        let mut acc = [0f32; 16];
+        let len = out.len();
+        for (t, &w) in weights.iter().enumerate() {
+            let v = &value(t)[c * 16..][..len];
+            acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+        }
+        out.copy_from_slice(&acc[..len]);
+    }
+}
+
 /// A softmax of scaled scores in place: `xs[j] = e^((xs[j] - max) * scale) / sum`, by
 /// [`exp_nonpositive`] (0 below `e^-87`, as `f32::exp` all but rounds it; so a score of
 /// `-inf`, padding, weighs 0). Whole vectors where `xs` is a multiple of 16 long; inline it
 /// into a [`crate::simd::widest`] loop.
 #[inline(always)]
 pub(super) fn softmax_in_place(xs: &mut [f32], scale: f32) {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut chunks = xs.chunks_exact(16);
-    for c in &mut chunks {
-        lanes.iter_mut().zip(c).for_each(|(m, &v)| *m = m.max(v));
-    }
-    lanes
-        .iter_mut()
-        .zip(chunks.remainder())
-        .for_each(|(m, &v)| *m = m.max(v));
-    let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = lane_max(xs, f32::NEG_INFINITY, |v| v);
     let exp = |v: &mut f32, sum: &mut f32| {
         let x = (*v - max) * scale;
         *v = if x < -87.0 { 0.0 } else { exp_nonpositive(x) };
