@@ -214,6 +214,17 @@ impl Searcher {
         queries: &[&str],
         options: &SearchOptions,
     ) -> Result<(Vec<SearchResult>, SearchTimes)> {
+        // On one of rayon's threads: the model's parallel loops then split work with their
+        // pool in place, where a caller outside it would hand every loop over and sleep until
+        // it returned, two thread switches each (a few hundred a batch).
+        rayon::scope(|_| self.search_on_pool(queries, options))
+    }
+
+    fn search_on_pool(
+        &self,
+        queries: &[&str],
+        options: &SearchOptions,
+    ) -> Result<(Vec<SearchResult>, SearchTimes)> {
         for (name, value) in [
             ("k", options.k),
             ("beam", options.beam),
