@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use genret::baseline::dense::{DEFAULT_MODEL, DenseEncoder, DenseIndex};
+use genret::device::Precision;
 use genret::model::bert::{BertConfig, BertModel};
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -65,6 +66,29 @@ fn minilm_matches_reference_embeddings() {
 
 /// A 2-layer BERT with random weights over a 50-token vocabulary and a matching tokenizer.
 fn tiny_encoder() -> DenseEncoder {
+    let model = tiny_bert();
+    let words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..46).map(|i| format!("w{i}")))
+        .collect();
+    let vocab: HashMap<String, u32> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.clone(), i as u32))
+        .collect();
+    let wp = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab.into_iter().collect())
+        .unk_token("[UNK]".into())
+        .build()
+        .unwrap();
+    let mut tok = tokenizers::Tokenizer::new(wp);
+    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
+    DenseEncoder::new(model, tok).unwrap()
+}
+
+/// The BERT of [`tiny_encoder`]: 2 layers, hidden 16, 4 heads, random weights.
+fn tiny_bert() -> BertModel {
     let config: BertConfig = serde_json::from_value(serde_json::json!({
         "vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 2,
         "num_attention_heads": 4, "intermediate_size": 32,
@@ -121,25 +145,46 @@ fn tiny_encoder() -> DenseEncoder {
             );
         }
     }
-    let model = BertModel::from_tensors(config, t, &dev).unwrap();
-    let words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain((0..46).map(|i| format!("w{i}")))
-        .collect();
-    let vocab: HashMap<String, u32> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.clone(), i as u32))
-        .collect();
-    let wp = tokenizers::models::wordlevel::WordLevel::builder()
-        .vocab(vocab.into_iter().collect())
-        .unk_token("[UNK]".into())
+    BertModel::from_tensors(config, t, &dev).unwrap()
+}
+
+/// A prepared encoder splits a batch of several queries over its threads by whole queries:
+/// each query's states are exactly those it has encoded alone (which splits each product).
+#[test]
+fn a_batch_split_over_threads_encodes_each_query_as_alone() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
         .build()
         .unwrap();
-    let mut tok = tokenizers::Tokenizer::new(wp);
-    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
-    DenseEncoder::new(model, tok).unwrap()
+    let lens = [7usize, 8, 6, 7, 8, 7];
+    let len = 8;
+    let mut ids = vec![0u32; lens.len() * len];
+    let mut mask = vec![0f32; lens.len() * len];
+    for (q, &n) in lens.iter().enumerate() {
+        for t in 0..n {
+            ids[q * len + t] = (4 + (q * 13 + t * 7) % 46) as u32;
+            mask[q * len + t] = 1.0;
+        }
+    }
+    let dev = Device::Cpu;
+    let ids = Tensor::from_vec(ids, (lens.len(), len), &dev).unwrap();
+    let mask = Tensor::from_vec(mask, (lens.len(), len), &dev).unwrap();
+    for precision in [Precision::F32, Precision::Int8] {
+        let model = tiny_bert().for_inference(precision).unwrap();
+        let together = pool.install(|| model.forward(&ids, &mask).unwrap());
+        for (q, &n) in lens.iter().enumerate() {
+            let one = |t: &Tensor| t.narrow(0, q, 1).unwrap();
+            let alone = pool.install(|| model.forward(&one(&ids), &one(&mask)).unwrap());
+            let rows = |t: &Tensor| t.narrow(1, 0, n).unwrap().flatten_all().unwrap();
+            let (a, b) = (rows(&one(&together)), rows(&alone));
+            let diff = (a - b).unwrap().abs().unwrap().max(0).unwrap();
+            assert_eq!(
+                diff.to_scalar::<f32>().unwrap(),
+                0.0,
+                "{precision:?} query {q}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -16,7 +16,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::kernels::{gelu_erf_in_place, softmax_in_place, weighted_sum, with_slice};
+use super::kernels::{exp_in_place, gelu_erf_in_place, with_slice};
 use super::panels::PackedWeight;
 use crate::device::Precision;
 
@@ -107,10 +107,16 @@ impl Lin {
         self.w.n()
     }
 
-    /// `dst[r] (+)= x[r] @ w^T + b` for the `rows` rows of `x`.
-    fn apply(&self, dst: &mut [f32], x: &[f32], rows: usize, accumulate: bool) {
+    /// `dst[r] (+)= x[r] @ w^T + b` for the `rows` rows of `x`; `par` splits the product over
+    /// rayon's threads where it is large enough.
+    fn apply(&self, dst: &mut [f32], x: &[f32], rows: usize, accumulate: bool, par: bool) {
         let n = self.n();
-        self.w.apply_par(dst, n, x, rows, accumulate);
+        if par {
+            self.w.apply_par(dst, n, x, rows, accumulate);
+        } else {
+            let panels = n.div_ceil(super::panels::WIDTH);
+            self.w.apply(0..panels, dst, (n, 1), x, rows, accumulate);
+        }
         crate::simd::widest(
             #[inline(always)]
             || {
@@ -171,6 +177,88 @@ pub(super) struct HostBert {
     pub(super) act: Act,
 }
 
+/// Query rows scored together: independent sums that keep the vector units busy where one
+/// row's sum over the head's dimensions would wait on each add.
+const BLOCK: usize = 4;
+
+/// `scores[i][j] = queries[i] . keys[j]` for `queries` `[rows][hd]` (rows a multiple of
+/// [`BLOCK`]) and `keys_t` `[hd][padded]` (padded a multiple of 16), each sum over `d` in
+/// order. Inline it into a [`crate::simd::widest`] loop.
+#[inline(always)]
+fn block_scores(scores: &mut [f32], queries: &[f32], keys_t: &[f32], hd: usize, padded: usize) {
+    for (qs, ss) in queries
+        .chunks_exact(BLOCK * hd)
+        .zip(scores.chunks_exact_mut(BLOCK * padded))
+    {
+        for c in (0..padded).step_by(16) {
+            let mut acc = [[0f32; 16]; BLOCK];
+            for d in 0..hd {
+                let k: &[f32; 16] = keys_t[d * padded + c..][..16].try_into().unwrap();
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let q = qs[r * hd + d];
+                    acc.iter_mut().zip(k).for_each(|(a, &k)| *a += q * k);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                ss[r * padded + c..][..16].copy_from_slice(acc);
+            }
+        }
+    }
+}
+
+/// `out[i] = sum over j of weights[i][j] * values[j]` for `values` `[n][hd]`, `weights`
+/// `[rows][padded]` (rows a multiple of [`BLOCK`]) and `out` `[rows][hd]`: 16 dimensions of a
+/// block of rows at a time, each sum over `j` in order. Inline it into a
+/// [`crate::simd::widest`] loop.
+#[inline(always)]
+fn block_weighted(out: &mut [f32], weights: &[f32], padded: usize, values: &[f32], hd: usize) {
+    let n = values.len() / hd;
+    for (os, ws) in out
+        .chunks_exact_mut(BLOCK * hd)
+        .zip(weights.chunks_exact(BLOCK * padded))
+    {
+        let mut c = 0;
+        while c < hd {
+            let len = (hd - c).min(16);
+            let mut acc = [[0f32; 16]; BLOCK];
+            let add = |acc: &mut [[f32; 16]; BLOCK], j: usize, v: &[f32]| {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let w = ws[r * padded + j];
+                    acc.iter_mut().zip(v).for_each(|(a, &v)| *a += w * v);
+                }
+            };
+            for j in 0..n {
+                let v = &values[j * hd + c..][..len];
+                // A whole vector's length known here, so that the sums stay in registers.
+                match <&[f32; 16]>::try_from(v) {
+                    Ok(v) => add(&mut acc, j, v),
+                    Err(_) => add(&mut acc, j, v),
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                os[r * hd + c..][..len].copy_from_slice(&acc[..len]);
+            }
+            c += 16;
+        }
+    }
+}
+
+/// `spans` (consecutive, from row 0) cut into at most `threads` runs of whole spans with about
+/// as many rows each: the rows of each run.
+fn groups(spans: &[std::ops::Range<usize>], threads: usize) -> Vec<std::ops::Range<usize>> {
+    let rows = spans.last().map_or(0, |s| s.end);
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for s in spans {
+        // A span joins the current run if its middle falls within that run's share of rows.
+        let (runs, share) = (out.len(), rows * out.len().max(1) / threads.max(1));
+        match out.last_mut() {
+            Some(run) if s.start + s.len() / 2 <= share || runs >= threads => run.end = s.end,
+            _ => out.push(s.clone()),
+        }
+    }
+    out
+}
+
 impl HostBert {
     /// Last hidden states `(batch * len, hidden)` of the padded `ids` (`batch * len`, each
     /// below the vocabulary of `words` `(vocab, hidden)`) at the positions where `mask` is
@@ -210,28 +298,30 @@ impl HostBert {
                 _ => spans.push(r..r + 1),
             }
         }
-        let mut qkv = vec![0f32; rows * 3 * h];
-        let mut ctx = vec![0f32; rows * h];
-        let mut y = vec![0f32; rows * h];
-        let mut ff = Vec::new();
-        for layer in &self.layers {
-            layer.qkv.apply(&mut qkv, &x, rows, false);
-            self.attention(&mut ctx, &qkv, &spans, h);
-            y.copy_from_slice(&x);
-            layer.attention_output.apply(&mut y, &ctx, rows, true);
-            layer.attention_norm.apply(&mut y);
-            let inner = layer.intermediate.n();
-            ff.resize(rows * inner, 0.0);
-            layer.intermediate.apply(&mut ff, &y, rows, false);
-            let act = self.act;
-            if rows * inner >= 1 << 16 {
-                ff.par_chunks_mut(inner * 16).for_each(|c| act.apply(c));
-            } else {
-                act.apply(&mut ff);
+        // With several queries, each thread takes whole queries through every layer (no
+        // hand-over between ops, no serial norms); one query, or a few of unequal length,
+        // splits each op's columns over the threads instead.
+        let threads = rayon::current_num_threads();
+        let groups = groups(&spans, threads);
+        let largest = groups.iter().map(|g| g.len()).max().unwrap_or(0);
+        if threads > 1 && groups.len() > 1 && largest * threads * 4 <= rows * 5 {
+            let mut parts = Vec::with_capacity(groups.len());
+            let mut rest = &mut x[..];
+            for g in &groups {
+                let (part, tail) = rest.split_at_mut(g.len() * h);
+                let spans: Vec<_> = spans
+                    .iter()
+                    .filter(|s| g.contains(&s.start))
+                    .map(|s| s.start - g.start..s.end - g.start)
+                    .collect();
+                parts.push((part, spans));
+                rest = tail;
             }
-            x.copy_from_slice(&y);
-            layer.output.apply(&mut x, &ff, rows, true);
-            layer.output_norm.apply(&mut x);
+            parts
+                .into_par_iter()
+                .for_each(|(x, spans)| self.layers(x, &spans, false));
+        } else {
+            self.layers(&mut x, &spans, true);
         }
         let mut out = vec![0f32; mask.len() * h];
         for (row, &i) in x.chunks(h).zip(&kept) {
@@ -240,48 +330,87 @@ impl HostBert {
         Ok(out)
     }
 
+    /// Every layer on `x` `(rows, hidden)`, in place, whose queries' rows are `spans`; `par`
+    /// splits each op over rayon's threads.
+    fn layers(&self, x: &mut [f32], spans: &[std::ops::Range<usize>], par: bool) {
+        let h = self.embedding_norm.w.len();
+        let rows = x.len() / h;
+        let mut qkv = vec![0f32; rows * 3 * h];
+        let mut ctx = vec![0f32; rows * h];
+        let mut y = vec![0f32; rows * h];
+        let mut ff = Vec::new();
+        for layer in &self.layers {
+            layer.qkv.apply(&mut qkv, x, rows, false, par);
+            self.attention(&mut ctx, &qkv, spans, h, par);
+            y.copy_from_slice(x);
+            layer.attention_output.apply(&mut y, &ctx, rows, true, par);
+            layer.attention_norm.apply(&mut y);
+            let inner = layer.intermediate.n();
+            ff.resize(rows * inner, 0.0);
+            layer.intermediate.apply(&mut ff, &y, rows, false, par);
+            let act = self.act;
+            if par && rows * inner >= 1 << 16 {
+                ff.par_chunks_mut(inner * 16).for_each(|c| act.apply(c));
+            } else {
+                act.apply(&mut ff);
+            }
+            x.copy_from_slice(&y);
+            layer.output.apply(x, &ff, rows, true, par);
+            layer.output_norm.apply(x);
+        }
+    }
+
     /// Self-attention of each query's tokens over its own tokens, every head: `ctx` `(rows,
     /// hidden)` from `qkv` `(rows, 3 hidden)`, scores scaled by `1 / sqrt(head size)`.
-    fn attention(&self, ctx: &mut [f32], qkv: &[f32], spans: &[std::ops::Range<usize>], h: usize) {
+    fn attention(
+        &self,
+        ctx: &mut [f32],
+        qkv: &[f32],
+        spans: &[std::ops::Range<usize>],
+        h: usize,
+        par: bool,
+    ) {
         let hd = h / self.heads;
         let scale = (hd as f32).sqrt().recip();
         let one = |ctx: &mut [f32], span: &std::ops::Range<usize>| {
             let n = span.len();
-            // Keys padded to whole vectors (scores of -inf, weighing 0), so that no loop over
-            // them has a remainder.
+            // Keys padded to whole vectors (scores of -inf, weighing 0) and queries to whole
+            // blocks (rows of 0, never written out), so that no loop has a remainder.
             let padded = n.next_multiple_of(16);
+            let blocks = n.next_multiple_of(BLOCK);
             let base = span.start * 3 * h;
-            let row = |r: usize| &qkv[base + r * 3 * h..base + (r + 1) * 3 * h];
-            // Per head, the keys transposed `[d][key]`, so that a query's scores are
-            // elementwise passes over contiguous rows.
+            // Per head: the keys transposed `[d][key]`, the queries and values `[token][d]`,
+            // and the scores `[query][key]`.
             let mut keys_t = vec![0f32; hd * padded];
-            let mut scores = vec![0f32; padded];
+            let mut queries = vec![0f32; blocks * hd];
+            let mut values = vec![0f32; n * hd];
+            let mut scores = vec![0f32; blocks * padded];
+            let mut sums = vec![0f32; blocks];
+            let mut out = vec![0f32; blocks * hd];
             crate::simd::widest(
                 #[inline(always)]
                 || {
                     for head in 0..self.heads {
                         let at = head * hd;
                         for j in 0..n {
-                            for (d, &v) in row(j)[h + at..h + at + hd].iter().enumerate() {
+                            let row = &qkv[base + j * 3 * h..][..3 * h];
+                            for (d, &v) in row[h + at..][..hd].iter().enumerate() {
                                 keys_t[d * padded + j] = v;
                             }
+                            queries[j * hd..][..hd].copy_from_slice(&row[at..][..hd]);
+                            values[j * hd..][..hd].copy_from_slice(&row[2 * h + at..][..hd]);
                         }
-                        for i in 0..n {
-                            let q = &row(i)[at..at + hd];
-                            // Scores 16 keys at a time, summed over d in registers.
-                            for (c, s) in scores.chunks_exact_mut(16).enumerate() {
-                                let mut acc = [0f32; 16];
-                                for (d, &qd) in q.iter().enumerate() {
-                                    let kd = &keys_t[d * padded + c * 16..][..16];
-                                    acc.iter_mut().zip(kd).for_each(|(a, &k)| *a += qd * k);
-                                }
-                                s.copy_from_slice(&acc);
-                            }
-                            scores[n..].fill(f32::NEG_INFINITY);
-                            softmax_in_place(&mut scores, scale);
-                            let out = &mut ctx[i * h + at..i * h + at + hd];
-                            let at = 2 * h + at;
-                            weighted_sum(out, &scores[..n], |j| &row(j)[at..at + hd]);
+                        block_scores(&mut scores, &queries, &keys_t, hd, padded);
+                        // Unnormalised weights, each row's sum divided out of its output.
+                        for (s, sum) in scores.chunks_exact_mut(padded).zip(&mut sums).take(n) {
+                            s[n..].fill(f32::NEG_INFINITY);
+                            *sum = exp_in_place(s, scale);
+                        }
+                        block_weighted(&mut out, &scores, padded, &values, hd);
+                        for (i, o) in out.chunks_exact(hd).take(n).enumerate() {
+                            let inv = sums[i].recip();
+                            let dst = &mut ctx[i * h + head * hd..][..hd];
+                            dst.iter_mut().zip(o).for_each(|(d, &o)| *d = o * inv);
                         }
                     }
                 },
@@ -295,7 +424,7 @@ impl HostBert {
             parts.push((part, s));
             rest = tail;
         }
-        if parts.len() > 1 {
+        if par && parts.len() > 1 {
             parts.into_par_iter().for_each(|(c, s)| one(c, s));
         } else {
             parts.into_iter().for_each(|(c, s)| one(c, s));

@@ -173,22 +173,47 @@ pub(super) fn lane_max(xs: &[f32], init: f32, f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// `out = sum over t of weights[t] * value(t)` (each value at least `out` long), 16
-/// dimensions at a time summed in registers: attention's weighted sum of values. Inline it
-/// into a [`crate::simd::widest`] loop.
+/// dimensions at a time summed in registers, two such sums interleaved so that neither waits
+/// on its last add: attention's weighted sum of values. Inline it into a
+/// [`crate::simd::widest`] loop.
 #[inline(always)]
 pub(super) fn weighted_sum<'a>(
     out: &mut [f32],
     weights: &[f32],
     value: impl Fn(usize) -> &'a [f32],
 ) {
-    for (c, out) in out.chunks_mut(16).enumerate() {
-        let mut acc = [0f32; 16];
-        let len = out.len();
+    let whole = out.len() / 16 * 16;
+    let (full, rest) = out.split_at_mut(whole);
+    let mut pairs = full.chunks_exact_mut(32);
+    for (c, out) in (&mut pairs).enumerate() {
+        let mut acc = [[0f32; 16]; 2];
         for (t, &w) in weights.iter().enumerate() {
-            let v = &value(t)[c * 16..][..len];
+            let v: &[f32; 32] = value(t)[c * 32..][..32].try_into().unwrap();
+            for (a, v) in acc.iter_mut().zip(v.chunks_exact(16)) {
+                a.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+            }
+        }
+        out[..16].copy_from_slice(&acc[0]);
+        out[16..].copy_from_slice(&acc[1]);
+    }
+    let single = pairs.into_remainder();
+    let at = whole - single.len();
+    if !single.is_empty() {
+        let mut acc = [0f32; 16];
+        for (t, &w) in weights.iter().enumerate() {
+            let v: &[f32; 16] = value(t)[at..][..16].try_into().unwrap();
             acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
         }
-        out.copy_from_slice(&acc[..len]);
+        single.copy_from_slice(&acc);
+    }
+    if !rest.is_empty() {
+        let mut acc = [0f32; 16];
+        let len = rest.len();
+        for (t, &w) in weights.iter().enumerate() {
+            let v = &value(t)[whole..][..len];
+            acc.iter_mut().zip(v).for_each(|(o, &v)| *o += w * v);
+        }
+        rest.copy_from_slice(&acc[..len]);
     }
 }
 
@@ -198,6 +223,16 @@ pub(super) fn weighted_sum<'a>(
 /// into a [`crate::simd::widest`] loop.
 #[inline(always)]
 pub(super) fn softmax_in_place(xs: &mut [f32], scale: f32) {
+    let sum = exp_in_place(xs, scale);
+    xs.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// `xs[j] = e^((xs[j] - max) * scale)` in place, returning their sum: [`softmax_in_place`]
+/// without its division, for a caller that divides fewer values (attention's output) instead.
+/// Whole vectors where `xs` is a multiple of 16 long; inline it into a
+/// [`crate::simd::widest`] loop.
+#[inline(always)]
+pub(super) fn exp_in_place(xs: &mut [f32], scale: f32) -> f32 {
     let max = lane_max(xs, f32::NEG_INFINITY, |v| v);
     let exp = |v: &mut f32, sum: &mut f32| {
         let x = (*v - max) * scale;
@@ -211,8 +246,7 @@ pub(super) fn softmax_in_place(xs: &mut [f32], scale: f32) {
     }
     let rest = chunks.into_remainder();
     rest.iter_mut().zip(&mut sums).for_each(|(v, s)| exp(v, s));
-    let sum: f32 = sums.iter().sum();
-    xs.iter_mut().for_each(|v| *v /= sum);
+    sums.iter().sum()
 }
 
 /// GELU in its erf form, `x * (1 + erf(x / sqrt 2)) / 2`, on every element in place, with
