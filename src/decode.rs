@@ -157,6 +157,10 @@ struct Candidate<S> {
     state: S,
 }
 
+/// Queries a thread decodes at least, as one batch, before [`beam_search`] splits a batch
+/// between threads: below it, splitting each op serves better.
+const SPLIT_QUERIES: usize = 4;
+
 /// Runs constrained beam search for a batch of queries.
 ///
 /// `sources` are the encoder inputs (one per query); every hypothesis starts with the
@@ -174,8 +178,51 @@ pub fn beam_search<C: Constraint>(
     start: &C::State,
     options: &BeamOptions,
 ) -> Result<(Vec<Decoded<C::State>>, DecodeTimes)> {
+    split_between_threads(
+        model,
+        sources,
+        prefix,
+        constraint,
+        start,
+        options,
+        rayon::current_num_threads(),
+    )
+}
+
+/// [`beam_search`] with `threads` of rayon's threads to share. Queries decode independently:
+/// with enough of them, each half goes to its own share of the threads whole (steps,
+/// constraint and bookkeeping), where one batch would split every op over the threads and
+/// run its bookkeeping on one.
+fn split_between_threads<C: Constraint>(
+    model: &T5ForConditionalGeneration,
+    sources: &[Vec<u32>],
+    prefix: &[u32],
+    constraint: &C,
+    start: &C::State,
+    options: &BeamOptions,
+    threads: usize,
+) -> Result<(Vec<Decoded<C::State>>, DecodeTimes)> {
     if sources.is_empty() {
         return Ok((Vec::new(), DecodeTimes::default()));
+    }
+    if threads > 1 && sources.len() >= 2 * SPLIT_QUERIES {
+        let half = sources.len() / 2;
+        let run = |part: &[Vec<u32>], threads: usize| {
+            split_between_threads(model, part, prefix, constraint, start, options, threads)
+        };
+        let (a, b) = rayon::join(
+            || run(&sources[..half], threads / 2),
+            || run(&sources[half..], threads - threads / 2),
+        );
+        let ((mut decoded, ta), (rest, tb)) = (a?, b?);
+        decoded.extend(rest);
+        // The halves ran side by side: the longer one's times are the batch's.
+        let times = if ta.model + ta.constraint >= tb.model + tb.constraint {
+            ta
+        } else {
+            tb
+        };
+        return Ok((decoded, times));
     }
     let clock = Instant::now();
     let (ids, mask) = model.pad_batch(sources)?;

@@ -222,6 +222,54 @@ fn beam_search_over_a_trie_returns_the_brute_force_set() {
     }
 }
 
+/// A batch large enough to be split between two threads (each half decoded whole on its own)
+/// answers every query, in order, as that query decoded alone.
+#[test]
+fn a_batch_split_between_threads_decodes_each_query_as_alone() {
+    let model = tiny_model(16, 11);
+    let seqs = vec![
+        vec![0, 1],
+        vec![0, 1, 2],
+        vec![0, 3],
+        vec![4],
+        vec![2, 0, 1],
+    ];
+    let ids = DocIds::from_sequences(Scheme::Atomic, 10, 6, &seqs).unwrap();
+    let c = TrieConstraint { docids: &ids };
+    let sources: Vec<Vec<u32>> = (0..9u32)
+        .map(|q| (0..3 + q % 4).map(|t| 2 + (q * 5 + t * 3) % 14).collect())
+        .collect();
+    let options = BeamOptions {
+        beam: 3,
+        max_len: 4,
+        history: 2,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let decode = |s: &[Vec<u32>]| {
+        pool.install(|| beam_search(&model, s, &[2], &c, &ids.root(), &options))
+            .unwrap()
+            .0
+    };
+    let together = decode(&sources);
+    assert_eq!(together.len(), sources.len());
+    for (q, d) in together.iter().enumerate() {
+        let alone = decode(&sources[q..q + 1]).remove(0);
+        for (got, want) in [(&d.finished, &alone.finished), (&d.history, &alone.history)] {
+            assert_eq!(got.len(), want.len(), "query {q}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g.tokens, w.tokens, "query {q}");
+                assert!(
+                    (g.score - w.score).abs() <= 1e-5,
+                    "query {q}: {g:?} vs {w:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn beam_search_with_history_returns_every_corpus_ngram() {
     let vocab = 14;
