@@ -169,7 +169,8 @@ const SPLIT_QUERIES: usize = 4;
 ///
 /// Cost: one encoder pass, `1 + prefix.len()` decoder steps over one row per query, then
 /// `max_len` at most over `queries x beam` rows, plus the constraint's lookups for every live
-/// hypothesis.
+/// hypothesis; from `2 x SPLIT_QUERIES` queries, each half of the batch on its own share of
+/// rayon's threads. Each query's answer is the same (to float rounding) in any batch.
 pub fn beam_search<C: Constraint>(
     model: &T5ForConditionalGeneration,
     sources: &[Vec<u32>],
